@@ -1,0 +1,74 @@
+"""The one bridge between the async core and the sync API.
+
+A single daemon thread per process runs an event loop; sync methods submit their coroutine to
+it and wait. This works with and without a running loop in the caller (scripts, Jupyter, Dask
+workers, zarr's own loop thread) and survives ``os.fork``: the child process starts a new loop
+thread on first use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from icechunk_dist.errors import SessionStateError
+
+__all__ = ["run"]
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_pid: int | None = None
+
+
+def _reset_after_fork() -> None:
+    global _loop, _thread, _pid, _lock
+    _loop = None
+    _thread = None
+    _pid = None
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _get_loop() -> asyncio.AbstractEventLoop:
+    global _loop, _thread, _pid
+    with _lock:
+        if _loop is None or _pid != os.getpid() or _thread is None or not _thread.is_alive():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(
+                target=loop.run_forever, name="icechunk_dist-io", daemon=True
+            )
+            thread.start()
+            _loop, _thread, _pid = loop, thread, os.getpid()
+        return _loop
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on the bridge loop and return its result.
+
+    Raises
+    ------
+    SessionStateError
+        If called from the bridge loop itself (a sync method called from async code of ours:
+        use the ``*_async`` twin instead).
+    """
+    loop = _get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise SessionStateError(
+            "a synchronous icechunk_dist method was called from inside its own event loop; "
+            "await the *_async variant instead"
+        )
+    return asyncio.run_coroutine_threadsafe(coro, loop).result()

@@ -1,0 +1,285 @@
+"""Pure change records: what a session changed on top of its base snapshot, and their merge.
+
+No I/O here. A :class:`ChangeSet` is what a writable session or a fork accumulates; merging
+change-sets is associative and deterministic, and refuses overlapping writes by default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from icechunk_dist.errors import ConflictError
+from icechunk_dist.format import ArrayInfo, ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
+from icechunk_dist.format.chunktable import KIND_TOMBSTONE, coord_keys
+
+__all__ = ["ArrayChunks", "ChangeSet", "MergePolicy"]
+
+MergePolicy = Literal["fail", "last_wins"]
+
+# fold the per-chunk builder into the columnar table past this many rows
+_FOLD_AT = 65_536
+
+
+class ArrayChunks:
+    """Chunk refs written to one array (by node id) in a change-set.
+
+    Recent writes sit in a :class:`TableBuilder` (one append per zarr ``set``) with a position
+    index for read-your-writes; they are folded into a normalized :class:`ChunkTable` at merge,
+    commit and pickle time, or when the builder grows large.
+    """
+
+    __slots__ = ("_builder", "_pos", "_table", "ndim")
+
+    def __init__(self, ndim: int, table: ChunkTable | None = None) -> None:
+        self.ndim = ndim
+        self._table = table if table is not None else ChunkTable.empty(ndim)
+        self._builder = TableBuilder(ndim)
+        self._pos: dict[tuple[int, ...], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # writes ---------------------------------------------------------------------------
+    def _note(self, coord: tuple[int, ...]) -> None:
+        self._pos[coord] = len(self._builder) - 1
+        if len(self._builder) >= _FOLD_AT:
+            self.fold()
+
+    def set_native(self, coord: tuple[int, ...], chunk_id: bytes, length: int) -> None:
+        self._builder.add_native(coord, chunk_id, length)
+        self._note(coord)
+
+    def set_inline(self, coord: tuple[int, ...], data: bytes) -> None:
+        self._builder.add_inline(coord, data)
+        self._note(coord)
+
+    def set_virtual(self, coord: tuple[int, ...], url: str, offset: int, length: int,
+                    etag: str | None) -> None:
+        self._builder.add_virtual(coord, url, offset, length, etag)
+        self._note(coord)
+
+    def delete(self, coord: tuple[int, ...]) -> None:
+        self._builder.add_tombstone(coord)
+        self._note(coord)
+
+    def fold(self) -> None:
+        if len(self._builder):
+            self._table = ChunkTable.concat([self._table, self._builder.build()]).normalized()
+            self._builder = TableBuilder(self.ndim)
+            self._pos = {}
+
+    @property
+    def table(self) -> ChunkTable:
+        """The normalized table of every write (tombstones included)."""
+        self.fold()
+        return self._table
+
+    # reads ----------------------------------------------------------------------------
+    def lookup(self, coord: tuple[int, ...]) -> tuple[int, Any] | None:
+        """(kind, payload) of our latest write to ``coord``, or None if we did not write it."""
+        i = self._pos.get(coord)
+        if i is not None:
+            return self._builder.build_row(i)
+        j = self._table.find(coord)
+        if j < 0:
+            return None
+        return self._table.row_payload(j)
+
+    def written_coords(self) -> npt.NDArray[np.int64]:
+        return self.table.coords
+
+    def __getstate__(self) -> tuple[int, ChunkTable]:
+        return (self.ndim, self.table.compact())
+
+    def __setstate__(self, state: tuple[int, ChunkTable]) -> None:
+        ndim, table = state
+        self.ndim = ndim
+        self._table = table
+        self._builder = TableBuilder(ndim)
+        self._pos = {}
+
+
+@dataclass
+class ChangeSet:
+    """Everything a session changed relative to its base snapshot.
+
+    Attributes
+    ----------
+    nodes
+        New or updated node records by path (their ``manifests`` field is not used).
+    new_paths
+        Paths of ``nodes`` that do not exist in the base snapshot.
+    deleted
+        Base node records deleted, by path (a path may be deleted and then re-created).
+    chunks
+        Chunk writes per node id.
+    loose
+        Writes to keys that are not array chunks (``None`` marks a deletion).
+    """
+
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    new_paths: set[str] = field(default_factory=set)
+    deleted: dict[str, NodeRecord] = field(default_factory=dict)
+    chunks: dict[str, ArrayChunks] = field(default_factory=dict)
+    loose: dict[str, ChunkRefRecord | None] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- inspection
+    def is_empty(self) -> bool:
+        return not (
+            self.nodes or self.deleted or self.loose
+            or any(len(c) for c in self.chunks.values())
+        )
+
+    def chunk_count(self) -> int:
+        return sum(len(c) for c in self.chunks.values())
+
+    def array_chunks(self, node_id: str, ndim: int) -> ArrayChunks:
+        ac = self.chunks.get(node_id)
+        if ac is None:
+            ac = self.chunks[node_id] = ArrayChunks(ndim)
+        return ac
+
+    def copy_metadata(self) -> ChangeSet:
+        """A change-set with our node changes but no chunk writes (what a fork starts from)."""
+        return ChangeSet(
+            nodes=dict(self.nodes),
+            new_paths=set(self.new_paths),
+            deleted=dict(self.deleted),
+        )
+
+    def node_paths_by_id(self) -> dict[str, str]:
+        return {rec.node_id: path for path, rec in self.nodes.items()}
+
+    # ---------------------------------------------------------------- merge
+    def merge(self, other: ChangeSet, *, policy: MergePolicy = "fail",
+              describe: dict[str, str] | None = None) -> ChangeSet:
+        """Return a new change-set holding ``self`` then ``other``.
+
+        Identical writes (same chunk, same object) are one write. With ``policy="fail"``
+        two different writes of one chunk, or two different metadata documents for one node,
+        raise :class:`ConflictError` naming the path and chunk coordinates; with
+        ``"last_wins"`` ``other`` wins.
+
+        Raises
+        ------
+        ConflictError
+            On overlapping writes under ``policy="fail"``.
+        """
+        names = dict(describe or {})
+        names.update(self.node_paths_by_id())
+        names.update(other.node_paths_by_id())
+        out = ChangeSet(
+            nodes=dict(self.nodes),
+            new_paths=set(self.new_paths),
+            deleted=dict(self.deleted),
+            loose=dict(self.loose),
+        )
+        for path, rec in other.nodes.items():
+            mine = out.nodes.get(path)
+            if mine is not None and mine != rec and policy == "fail":
+                if mine.node_id != rec.node_id or mine.metadata != rec.metadata:
+                    raise ConflictError(
+                        f"both change-sets changed the metadata of {path!r} differently",
+                        path=path,
+                    )
+            out.nodes[path] = rec
+        out.new_paths |= other.new_paths
+        for path, rec in other.deleted.items():
+            out.deleted.setdefault(path, rec)
+            if path in out.nodes and path not in other.nodes and path in self.nodes:
+                if policy == "fail":
+                    raise ConflictError(
+                        f"one change-set deleted {path!r} while another changed it", path=path
+                    )
+                del out.nodes[path]
+        for key, ref in other.loose.items():
+            if key in out.loose and out.loose[key] != ref and policy == "fail":
+                raise ConflictError(f"both change-sets wrote key {key!r}", path=key)
+            out.loose[key] = ref
+        node_ids = sorted(set(self.chunks) | set(other.chunks))
+        for nid in node_ids:
+            a, b = self.chunks.get(nid), other.chunks.get(nid)
+            if a is None or b is None:
+                src = a if a is not None else b
+                assert src is not None
+                out.chunks[nid] = ArrayChunks(src.ndim, src.table)
+                continue
+            ta, tb = a.table, b.table
+            dup = ta.duplicates_with(tb)
+            if len(dup) and policy == "fail":
+                real = _different_writes(ta, tb, dup)
+                if len(real):
+                    path = names.get(nid, nid)
+                    coords = [tuple(int(v) for v in r) for r in real[:20]]
+                    raise ConflictError(
+                        f"two change-sets wrote the same chunk(s) of {path!r}: "
+                        f"{_fmt_coords(coords, len(real))}",
+                        path=path,
+                        chunk_coords=coords,
+                    )
+            out.chunks[nid] = ArrayChunks(a.ndim, ChunkTable.concat([ta, tb]).normalized())
+        return out
+
+    # ---------------------------------------------------------------- serialization
+    def __getstate__(self) -> dict[str, Any]:
+        enc = msgspec.msgpack.Encoder()
+        return {
+            "nodes": enc.encode(list(self.nodes.values())),
+            "new_paths": sorted(self.new_paths),
+            "deleted": enc.encode(list(self.deleted.values())),
+            "chunks": {k: v.__getstate__() for k, v in self.chunks.items()},
+            "loose": enc.encode(self.loose),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nodes = msgspec.msgpack.decode(state["nodes"], type=list[NodeRecord])
+        deleted = msgspec.msgpack.decode(state["deleted"], type=list[NodeRecord])
+        self.nodes = {n.path: n for n in nodes}
+        self.new_paths = set(state["new_paths"])
+        self.deleted = {n.path: n for n in deleted}
+        self.chunks = {}
+        for k, st in state["chunks"].items():
+            ac = ArrayChunks.__new__(ArrayChunks)
+            ac.__setstate__(st)
+            self.chunks[k] = ac
+        self.loose = msgspec.msgpack.decode(
+            state["loose"], type=dict[str, ChunkRefRecord | None]
+        )
+
+
+def _different_writes(a: ChunkTable, b: ChunkTable, dup: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
+    """Of coordinates written by both tables, those whose refs differ."""
+    keys = coord_keys(dup)
+    ka, kb = a.keys(), b.keys()
+    ia = np.searchsorted(ka, keys)
+    ib = np.searchsorted(kb, keys)
+    same = (
+        (a.kinds[ia] == b.kinds[ib])
+        & np.all(a.ids[ia] == b.ids[ib], axis=1)
+        & (a.offsets[ia] == b.offsets[ib])
+        & (a.lengths[ia] == b.lengths[ib])
+        & (a.kinds[ia] != 1)  # inline payloads compared below
+    )
+    both_inline = (a.kinds[ia] == 1) & (b.kinds[ib] == 1)
+    for j in np.flatnonzero(both_inline):
+        if a.row_payload(int(ia[j])) == b.row_payload(int(ib[j])):
+            same[j] = True
+    both_tomb = (a.kinds[ia] == KIND_TOMBSTONE) & (b.kinds[ib] == KIND_TOMBSTONE)
+    return dup[~(same | both_tomb)]
+
+
+def _fmt_coords(coords: Sequence[tuple[int, ...]], total: int) -> str:
+    shown = ", ".join(str(c) for c in coords[:10])
+    return shown + ("" if total <= 10 else f" and {total - 10} more")
+
+
+def iter_array_infos(nodes: Iterable[NodeRecord]) -> Iterator[tuple[str, ArrayInfo]]:
+    for n in nodes:
+        if n.array is not None:
+            yield n.path, n.array

@@ -1,0 +1,219 @@
+"""The one exception tree of icechunk_dist.
+
+Every error raised by the library derives from :class:`IcechunkDistError`. The tree is sorted by
+what a handler does about an error: retry after a conflict, report a missing object, fix the
+input, and so on. Backend (obstore) errors are translated into :class:`StorageError` inside
+``icechunk_dist.storage`` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from icechunk_dist.conflicts import Conflict
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConflictError",
+    "ErrorKind",
+    "FormatError",
+    "IcechunkDistError",
+    "InvalidInputError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "RebaseFailedError",
+    "RepositoryNotFoundError",
+    "SessionStateError",
+    "StorageError",
+]
+
+
+class ErrorKind(Enum):
+    """Machine-readable kind of an error. Append-only: values are never renumbered."""
+
+    GENERIC = 0
+    CONFLICT = 1
+    REBASE_FAILED = 2
+    NOT_FOUND = 3
+    REPOSITORY_NOT_FOUND = 4
+    ALREADY_EXISTS = 5
+    READ_ONLY = 6
+    INVALID_INPUT = 7
+    SESSION_STATE = 8
+    STORAGE = 9
+    FORMAT = 10
+
+
+def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    obj = cls.__new__(cls)
+    BaseException.__init__(obj, *args)
+    obj.__dict__.update(state)
+    return obj
+
+
+class IcechunkDistError(Exception):
+    """Base class of every error raised by icechunk_dist."""
+
+    kind: ErrorKind = ErrorKind.GENERIC
+
+    def __reduce__(self) -> Any:
+        # errors cross process boundaries (Dask); keep their structured fields
+        return (_restore_error, (type(self), self.args, dict(self.__dict__)))
+
+
+class ConflictError(IcechunkDistError):
+    """A write could not land because another write got there first or overlaps it.
+
+    Attributes
+    ----------
+    expected_parent, actual_parent
+        For a commit whose branch moved: the snapshot the session was based on and the
+        snapshot the branch points to now. ``None`` when the conflict is not about a branch.
+    path, chunk_coords
+        For a conflict between change-sets (merge): the node path and the chunk coordinates.
+    """
+
+    kind = ErrorKind.CONFLICT
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        expected_parent: str | None = None,
+        actual_parent: str | None = None,
+        path: str | None = None,
+        chunk_coords: Sequence[tuple[int, ...]] = (),
+    ) -> None:
+        self.expected_parent = expected_parent
+        self.actual_parent = actual_parent
+        self.path = path
+        self.chunk_coords = [tuple(int(c) for c in cc) for cc in chunk_coords]
+        if message is None:
+            if expected_parent is not None or actual_parent is not None:
+                message = (
+                    f"branch tip moved: session is based on {expected_parent} but the branch "
+                    f"now points to {actual_parent}; rebase the session "
+                    "(commit(..., rebase_with=...)) or start a new one"
+                )
+            else:
+                message = "conflict"
+        super().__init__(message)
+
+
+class RebaseFailedError(ConflictError):
+    """A rebase met conflicts that its solver did not resolve.
+
+    Attributes
+    ----------
+    snapshot_id
+        The snapshot the session tried to rebase onto.
+    conflicts
+        The unresolved :class:`~icechunk_dist.conflicts.Conflict` values.
+    """
+
+    kind = ErrorKind.REBASE_FAILED
+
+    def __init__(
+        self, snapshot_id: str, conflicts: Sequence[Conflict], message: str | None = None
+    ) -> None:
+        self.snapshot_id = snapshot_id
+        self.conflicts: list[Conflict] = list(conflicts)
+        if message is None:
+            shown = "; ".join(str(c) for c in self.conflicts[:10])
+            more = "" if len(self.conflicts) <= 10 else f"; and {len(self.conflicts) - 10} more"
+            message = f"rebase onto {snapshot_id} failed with {len(self.conflicts)} conflict(s): "
+            message += shown + more
+        first = self.conflicts[0] if self.conflicts else None
+        super().__init__(
+            message,
+            path=None if first is None else first.path,
+            chunk_coords=() if first is None else first.conflicted_chunks,
+        )
+
+
+class NotFoundError(IcechunkDistError, KeyError):
+    """Something that was asked for does not exist (a ref, a snapshot, a key, an object)."""
+
+    kind = ErrorKind.NOT_FOUND
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want a readable message
+        return str(self.args[0]) if self.args else "not found"
+
+
+class RepositoryNotFoundError(NotFoundError):
+    """No repository exists at the given storage location."""
+
+    kind = ErrorKind.REPOSITORY_NOT_FOUND
+
+
+class AlreadyExistsError(IcechunkDistError):
+    """An object that must be new already exists (a repository, a tag, a branch)."""
+
+    kind = ErrorKind.ALREADY_EXISTS
+
+
+class ReadOnlyError(IcechunkDistError):
+    """A write was attempted through a read-only session or store."""
+
+    kind = ErrorKind.READ_ONLY
+
+
+class InvalidInputError(IcechunkDistError, ValueError):
+    """The caller passed a bad value: a ref name, a key, an option, a shape."""
+
+    kind = ErrorKind.INVALID_INPUT
+
+
+class SessionStateError(IcechunkDistError):
+    """The session cannot do this in its present state (committed, forked, empty commit...)."""
+
+    kind = ErrorKind.SESSION_STATE
+
+
+class StorageError(IcechunkDistError):
+    """The object store failed. Transient failures were already retried."""
+
+    kind = ErrorKind.STORAGE
+
+    def __init__(self, message: str, *, key: str | None = None, cause: Any = None) -> None:
+        self.key = key
+        self.cause = cause
+        super().__init__(message)
+
+
+class FormatError(IcechunkDistError):
+    """Bytes read from storage are not a valid icechunk_dist object (corrupt, truncated, foreign).
+
+    Attributes
+    ----------
+    object_name
+        The storage key (or a description) of the object that failed to decode.
+    """
+
+    kind = ErrorKind.FORMAT
+
+    def __init__(self, message: str, *, object_name: str | None = None) -> None:
+        self.object_name = object_name
+        if object_name is not None:
+            message = f"{object_name}: {message}"
+        super().__init__(message)
+
+
+for _cls in (
+    IcechunkDistError,
+    ConflictError,
+    RebaseFailedError,
+    NotFoundError,
+    RepositoryNotFoundError,
+    AlreadyExistsError,
+    ReadOnlyError,
+    InvalidInputError,
+    SessionStateError,
+    StorageError,
+    FormatError,
+):
+    _cls.__module__ = "icechunk_dist"
+del _cls

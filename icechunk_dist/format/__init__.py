@@ -1,0 +1,46 @@
+"""Bytes <-> structs: the on-disk format of icechunk_dist (see docs/spec.md). No I/O here."""
+
+from icechunk_dist.format._codec import FORMAT_VERSION, ObjectType, decode_object, encode_object
+from icechunk_dist.format._structs import (
+    ArrayInfo,
+    ChunkRefRecord,
+    ManifestData,
+    ManifestRef,
+    NodeRecord,
+    RefData,
+    RepoInfo,
+    SnapshotData,
+    TransactionLogData,
+    TxChunks,
+)
+from icechunk_dist.format.chunktable import (
+    KIND_INLINE,
+    KIND_NATIVE,
+    KIND_TOMBSTONE,
+    KIND_VIRTUAL,
+    ChunkTable,
+    TableBuilder,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "KIND_INLINE",
+    "KIND_NATIVE",
+    "KIND_TOMBSTONE",
+    "KIND_VIRTUAL",
+    "ArrayInfo",
+    "ChunkRefRecord",
+    "ChunkTable",
+    "ManifestData",
+    "ManifestRef",
+    "NodeRecord",
+    "ObjectType",
+    "RefData",
+    "RepoInfo",
+    "SnapshotData",
+    "TableBuilder",
+    "TransactionLogData",
+    "TxChunks",
+    "decode_object",
+    "encode_object",
+]

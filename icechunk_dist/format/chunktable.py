@@ -1,0 +1,396 @@
+"""Columnar chunk references: the one in-memory shape of chunk refs on every hot path.
+
+A :class:`ChunkTable` holds ``n`` rows as numpy columns. No Python object exists per chunk.
+Tables are kept sorted by coordinates (lexicographically) and free of duplicate coordinates
+once :meth:`ChunkTable.normalized` has run; lookups are binary searches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from icechunk_dist._types import encode_id
+from icechunk_dist.errors import FormatError
+from icechunk_dist.format._structs import ManifestData
+
+__all__ = ["KIND_INLINE", "KIND_NATIVE", "KIND_TOMBSTONE", "KIND_VIRTUAL", "ChunkTable"]
+
+KIND_NATIVE = 0
+KIND_INLINE = 1
+KIND_VIRTUAL = 2
+KIND_TOMBSTONE = 3  # a deletion, only inside change-sets; never in a manifest
+
+I64 = npt.NDArray[np.int64]
+
+
+def coord_keys(coords: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """One sortable fixed-size bytes key per row (big-endian unsigned coordinates)."""
+    c = np.ascontiguousarray(coords, dtype=">u8")
+    if c.ndim != 2:
+        raise ValueError("coords must be 2-D")
+    return c.view(f"V{8 * c.shape[1]}").ravel()
+
+
+@dataclass(eq=False)
+class ChunkTable:
+    """Chunk refs of one array, columnar.
+
+    Attributes
+    ----------
+    coords : int64 (n, ndim)
+    kinds : uint8 (n,)  native / inline / virtual / tombstone
+    ids : uint8 (n, 12) chunk object id (native rows)
+    offsets, lengths : uint64 (n,) byte range in the chunk object, the blob or the url
+    url_idx : int32 (n,) index into ``urls`` (virtual rows), else -1
+    blob : bytes, inline payloads
+    urls, etags : per distinct virtual location
+    """
+
+    ndim: int
+    coords: I64
+    kinds: npt.NDArray[np.uint8]
+    ids: npt.NDArray[np.uint8]
+    offsets: npt.NDArray[np.uint64]
+    lengths: npt.NDArray[np.uint64]
+    url_idx: npt.NDArray[np.int32]
+    blob: bytes = b""
+    urls: list[str] = field(default_factory=list)
+    etags: list[str | None] = field(default_factory=list)
+    sorted_unique: bool = False
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def empty(cls, ndim: int) -> ChunkTable:
+        return cls(
+            ndim=ndim,
+            coords=np.zeros((0, ndim), np.int64),
+            kinds=np.zeros(0, np.uint8),
+            ids=np.zeros((0, 12), np.uint8),
+            offsets=np.zeros(0, np.uint64),
+            lengths=np.zeros(0, np.uint64),
+            url_idx=np.zeros(0, np.int32),
+            sorted_unique=True,
+        )
+
+    def __len__(self) -> int:
+        return int(self.kinds.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(
+            self.coords.nbytes + self.kinds.nbytes + self.ids.nbytes + self.offsets.nbytes
+            + self.lengths.nbytes + self.url_idx.nbytes + len(self.blob)
+        )
+
+    def take(self, index: npt.NDArray[Any]) -> ChunkTable:
+        """Rows selected by an integer index or boolean mask (blob and urls are shared)."""
+        return ChunkTable(
+            ndim=self.ndim,
+            coords=self.coords[index],
+            kinds=self.kinds[index],
+            ids=self.ids[index],
+            offsets=self.offsets[index],
+            lengths=self.lengths[index],
+            url_idx=self.url_idx[index],
+            blob=self.blob,
+            urls=self.urls,
+            etags=self.etags,
+        )
+
+    @classmethod
+    def concat(cls, tables: Sequence[ChunkTable], ndim: int | None = None) -> ChunkTable:
+        """Stack tables in order (later rows win in :meth:`normalized`)."""
+        tables = [t for t in tables if len(t)] or list(tables[:1])
+        if not tables:
+            if ndim is None:
+                raise ValueError("concat of nothing needs ndim")
+            return cls.empty(ndim)
+        if len(tables) == 1:
+            return tables[0]
+        nd = tables[0].ndim
+        if any(t.ndim != nd for t in tables):
+            raise ValueError("cannot concat chunk tables of different dimensionality")
+        offsets, url_idx, blobs, urls, etags = [], [], [], [], []
+        blob_base = 0
+        for t in tables:
+            off = t.offsets.copy()
+            inl = t.kinds == KIND_INLINE
+            off[inl] += np.uint64(blob_base)
+            offsets.append(off)
+            ui = t.url_idx.copy()
+            ui[ui >= 0] += len(urls)
+            url_idx.append(ui)
+            blobs.append(t.blob)
+            blob_base += len(t.blob)
+            urls.extend(t.urls)
+            etags.extend(t.etags)
+        return cls(
+            ndim=nd,
+            coords=np.concatenate([t.coords for t in tables]),
+            kinds=np.concatenate([t.kinds for t in tables]),
+            ids=np.concatenate([t.ids for t in tables]),
+            offsets=np.concatenate(offsets),
+            lengths=np.concatenate([t.lengths for t in tables]),
+            url_idx=np.concatenate(url_idx),
+            blob=b"".join(blobs),
+            urls=urls,
+            etags=etags,
+        )
+
+    # ---------------------------------------------------------------- ordering
+    def keys(self) -> npt.NDArray[Any]:
+        return coord_keys(self.coords)
+
+    def normalized(self) -> ChunkTable:
+        """Sorted by coordinates with one row per coordinate: the last occurrence wins."""
+        if self.sorted_unique:
+            return self
+        n = len(self)
+        if n == 0:
+            out = self.take(np.zeros(0, np.int64))
+            out.sorted_unique = True
+            return out
+        keys = self.keys()
+        # reverse so that np.unique's first occurrence is the last written row
+        rev = keys[::-1]
+        _, first = np.unique(rev, return_index=True)
+        idx = (n - 1) - first  # sorted by key already
+        out = self.take(idx)
+        out.sorted_unique = True
+        return out
+
+    def duplicates_with(self, other: ChunkTable) -> I64:
+        """Coordinates present in both tables (both normalized), as an (m, ndim) array."""
+        if not len(self) or not len(other):
+            return np.zeros((0, self.ndim), np.int64)
+        mask = np.isin(self.keys(), other.keys())
+        return self.coords[mask]
+
+    def without(self, coords_keys: npt.NDArray[Any]) -> ChunkTable:
+        """Rows whose coordinates are not among ``coords_keys``."""
+        if not len(self) or not len(coords_keys):
+            return self
+        out = self.take(~np.isin(self.keys(), coords_keys))
+        out.sorted_unique = self.sorted_unique
+        return out
+
+    def find(self, coord: Sequence[int]) -> int:
+        """Row index of ``coord`` in a normalized table, or -1."""
+        if not len(self):
+            return -1
+        if not self.sorted_unique:
+            raise ValueError("find needs a normalized table")
+        key = coord_keys(np.asarray([coord], np.int64))
+        keys = self.keys()
+        i = int(np.searchsorted(keys, key[0]))
+        if i < len(keys) and keys[i] == key[0]:
+            return i
+        return -1
+
+    def split(self, split_shape: Sequence[int]) -> dict[tuple[int, ...], ChunkTable]:
+        """Group rows by manifest split (``coords // split_shape``)."""
+        if not len(self):
+            return {}
+        sidx = self.coords // np.asarray(split_shape, np.int64)
+        skeys = coord_keys(sidx)
+        uniq, inverse = np.unique(skeys, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+        out: dict[tuple[int, ...], ChunkTable] = {}
+        for j in range(len(uniq)):
+            rows = order[bounds[j] : bounds[j + 1]]
+            part = self.take(rows)
+            part.sorted_unique = self.sorted_unique
+            out[tuple(int(v) for v in sidx[rows[0]])] = part
+        return out
+
+    def compact(self) -> ChunkTable:
+        """Drop blob bytes and urls no row refers to (after takes and merges)."""
+        inl = self.kinds == KIND_INLINE
+        virt = self.url_idx >= 0
+        if not len(self.blob) and not self.urls:
+            return self
+        offsets = self.offsets.copy()
+        parts = []
+        pos = 0
+        for i in np.flatnonzero(inl):
+            o, ln = int(self.offsets[i]), int(self.lengths[i])
+            parts.append(self.blob[o : o + ln])
+            offsets[i] = pos
+            pos += ln
+        url_idx = self.url_idx.copy()
+        urls: list[str] = []
+        etags: list[str | None] = []
+        remap: dict[int, int] = {}
+        for i in np.flatnonzero(virt):
+            old = int(self.url_idx[i])
+            if old not in remap:
+                remap[old] = len(urls)
+                urls.append(self.urls[old])
+                etags.append(self.etags[old])
+            url_idx[i] = remap[old]
+        return ChunkTable(
+            ndim=self.ndim, coords=self.coords, kinds=self.kinds, ids=self.ids,
+            offsets=offsets, lengths=self.lengths, url_idx=url_idx, blob=b"".join(parts),
+            urls=urls, etags=etags, sorted_unique=self.sorted_unique,
+        )
+
+    def row_payload(self, i: int) -> tuple[int, Any]:
+        """(kind, payload) of row ``i``.
+
+        The payload is ``(chunk id text, offset, length)`` for native rows, the bytes for
+        inline rows and ``(url, etag, offset, length)`` for virtual rows.
+        """
+        kind = int(self.kinds[i])
+        o, ln = int(self.offsets[i]), int(self.lengths[i])
+        if kind == KIND_INLINE:
+            return kind, self.blob[o : o + ln]
+        if kind == KIND_VIRTUAL:
+            u = int(self.url_idx[i])
+            return kind, (self.urls[u], self.etags[u], o, ln)
+        return kind, (encode_id(bytes(self.ids[i])), o, ln)
+
+    # ---------------------------------------------------------------- (de)serialization
+    def to_manifest(self, node_id: str) -> ManifestData:
+        t = self.normalized().compact()
+        return ManifestData(
+            node_id=node_id,
+            ndim=t.ndim,
+            count=len(t),
+            coords=t.coords.astype("<i8").tobytes(),
+            kinds=t.kinds.tobytes(),
+            ids=t.ids.tobytes(),
+            offsets=t.offsets.astype("<u8").tobytes(),
+            lengths=t.lengths.astype("<u8").tobytes(),
+            url_idx=t.url_idx.astype("<i4").tobytes(),
+            blob=t.blob,
+            urls=tuple(t.urls),
+            etags=tuple(t.etags),
+        )
+
+    @classmethod
+    def from_manifest(cls, m: ManifestData, *, name: str) -> ChunkTable:
+        """Rebuild a table from a decoded manifest, checking every column's size.
+
+        Raises
+        ------
+        FormatError
+            If the columns disagree with the declared row count.
+        """
+        n, nd = m.count, m.ndim
+        try:
+            if n < 0 or nd < 1:
+                raise ValueError("bad count or ndim")
+            coords = np.frombuffer(m.coords, "<i8").reshape(n, nd).astype(np.int64)
+            kinds = np.frombuffer(m.kinds, np.uint8).reshape(n).copy()
+            ids = np.frombuffer(m.ids, np.uint8).reshape(n, 12).copy()
+            offsets = np.frombuffer(m.offsets, "<u8").reshape(n).astype(np.uint64)
+            lengths = np.frombuffer(m.lengths, "<u8").reshape(n).astype(np.uint64)
+            url_idx = np.frombuffer(m.url_idx, "<i4").reshape(n).astype(np.int32)
+        except ValueError as e:
+            raise FormatError(f"manifest columns do not match its row count: {e}",
+                              object_name=name) from None
+        if len(m.urls) != len(m.etags) or (n and int(url_idx.max(initial=-1)) >= len(m.urls)):
+            raise FormatError("manifest virtual-ref table is inconsistent", object_name=name)
+        return cls(
+            ndim=nd, coords=coords, kinds=kinds, ids=ids, offsets=offsets, lengths=lengths,
+            url_idx=url_idx, blob=m.blob, urls=list(m.urls), etags=list(m.etags),
+            sorted_unique=True,
+        )
+
+
+class TableBuilder:
+    """Append-only accumulator used while zarr hands chunks over one at a time."""
+
+    __slots__ = ("_blob", "_coords", "_etags", "_ids", "_kinds", "_lengths", "_offsets",
+                 "_url_idx", "_urls", "_blob_len", "_inline_rows", "ndim")
+
+    def __init__(self, ndim: int) -> None:
+        self.ndim = ndim
+        self._coords: list[tuple[int, ...]] = []
+        self._kinds: list[int] = []
+        self._ids: list[bytes] = []
+        self._offsets: list[int] = []
+        self._lengths: list[int] = []
+        self._url_idx: list[int] = []
+        self._blob: list[bytes] = []
+        self._blob_len = 0
+        self._urls: list[str] = []
+        self._etags: list[str | None] = []
+        self._inline_rows: dict[int, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self._kinds)
+
+    _NOID = bytes(12)
+
+    def add_native(self, coord: tuple[int, ...], chunk_id: bytes, length: int,
+                   offset: int = 0) -> None:
+        self._add(coord, KIND_NATIVE, chunk_id, offset, length, -1)
+
+    def add_inline(self, coord: tuple[int, ...], data: bytes) -> None:
+        self._inline_rows[len(self._kinds)] = data
+        self._add(coord, KIND_INLINE, self._NOID, self._blob_len, len(data), -1)
+        self._blob.append(data)
+        self._blob_len += len(data)
+
+    def add_virtual(self, coord: tuple[int, ...], url: str, offset: int, length: int,
+                    etag: str | None) -> None:
+        self._urls.append(url)
+        self._etags.append(etag)
+        self._add(coord, KIND_VIRTUAL, self._NOID, offset, length, len(self._urls) - 1)
+
+    def add_tombstone(self, coord: tuple[int, ...]) -> None:
+        self._add(coord, KIND_TOMBSTONE, self._NOID, 0, 0, -1)
+
+    def _add(self, coord: tuple[int, ...], kind: int, cid: bytes, off: int, ln: int,
+             ui: int) -> None:
+        if len(coord) != self.ndim:
+            raise ValueError(f"coordinate {coord} has {len(coord)} dims, expected {self.ndim}")
+        self._coords.append(coord)
+        self._kinds.append(kind)
+        self._ids.append(cid)
+        self._offsets.append(off)
+        self._lengths.append(ln)
+        self._url_idx.append(ui)
+
+    def build_row(self, i: int) -> tuple[int, object]:
+        """(kind, payload) of row ``i``, as :meth:`ChunkTable.row_payload`."""
+        kind = self._kinds[i]
+        if kind == KIND_INLINE:
+            return kind, self._inline_rows[i]
+        o, ln = self._offsets[i], self._lengths[i]
+        if kind == KIND_VIRTUAL:
+            u = self._url_idx[i]
+            return kind, (self._urls[u], self._etags[u], o, ln)
+        return kind, (encode_id(self._ids[i]), o, ln)
+
+    def build(self) -> ChunkTable:
+        n = len(self._kinds)
+        if n == 0:
+            return ChunkTable.empty(self.ndim)
+        return ChunkTable(
+            ndim=self.ndim,
+            coords=np.asarray(self._coords, np.int64).reshape(n, self.ndim),
+            kinds=np.asarray(self._kinds, np.uint8),
+            ids=np.frombuffer(b"".join(self._ids), np.uint8).reshape(n, 12).copy(),
+            offsets=np.asarray(self._offsets, np.uint64),
+            lengths=np.asarray(self._lengths, np.uint64),
+            url_idx=np.asarray(self._url_idx, np.int32),
+            blob=b"".join(self._blob),
+            urls=list(self._urls),
+            etags=list(self._etags),
+        )
+
+
+def tables_from_iter(ndim: int, rows: Iterable[tuple[tuple[int, ...], bytes, int]]) -> ChunkTable:
+    """Build a native-only table from (coord, chunk id, length) rows (tests, tools)."""
+    b = TableBuilder(ndim)
+    for coord, cid, ln in rows:
+        b.add_native(coord, cid, ln)
+    return b.build()

@@ -1,0 +1,387 @@
+"""The repository handle: creation, refs, history, sessions."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from icechunk_dist import _sync, refs
+from icechunk_dist._types import new_id
+from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.errors import (
+    AlreadyExistsError,
+    InvalidInputError,
+    NotFoundError,
+    RepositoryNotFoundError,
+)
+from icechunk_dist.format import ObjectType, RepoInfo, SnapshotData, TransactionLogData
+from icechunk_dist.session import Session
+from icechunk_dist.session._io import (
+    REPO_KEY,
+    read_repo_info,
+    read_snapshot,
+    snapshot_key,
+    transaction_key,
+    write_object,
+)
+from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
+
+__all__ = ["Repository", "SnapshotInfo"]
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """One entry of a repository's history."""
+
+    id: str
+    parent_id: str | None
+    written_at: datetime
+    message: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _info(s: SnapshotData) -> SnapshotInfo:
+    return SnapshotInfo(id=s.id, parent_id=s.parent_id, written_at=s.written_at,
+                        message=s.message, metadata=dict(s.metadata))
+
+
+class Repository:
+    """A versioned Zarr repository on object storage.
+
+    Open one with :meth:`create`, :meth:`open` or :meth:`open_or_create`. A repository
+    object is cheap, holds no open connection, and pickles (unless its storage is in-memory).
+    """
+
+    def __init__(self, storage: Storage, info: RepoInfo) -> None:
+        self._storage = storage
+        self._info = info
+        self._config = RepositoryConfig.from_dict(info.config)
+
+    def __repr__(self) -> str:
+        return f"<icechunk_dist.Repository at {self._storage.describe()}>"
+
+    def __reduce__(self) -> Any:
+        return (Repository, (self._storage, self._info))
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage
+
+    @property
+    def config(self) -> RepositoryConfig:
+        return self._config
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def create(cls, storage: Storage, config: RepositoryConfig | None = None) -> Repository:
+        """Create a new repository with an empty initial snapshot on branch ``main``.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If a repository already exists at this location.
+        """
+        return _sync.run(cls.create_async(storage, config))
+
+    @classmethod
+    async def create_async(cls, storage: Storage,
+                           config: RepositoryConfig | None = None) -> Repository:
+        config = config or RepositoryConfig()
+        if not isinstance(config, RepositoryConfig):
+            raise InvalidInputError("config must be a RepositoryConfig")
+        if await storage.exists(REPO_KEY):
+            raise AlreadyExistsError(f"a repository already exists at {storage.describe()}")
+        now = datetime.now(UTC)
+        sid = new_id()
+        snap = SnapshotData(id=sid, parent_id=None, written_at=now,
+                            message="Repository initialized")
+        level = config.compression_level
+        await write_object(storage, snapshot_key(sid), snap, ObjectType.SNAPSHOT, level)
+        await write_object(storage, transaction_key(sid), TransactionLogData(snapshot_id=sid),
+                           ObjectType.TRANSACTION_LOG, level)
+        info = RepoInfo(format_version=1, created_at=now, initial_snapshot_id=sid,
+                        config=config.to_dict())
+        try:
+            # the marker is created last and atomically: its existence makes the repository
+            await write_object(storage, REPO_KEY, info, ObjectType.REPO, level)
+        except ObjectExistsError:
+            raise AlreadyExistsError(
+                f"a repository already exists at {storage.describe()}"
+            ) from None
+        return cls(storage, info)
+
+    @classmethod
+    def open(cls, storage: Storage) -> Repository:
+        """Open an existing repository.
+
+        Raises
+        ------
+        RepositoryNotFoundError
+            If there is no repository at this location.
+        FormatError
+            If the repository marker is unreadable.
+        """
+        return _sync.run(cls.open_async(storage))
+
+    @classmethod
+    async def open_async(cls, storage: Storage) -> Repository:
+        try:
+            info = await read_repo_info(storage)
+        except ObjectNotFoundError:
+            raise RepositoryNotFoundError(
+                f"no repository at {storage.describe()}"
+            ) from None
+        return cls(storage, info)
+
+    @classmethod
+    def open_or_create(cls, storage: Storage,
+                       config: RepositoryConfig | None = None) -> Repository:
+        """Open the repository at ``storage``, creating it first if there is none."""
+        try:
+            return cls.open(storage)
+        except RepositoryNotFoundError:
+            try:
+                return cls.create(storage, config)
+            except AlreadyExistsError:  # created concurrently by someone else
+                return cls.open(storage)
+
+    @staticmethod
+    def exists(storage: Storage) -> bool:
+        """Whether a repository exists at ``storage``."""
+        return _sync.run(storage.exists(REPO_KEY))
+
+    # ------------------------------------------------------------------ refs
+    @property
+    def _genesis(self) -> str:
+        return self._info.initial_snapshot_id
+
+    async def _check_snapshot(self, snapshot_id: str) -> SnapshotData:
+        if not isinstance(snapshot_id, str):
+            raise InvalidInputError(f"snapshot id must be a string, got {snapshot_id!r}")
+        try:
+            from icechunk_dist._types import decode_id
+
+            decode_id(snapshot_id)
+        except InvalidInputError:
+            raise InvalidInputError(f"not a snapshot id: {snapshot_id!r}") from None
+        return await read_snapshot(self._storage, snapshot_id)
+
+    def create_branch(self, name: str, snapshot_id: str) -> None:
+        """Create branch ``name`` pointing at ``snapshot_id``.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If the branch exists.
+        NotFoundError
+            If the snapshot does not exist.
+        InvalidInputError
+            If the name is invalid.
+        """
+        refs.validate_ref_name(name, "branch")
+
+        async def go() -> None:
+            await self._check_snapshot(snapshot_id)
+            await refs.write_branch(self._storage, name, expected=None,
+                                    snapshot_id=snapshot_id, genesis=self._genesis)
+
+        _sync.run(go())
+
+    def list_branches(self) -> set[str]:
+        """Names of all branches."""
+        return _sync.run(refs.list_branches(self._storage, self._genesis))
+
+    def lookup_branch(self, name: str) -> str:
+        """Snapshot id at the tip of a branch.
+
+        Raises
+        ------
+        NotFoundError
+            If the branch does not exist.
+        """
+        refs.validate_ref_name(name, "branch")
+        tip = _sync.run(refs.read_branch(self._storage, name, self._genesis))
+        assert tip.snapshot_id is not None
+        return tip.snapshot_id
+
+    def reset_branch(self, name: str, snapshot_id: str) -> None:
+        """Point an existing branch at another snapshot (history is not rewritten).
+
+        Raises
+        ------
+        NotFoundError
+            If the branch or the snapshot does not exist.
+        ConflictError
+            If the branch moved while resetting.
+        """
+        refs.validate_ref_name(name, "branch")
+
+        async def go() -> None:
+            await self._check_snapshot(snapshot_id)
+            tip = await refs.read_branch(self._storage, name, self._genesis)
+            await refs.write_branch(self._storage, name, expected=tip,
+                                    snapshot_id=snapshot_id, genesis=self._genesis)
+
+        _sync.run(go())
+
+    def delete_branch(self, name: str) -> None:
+        """Delete a branch (not ``main``).
+
+        Raises
+        ------
+        InvalidInputError
+            For ``main``.
+        NotFoundError
+            If the branch does not exist.
+        """
+        refs.validate_ref_name(name, "branch")
+        if name == "main":
+            raise InvalidInputError("the main branch cannot be deleted")
+
+        async def go() -> None:
+            tip = await refs.read_branch(self._storage, name, self._genesis)
+            await refs.write_branch(self._storage, name, expected=tip, snapshot_id=None,
+                                    genesis=self._genesis)
+
+        _sync.run(go())
+
+    def create_tag(self, name: str, snapshot_id: str) -> None:
+        """Create an immutable tag.
+
+        Raises
+        ------
+        AlreadyExistsError
+            If the tag exists, or existed and was deleted (names are never reused).
+        NotFoundError
+            If the snapshot does not exist.
+        """
+        refs.validate_ref_name(name, "tag")
+
+        async def go() -> None:
+            await self._check_snapshot(snapshot_id)
+            await refs.create_tag(self._storage, name, snapshot_id)
+
+        _sync.run(go())
+
+    def list_tags(self) -> set[str]:
+        """Names of all (non-deleted) tags."""
+        return _sync.run(refs.list_tags(self._storage))
+
+    def lookup_tag(self, name: str) -> str:
+        """Snapshot id a tag points to.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such tag.
+        """
+        refs.validate_ref_name(name, "tag")
+        return _sync.run(refs.read_tag(self._storage, name))
+
+    def delete_tag(self, name: str) -> None:
+        """Delete a tag; its name can never be used again.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such tag.
+        """
+        refs.validate_ref_name(name, "tag")
+        _sync.run(refs.delete_tag(self._storage, name))
+
+    # ------------------------------------------------------------------ history
+    def lookup_snapshot(self, snapshot_id: str) -> SnapshotInfo:
+        """Information about one snapshot.
+
+        Raises
+        ------
+        NotFoundError
+            If it does not exist.
+        """
+        return _info(_sync.run(self._check_snapshot(snapshot_id)))
+
+    def ancestry(self, *, branch: str | None = None, tag: str | None = None,
+                 snapshot_id: str | None = None) -> Iterator[SnapshotInfo]:
+        """History from a branch, tag or snapshot back to the initial snapshot, newest first.
+
+        Raises
+        ------
+        InvalidInputError
+            Unless exactly one of ``branch``, ``tag``, ``snapshot_id`` is given.
+        """
+        start = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
+        sid: str | None = start
+        while sid is not None:
+            snap = _sync.run(read_snapshot(self._storage, sid))
+            yield _info(snap)
+            sid = snap.parent_id
+
+    def _resolve(self, *, branch: str | None, tag: str | None, snapshot_id: str | None) -> str:
+        given = [x for x in (branch, tag, snapshot_id) if x is not None]
+        if len(given) != 1:
+            raise InvalidInputError("give exactly one of branch=, tag=, snapshot_id=")
+        if branch is not None:
+            return self.lookup_branch(branch)
+        if tag is not None:
+            return self.lookup_tag(tag)
+        assert snapshot_id is not None
+        _sync.run(self._check_snapshot(snapshot_id))
+        return snapshot_id
+
+    # ------------------------------------------------------------------ sessions
+    def readonly_session(self, branch: str | None = None, *, tag: str | None = None,
+                         snapshot_id: str | None = None) -> Session:
+        """A read-only session at a branch tip (default ``main``), a tag or a snapshot."""
+        if branch is None and tag is None and snapshot_id is None:
+            branch = "main"
+        sid = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
+        snap = _sync.run(read_snapshot(self._storage, sid))
+        return Session(storage=self._storage, config=self._config, genesis=self._genesis,
+                       base=snap, branch=branch, read_only=True)
+
+    def writable_session(self, branch: str) -> Session:
+        """A session that records changes and commits them to ``branch``.
+
+        Raises
+        ------
+        NotFoundError
+            If the branch does not exist.
+        """
+        refs.validate_ref_name(branch, "branch")
+
+        async def go() -> Session:
+            tip = await refs.read_branch(self._storage, branch, self._genesis)
+            assert tip.snapshot_id is not None
+            snap = await read_snapshot(self._storage, tip.snapshot_id)
+            return Session(storage=self._storage, config=self._config, genesis=self._genesis,
+                           base=snap, branch=branch, read_only=False, branch_tip=tip)
+
+        return _sync.run(go())
+
+    @contextlib.contextmanager
+    def transaction(self, branch: str, *, message: str,
+                    metadata: Mapping[str, Any] | None = None,
+                    **commit_kwargs: Any) -> Iterator[Any]:
+        """Context manager yielding a writable store; commits on success, discards on error.
+
+        Examples
+        --------
+        >>> with repo.transaction("main", message="add x") as store:   # doctest: +SKIP
+        ...     zarr.create_array(store, name="x", shape=(10,), dtype="i4")
+        """
+        session = self.writable_session(branch)
+        try:
+            yield session.store
+        except BaseException:
+            session.discard_changes()
+            raise
+        session.commit(message, metadata, **commit_kwargs)
+
+    def _snapshot(self, snapshot_id: str) -> SnapshotData:
+        try:
+            return _sync.run(read_snapshot(self._storage, snapshot_id))
+        except NotFoundError:
+            raise

@@ -1,0 +1,198 @@
+"""Turning a base snapshot plus a change-set into new manifests, a transaction log and a
+snapshot (the first three steps of the commit order; the ref update is the session's)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from icechunk_dist._types import new_id
+from icechunk_dist.changeset import ChangeSet
+from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.format import (
+    KIND_TOMBSTONE,
+    ChunkTable,
+    ManifestRef,
+    NodeRecord,
+    ObjectType,
+    SnapshotData,
+    TransactionLogData,
+    TxChunks,
+)
+from icechunk_dist.session._io import (
+    ManifestCache,
+    gather_limited,
+    manifest_key,
+    snapshot_key,
+    transaction_key,
+    write_object,
+)
+from icechunk_dist.storage import Storage
+
+__all__ = ["build_transaction_log", "write_commit"]
+
+
+def build_transaction_log(snapshot_id: str, base: SnapshotData, changes: ChangeSet
+                          ) -> TransactionLogData:
+    """Describe what ``changes`` does to ``base`` (nodes and chunk coordinates)."""
+    base_nodes = {n.path: n for n in base.nodes}
+    new_groups, new_arrays, upd_groups, upd_arrays = [], [], [], []
+    extended: dict[str, tuple[int, ...]] = {}
+    for path, rec in sorted(changes.nodes.items()):
+        old = base_nodes.get(path)
+        replaced = old is not None and old.node_id != rec.node_id
+        if old is None or replaced or path in changes.new_paths and path not in base_nodes:
+            (new_arrays if rec.kind == "array" else new_groups).append(path)
+            continue
+        (upd_arrays if rec.kind == "array" else upd_groups).append(path)
+        if (rec.array is not None and old.array is not None and _only_grew(old, rec)):
+            extended[path] = old.array.shape
+    del_groups, del_arrays = [], []
+    for path, rec in sorted(changes.deleted.items()):
+        cur = changes.nodes.get(path)
+        if cur is not None and cur.node_id == rec.node_id:
+            continue
+        (del_arrays if rec.kind == "array" else del_groups).append(path)
+    id_to_path = {r.node_id: p for p, r in changes.nodes.items()}
+    id_to_path.update({r.node_id: p for p, r in base_nodes.items() if p not in id_to_path
+                       and p not in changes.deleted})
+    chunks = []
+    for nid in sorted(changes.chunks):
+        ac = changes.chunks[nid]
+        path = id_to_path.get(nid)
+        if path is None or not len(ac):
+            continue
+        t = ac.table
+        chunks.append(TxChunks(path=path, node_id=nid, ndim=t.ndim, count=len(t),
+                               coords=t.coords.astype("<i8").tobytes()))
+    return TransactionLogData(
+        snapshot_id=snapshot_id,
+        new_groups=tuple(new_groups),
+        new_arrays=tuple(new_arrays),
+        updated_groups=tuple(upd_groups),
+        updated_arrays=tuple(upd_arrays),
+        deleted_groups=tuple(del_groups),
+        deleted_arrays=tuple(del_arrays),
+        chunks=tuple(chunks),
+        loose_keys=tuple(sorted(changes.loose)),
+        extended_arrays=extended,
+    )
+
+
+def _only_grew(old: NodeRecord, new: NodeRecord) -> bool:
+    """True if ``new`` differs from ``old`` only by a shape at least as large on every axis."""
+    import json
+
+    a, b = old.array, new.array
+    if a is None or b is None or len(a.shape) != len(b.shape) or a.shape == b.shape:
+        return False
+    if any(y < x for x, y in zip(a.shape, b.shape, strict=True)):
+        return False
+    try:
+        da, db = json.loads(old.metadata), json.loads(new.metadata)
+    except ValueError:
+        return False
+    da.pop("shape", None)
+    db.pop("shape", None)
+    return bool(da == db)
+
+
+async def write_commit(
+    storage: Storage,
+    config: RepositoryConfig,
+    cache: ManifestCache,
+    base: SnapshotData,
+    changes: ChangeSet,
+    *,
+    message: str,
+    metadata: dict[str, Any],
+) -> tuple[SnapshotData, TransactionLogData]:
+    """Write manifests, then the transaction log, then the snapshot; return the snapshot.
+
+    Nothing written here is visible until the caller moves the branch.
+    """
+    snapshot_id = new_id()
+    base_nodes = {n.path: n for n in base.nodes}
+    final: dict[str, NodeRecord] = {
+        p: n for p, n in base_nodes.items() if p not in changes.deleted
+    }
+    final.update(changes.nodes)
+    writes: list[tuple[str, Any, ObjectType]] = []
+    out_nodes: list[NodeRecord] = []
+    for path in sorted(final):
+        rec = final[path]
+        old = base_nodes.get(path)
+        keep = old.manifests if (old is not None and old.node_id == rec.node_id) else ()
+        ac = changes.chunks.get(rec.node_id)
+        if rec.array is None:
+            out_nodes.append(_with_manifests(rec, ()))
+            continue
+        if ac is None or not len(ac):
+            out_nodes.append(_with_manifests(rec, keep))
+            continue
+        split_shape = rec.array.split_shape
+        by_split = {m.split: m for m in keep}
+        touched = ac.table.split(split_shape)
+        bases = await gather_limited(
+            [cache.get(storage, by_split[s].id) for s in touched if s in by_split],
+            config.max_concurrent_requests,
+        )
+        base_tables = dict(zip([s for s in touched if s in by_split], bases, strict=True))
+        new_refs: dict[tuple[int, ...], ManifestRef] = {
+            s: m for s, m in by_split.items() if s not in touched
+        }
+        for split, delta in touched.items():
+            merged = _apply(base_tables.get(split), delta)
+            if not len(merged):
+                continue
+            mid = new_id()
+            writes.append((manifest_key(mid), merged.to_manifest(rec.node_id),
+                           ObjectType.MANIFEST))
+            new_refs[split] = ManifestRef(id=mid, split=split, count=len(merged))
+        out_nodes.append(_with_manifests(rec, tuple(new_refs[s] for s in sorted(new_refs))))
+    loose = {r.key: r for r in base.loose}
+    for key, ref in changes.loose.items():
+        if ref is None:
+            loose.pop(key, None)
+        else:
+            loose[key] = ref
+    level = config.compression_level
+    await gather_limited(
+        [write_object(storage, k, obj, t, level) for k, obj, t in writes],
+        config.max_concurrent_requests,
+    )
+    txlog = build_transaction_log(snapshot_id, base, changes)
+    await write_object(storage, transaction_key(snapshot_id), txlog,
+                       ObjectType.TRANSACTION_LOG, level)
+    snap = SnapshotData(
+        id=snapshot_id,
+        parent_id=base.id,
+        written_at=datetime.now(UTC),
+        message=message,
+        metadata=dict(metadata),
+        nodes=tuple(out_nodes),
+        loose=tuple(loose[k] for k in sorted(loose)),
+    )
+    await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
+    return snap, txlog
+
+
+def _with_manifests(rec: NodeRecord, manifests: tuple[ManifestRef, ...]) -> NodeRecord:
+    return NodeRecord(path=rec.path, node_id=rec.node_id, kind=rec.kind,
+                      metadata=rec.metadata, array=rec.array, manifests=manifests)
+
+
+def _apply(base: ChunkTable | None, delta: ChunkTable) -> ChunkTable:
+    """Base rows not overwritten by ``delta``, plus ``delta``'s non-deleted rows, sorted."""
+    live = delta.take(delta.kinds != KIND_TOMBSTONE)
+    if base is None or not len(base):
+        out = live
+    else:
+        kept = base.without(delta.keys())
+        out = ChunkTable.concat([kept, live])
+    out = out.normalized() if not out.sorted_unique else out
+    if len(out) and np.any(out.kinds == KIND_TOMBSTONE):  # pragma: no cover - defensive
+        out = out.take(out.kinds != KIND_TOMBSTONE)
+    return out

@@ -1,0 +1,581 @@
+"""Sessions: a writable or read-only view of one branch, tag or snapshot; and forks."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from icechunk_dist import _sync, refs
+from icechunk_dist._types import new_id
+from icechunk_dist.changeset import ChangeSet, MergePolicy
+from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    SessionStateError,
+)
+from icechunk_dist.format import SnapshotData
+from icechunk_dist.session._commit import write_commit
+from icechunk_dist.session._core import SessionCore
+from icechunk_dist.session._io import read_snapshot
+from icechunk_dist.storage import Storage
+
+if TYPE_CHECKING:
+    from icechunk_dist.conflicts import ConflictSolver
+
+__all__ = ["ChangeSummary", "ForkSession", "Session"]
+
+
+@dataclass(frozen=True)
+class ChangeSummary:
+    """What a session has changed so far (``Session.status()``)."""
+
+    new_groups: tuple[str, ...] = ()
+    new_arrays: tuple[str, ...] = ()
+    updated_groups: tuple[str, ...] = ()
+    updated_arrays: tuple[str, ...] = ()
+    deleted_groups: tuple[str, ...] = ()
+    deleted_arrays: tuple[str, ...] = ()
+    updated_chunks: Mapping[str, int] = field(default_factory=dict)
+    updated_keys: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not any((self.new_groups, self.new_arrays, self.updated_groups,
+                        self.updated_arrays, self.deleted_groups, self.deleted_arrays,
+                        self.updated_chunks, self.updated_keys))
+
+    def __str__(self) -> str:
+        lines = []
+        for label, items in (("new groups", self.new_groups), ("new arrays", self.new_arrays),
+                             ("updated groups", self.updated_groups),
+                             ("updated arrays", self.updated_arrays),
+                             ("deleted groups", self.deleted_groups),
+                             ("deleted arrays", self.deleted_arrays),
+                             ("other keys", self.updated_keys)):
+            if items:
+                lines.append(f"{label}: {', '.join(items)}")
+        for path, n in sorted(self.updated_chunks.items()):
+            lines.append(f"chunks written in {path!r}: {n}")
+        return "\n".join(lines) or "no changes"
+
+
+# snapshots loaded by forks on workers, per process: (storage, id) -> snapshot
+_SNAPSHOTS: OrderedDict[tuple[Storage, str], SnapshotData] = OrderedDict()
+_SNAP_LOCK = threading.Lock()
+
+
+async def _load_snapshot_cached(storage: Storage, snapshot_id: str) -> SnapshotData:
+    key = (storage, snapshot_id)
+    with _SNAP_LOCK:
+        hit = _SNAPSHOTS.get(key)
+    if hit is not None:
+        return hit
+    snap = await read_snapshot(storage, snapshot_id)
+    with _SNAP_LOCK:
+        _SNAPSHOTS[key] = snap
+        while len(_SNAPSHOTS) > 32:
+            _SNAPSHOTS.popitem(last=False)
+    return snap
+
+
+class Session(SessionCore):
+    """A view of the repository through which zarr reads and (if writable) writes.
+
+    Obtain one from :meth:`Repository.writable_session` or
+    :meth:`Repository.readonly_session`; do not construct it directly.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        config: RepositoryConfig,
+        genesis: str,
+        base: SnapshotData,
+        branch: str | None,
+        read_only: bool,
+        branch_tip: refs.BranchTip | None = None,
+    ) -> None:
+        self._init_core(storage, config, base, None, read_only)
+        self._genesis = genesis
+        self._branch = branch
+        self._tip = branch_tip
+        self._lineage_id = new_id()
+        self._merged_forks: set[str] = set()
+        self._state = "open"
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def branch(self) -> str | None:
+        """The branch this session reads from and commits to (None for tag/snapshot)."""
+        return self._branch
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self._read_only else "writable"
+        where = f"branch {self._branch!r}" if self._branch else "detached"
+        return f"<icechunk_dist.Session {mode} {where} at snapshot {self.snapshot_id}>"
+
+    def _read_only_reason(self) -> str:
+        if self._state == "committed":
+            return ("this session has committed; it is now read-only at snapshot "
+                    f"{self.snapshot_id}. Open a new writable_session to write again")
+        return "this session is read-only (open repo.writable_session(branch) to write)"
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        if not self._read_only:
+            raise SessionStateError(
+                "a writable Session cannot be pickled or sent to another process: its "
+                "change-set would be lost or applied twice. Use session.fork() to get a "
+                "picklable ForkSession for workers, then session.merge(*forks) and "
+                "session.commit(...) on the driver (or icechunk_dist.dask.store_dask)."
+            )
+        return {
+            "storage": self._storage, "config": self._config, "genesis": self._genesis,
+            "base": self._base, "branch": self._branch,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._init_core(state["storage"], state["config"], state["base"], None, True)
+        self._genesis = state["genesis"]
+        self._branch = state["branch"]
+        self._tip = None
+        self._lineage_id = new_id()
+        self._merged_forks = set()
+        self._state = "open"
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> ChangeSummary:
+        """Summarize the uncommitted changes of this session."""
+        from icechunk_dist.session._commit import build_transaction_log
+
+        with self._lock:
+            tx = build_transaction_log("", self._base, self._changes)
+        return ChangeSummary(
+            new_groups=tx.new_groups, new_arrays=tx.new_arrays,
+            updated_groups=tx.updated_groups, updated_arrays=tx.updated_arrays,
+            deleted_groups=tx.deleted_groups, deleted_arrays=tx.deleted_arrays,
+            updated_chunks={c.path: c.count for c in tx.chunks},
+            updated_keys=tx.loose_keys,
+        )
+
+    def discard_changes(self) -> None:
+        """Drop every uncommitted change (chunk objects already written become garbage)."""
+        self._check_writable()
+        with self._lock:
+            self._changes = ChangeSet()
+
+    # ------------------------------------------------------------------ fork / merge
+    def fork(self) -> ForkSession:
+        """A small picklable sub-session for workers. Writes nothing to storage.
+
+        The fork reads this session's base snapshot plus its pending metadata (arrays created
+        in this transaction are writable from the fork), and records its own chunk writes.
+        Bring its changes back with :meth:`merge`.
+
+        Raises
+        ------
+        SessionStateError
+            If this session is read-only or already committed.
+        """
+        if self._read_only:
+            raise SessionStateError(
+                "only a writable session can fork; " + self._read_only_reason()
+            )
+        with self._lock:
+            inherited = self._changes.copy_metadata()
+            inherited.loose = dict(self._changes.loose)
+        return ForkSession._new(
+            storage=self._storage, config=self._config, base=self._base,
+            lineage_id=self._lineage_id, inherited=inherited,
+        )
+
+    def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> None:
+        """Bring the changes of forks into this session.
+
+        Parameters
+        ----------
+        forks
+            Forks of this session (possibly already merged among themselves).
+        policy
+            ``"fail"`` (default): two different writes of the same chunk raise
+            :class:`ConflictError`. ``"last_wins"``: later forks (in argument order) win.
+
+        Raises
+        ------
+        ConflictError
+            On overlapping writes, naming the array and chunk coordinates.
+        SessionStateError
+            If a fork is of another session or base, or was already merged.
+        """
+        self._check_writable()
+        for f in forks:
+            if not isinstance(f, ForkSession):
+                raise InvalidInputError(
+                    f"Session.merge takes ForkSession objects, got {type(f).__name__}"
+                )
+        with self._lock:
+            seen = set(self._merged_forks)
+            merged = self._changes
+            for f in forks:
+                _check_same_lineage(self._storage, self._base.id, self._lineage_id, f,
+                                    "this session")
+                again = f._contributors & seen
+                if again:
+                    raise SessionStateError(
+                        f"fork {sorted(again)[0]} was already merged into this session; "
+                        "a fork's changes can be merged only once"
+                    )
+                seen |= f._contributors
+                merged = merged.merge(f._changes, policy=policy)
+            self._changes = merged
+            self._merged_forks = seen
+        for f in forks:
+            _release(f)
+
+    # ------------------------------------------------------------------ commit
+    def commit(
+        self,
+        message: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        rebase_with: ConflictSolver | None = None,
+        rebase_tries: int = 1_000,
+        allow_empty: bool = False,
+    ) -> str:
+        """Commit every change as one new snapshot on the branch and return its id.
+
+        Order: manifests, transaction log, snapshot, then an atomic ref update. After a
+        commit the session is read-only at the new snapshot.
+
+        Parameters
+        ----------
+        message
+            The commit message.
+        metadata
+            JSON-like mapping stored with the snapshot.
+        rebase_with
+            A conflict solver; if given and the branch moved since this session began, the
+            session rebases onto the new tip and retries (see :meth:`rebase`).
+        rebase_tries
+            Maximum number of rebase attempts.
+        allow_empty
+            Commit even if nothing changed.
+
+        Raises
+        ------
+        ConflictError
+            If the branch moved and no solver was given (nothing is changed).
+        RebaseFailedError
+            If the solver met a conflict it does not resolve.
+        SessionStateError
+            If there is nothing to commit, or the session is not a writable branch session.
+        """
+        return _sync.run(self.commit_async(message, metadata, rebase_with=rebase_with,
+                                           rebase_tries=rebase_tries, allow_empty=allow_empty))
+
+    async def commit_async(
+        self,
+        message: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        rebase_with: ConflictSolver | None = None,
+        rebase_tries: int = 1_000,
+        allow_empty: bool = False,
+    ) -> str:
+        """Async twin of :meth:`commit`."""
+        if self._read_only or self._branch is None:
+            raise SessionStateError("cannot commit: " + self._read_only_reason())
+        if not isinstance(message, str):
+            raise InvalidInputError("commit message must be a string")
+        meta = dict(metadata or {})
+        if self._changes.is_empty() and not allow_empty:
+            raise SessionStateError(
+                "nothing to commit: this session has no changes (pass allow_empty=True to "
+                "commit anyway)"
+            )
+        from icechunk_dist.session._rebase import commit_with_retries
+
+        return await commit_with_retries(self, message, meta, rebase_with, rebase_tries)
+
+    async def _try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
+        """One attempt: raise ConflictError if the branch is not at our base."""
+        assert self._branch is not None
+        tip = await refs.read_branch(self._storage, self._branch, self._genesis)
+        if tip.snapshot_id != self._base.id:
+            raise ConflictError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
+        with self._lock:
+            changes = self._changes
+        for ac in changes.chunks.values():
+            ac.fold()
+        snap, _tx = await write_commit(self._storage, self._config, self._manifests,
+                                       self._base, changes, message=message, metadata=meta)
+        await refs.write_branch(self._storage, self._branch, expected=tip,
+                                snapshot_id=snap.id, genesis=self._genesis)
+        self._become_committed(snap)
+        return snap.id
+
+    def _become_committed(self, snap: SnapshotData) -> None:
+        with self._lock:
+            self._base = snap
+            self._base_nodes = {n.path: n for n in snap.nodes}
+            self._base_loose = {r.key: r for r in snap.loose}
+            self._changes = ChangeSet()
+            self._read_only = True
+            self._state = "committed"
+            if self._store is not None:
+                self._store._read_only_flag_from_session()
+
+    def rebase(self, solver: ConflictSolver) -> None:
+        """Move this session's base to the branch tip, replaying its changes on top.
+
+        Raises
+        ------
+        RebaseFailedError
+            If a landed commit conflicts with our changes and ``solver`` does not resolve it.
+            The session is unchanged in that case.
+        """
+        _sync.run(self.rebase_async(solver))
+
+    async def rebase_async(self, solver: ConflictSolver) -> None:
+        """Async twin of :meth:`rebase`."""
+        from icechunk_dist.session._rebase import rebase_session
+
+        if self._read_only or self._branch is None:
+            raise SessionStateError("cannot rebase: " + self._read_only_reason())
+        await rebase_session(self, solver)
+
+
+# ---------------------------------------------------------------------- forks
+_REGISTRY: OrderedDict[str, ForkSession] = OrderedDict()
+_REGISTRY_LOCK = threading.Lock()
+_REGISTRY_MAX = 10_000
+
+
+def _register(f: ForkSession) -> ForkSession:
+    with _REGISTRY_LOCK:
+        existing = _REGISTRY.get(f._fork_id)
+        if existing is not None:
+            _REGISTRY.move_to_end(f._fork_id)
+            return existing
+        _REGISTRY[f._fork_id] = f
+        while len(_REGISTRY) > _REGISTRY_MAX:
+            _REGISTRY.popitem(last=False)
+    return f
+
+
+def _release(f: ForkSession) -> None:
+    with _REGISTRY_LOCK:
+        if _REGISTRY.get(f._fork_id) is f:
+            del _REGISTRY[f._fork_id]
+
+
+def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
+    with _REGISTRY_LOCK:
+        existing = _REGISTRY.get(state["fork_id"])
+    if existing is not None:
+        return existing
+    f = ForkSession.__new__(ForkSession)
+    f._setup(
+        storage=state["storage"], config=state["config"], base=None,
+        base_id=state["base_id"], lineage_id=state["lineage_id"], fork_id=state["fork_id"],
+        inherited=state["inherited"], changes=state["changes"],
+        contributors=set(state["contributors"]),
+    )
+    return _register(f)
+
+
+def _check_same_lineage(storage: Storage, base_id: str, lineage_id: str, f: ForkSession,
+                        what: str) -> None:
+    if f._storage != storage:
+        raise SessionStateError(
+            f"fork {f._fork_id} belongs to another repository ({f._storage.describe()})"
+        )
+    if f._base_id != base_id:
+        raise SessionStateError(
+            f"fork {f._fork_id} was made from snapshot {f._base_id}, but {what} is based on "
+            f"{base_id}: forks merge only into the session they were forked from"
+        )
+    if f._lineage_id != lineage_id:
+        raise SessionStateError(
+            f"fork {f._fork_id} was forked from another session than {what}; forks merge "
+            "only into their own parent session (or its other forks)"
+        )
+
+
+class ForkSession(SessionCore):
+    """A picklable sub-session for a worker: write chunks through :attr:`store`, send the
+    fork back, and merge it into its parent :class:`Session`. A fork cannot commit.
+
+    Pickling carries the storage spec, the config, the base snapshot id, the parent's
+    pending metadata and the fork's own change-set; never an open client. Unpickling in a
+    process that already holds the fork (same fork id) returns that same object, so every
+    task of a worker writing through one fork's store shares one change-set.
+    """
+
+    @classmethod
+    def _new(cls, *, storage: Storage, config: RepositoryConfig, base: SnapshotData,
+             lineage_id: str, inherited: ChangeSet) -> ForkSession:
+        f = cls.__new__(cls)
+        fid = new_id()
+        f._setup(storage=storage, config=config, base=base, base_id=base.id,
+                 lineage_id=lineage_id, fork_id=fid, inherited=inherited,
+                 changes=ChangeSet(), contributors={fid})
+        return _register(f)
+
+    def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
+               base_id: str, lineage_id: str, fork_id: str, inherited: ChangeSet,
+               changes: ChangeSet, contributors: set[str]) -> None:
+        placeholder = base if base is not None else SnapshotData(
+            id=base_id, parent_id=None, written_at=_EPOCH, message="")
+        self._init_core(storage, config, placeholder, changes, False)
+        self._inherited = inherited
+        self._base_loaded = base is not None
+        self._base_id = base_id
+        self._lineage_id = lineage_id
+        self._fork_id = fork_id
+        self._contributors = contributors
+
+    def __reduce__(self) -> Any:
+        with self._lock:
+            state = {
+                "storage": self._storage, "config": self._config, "base_id": self._base_id,
+                "lineage_id": self._lineage_id, "fork_id": self._fork_id,
+                "inherited": self._inherited, "changes": self._changes,
+                "contributors": sorted(self._contributors),
+            }
+        return (_rebuild_fork, (state,))
+
+    def __repr__(self) -> str:
+        return (f"<icechunk_dist.ForkSession {self._fork_id} of snapshot {self._base_id}, "
+                f"{self._changes.chunk_count()} chunk refs>")
+
+    @property
+    def snapshot_id(self) -> str:
+        return self._base_id
+
+    @property
+    def fork_id(self) -> str:
+        """Unique id of this fork."""
+        return self._fork_id
+
+    async def _ensure_base(self) -> None:
+        if not self._base_loaded:
+            snap = await _load_snapshot_cached(self._storage, self._base_id)
+            with self._lock:
+                if not self._base_loaded:
+                    self._base = snap
+                    self._base_nodes = {n.path: n for n in snap.nodes}
+                    self._base_loose = {r.key: r for r in snap.loose}
+                    self._base_loaded = True
+
+    def commit(self, *args: Any, **kwargs: Any) -> str:
+        """Forks cannot commit.
+
+        Raises
+        ------
+        SessionStateError
+            Always: merge the fork into its parent session and commit there.
+        """
+        raise SessionStateError(
+            "a ForkSession cannot commit: send it back to the driver, merge it with "
+            "session.merge(fork) and commit the parent session"
+        )
+
+    def child(self) -> ForkSession:
+        """A fresh, empty fork with the same parent, base and pending metadata."""
+        f = ForkSession.__new__(ForkSession)
+        fid = new_id()
+        f._setup(storage=self._storage, config=self._config,
+                 base=self._base if self._base_loaded else None, base_id=self._base_id,
+                 lineage_id=self._lineage_id, fork_id=fid, inherited=self._inherited,
+                 changes=ChangeSet(), contributors={fid})
+        return f
+
+    def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> ForkSession:
+        """Merge other forks of the same parent into this fork (in place); returns self.
+
+        Raises
+        ------
+        SessionStateError
+            If given a :class:`Session`, or a fork of another parent or base, or a fork
+            already merged into this one.
+        ConflictError
+            On overlapping chunk writes (``policy="fail"``).
+        """
+        for f in forks:
+            if isinstance(f, Session):
+                raise SessionStateError(
+                    "ForkSession.merge accepts only forks; merge forks into the Session "
+                    "with session.merge(*forks)"
+                )
+            if not isinstance(f, ForkSession):
+                raise InvalidInputError(f"cannot merge a {type(f).__name__} into a fork")
+        with self._lock:
+            merged = self._changes
+            seen = set(self._contributors)
+            for f in forks:
+                if f is self:
+                    raise SessionStateError("cannot merge a fork into itself")
+                _check_same_lineage(self._storage, self._base_id, self._lineage_id, f,
+                                    f"fork {self._fork_id}")
+                again = f._contributors & seen
+                if again:
+                    raise SessionStateError(
+                        f"fork {sorted(again)[0]} was already merged into fork {self._fork_id}"
+                    )
+                seen |= f._contributors
+                merged = merged.merge(f._changes, policy=policy)
+            self._changes = merged
+            self._contributors = seen
+        for f in forks:
+            _release(f)
+        return self
+
+    # reads and writes need the base snapshot, which a fork loads lazily on its worker
+    async def get_key(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
+        await self._ensure_base()
+        return await super().get_key(key, start, end)
+
+    async def size_of(self, key: str) -> int | None:
+        await self._ensure_base()
+        return await super().size_of(key)
+
+    async def key_exists(self, key: str) -> bool:
+        await self._ensure_base()
+        return await super().key_exists(key)
+
+    async def set_key(self, key: str, data: bytes) -> None:
+        await self._ensure_base()
+        await super().set_key(key, data)
+
+    async def delete_key(self, key: str) -> None:
+        await self._ensure_base()
+        await super().delete_key(key)
+
+    async def iter_keys(self, prefix: str = "") -> Any:
+        await self._ensure_base()
+        async for k in super().iter_keys(prefix):
+            yield k
+
+
+def _epoch() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime(1970, 1, 1, tzinfo=UTC)
+
+
+_EPOCH = _epoch()
+
+
+def snapshot_info_fields(snap: SnapshotData) -> dict[str, Any]:
+    return {"id": snap.id, "parent_id": snap.parent_id, "written_at": snap.written_at,
+            "message": snap.message, "metadata": dict(snap.metadata)}
+
+
+def _not_found(what: str) -> NotFoundError:
+    return NotFoundError(what)

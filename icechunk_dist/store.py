@@ -1,0 +1,209 @@
+"""The zarr v3 store over a session (or a fork): what ``zarr``, ``dask`` and ``xarray`` use."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Any
+
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
+
+from icechunk_dist.errors import InvalidInputError, ReadOnlyError
+
+if TYPE_CHECKING:
+    from icechunk_dist.session._core import SessionCore
+
+__all__ = ["IcechunkStore"]
+
+_RO = "store was opened in read-only mode and does not support writing"
+
+
+class StoreReadOnlyError(ReadOnlyError, ValueError):
+    """A write through a read-only store (a ``ValueError`` too, as zarr expects)."""
+
+
+StoreReadOnlyError.__module__ = "icechunk_dist"
+
+
+class IcechunkStore(Store):
+    """A ``zarr.abc.store.Store`` reading and writing through a session.
+
+    Create it with ``session.store``; constructing it directly as
+    ``IcechunkStore(session, read_only=...)`` is also supported (zarr's ``Store.open`` does).
+    Writes become visible to others only when the session commits. A store over a read-only
+    session (or a fork) pickles; a store over a writable session refuses, pointing to
+    ``session.fork()``.
+    """
+
+    supports_writes = True
+    supports_deletes = True
+    supports_listing = True
+    supports_partial_writes = False  # type: ignore[assignment]
+
+    def __init__(self, session: SessionCore, *, read_only: bool | None = None) -> None:
+        ro = session.read_only if read_only is None else bool(read_only)
+        super().__init__(read_only=ro)
+        self._session = session
+        self._claims: set[str] = set()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def session(self) -> SessionCore:
+        """The session this store reads and writes through."""
+        return self._session
+
+    def _read_only_flag_from_session(self) -> None:
+        self._read_only = self._read_only or self._session.read_only
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only or self._session.read_only
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IcechunkStore):
+            return False
+        a, b = self._session, other._session
+        if self.read_only != other.read_only:
+            return False
+        if a is b:
+            return True
+        # stores over read-only sessions (e.g. unpickled copies) compare by what they show
+        return bool(
+            a.read_only and b.read_only and a._storage == b._storage
+            and a.snapshot_id == b.snapshot_id
+            and getattr(a, "_fork_id", None) == getattr(b, "_fork_id", None)
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self._session)))
+
+    def __repr__(self) -> str:
+        mode = "read-only" if self.read_only else "writable"
+        return f"<IcechunkStore {mode} over {self._session!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"session": self._session, "read_only": self._read_only, "is_open": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._session = state["session"]
+        self._read_only = state["read_only"]
+        self._is_open = state["is_open"]
+        self._claims = set()
+
+    def with_read_only(self, read_only: bool = False) -> IcechunkStore:
+        """A new store over the same session with another read-only setting.
+
+        Raises
+        ------
+        ReadOnlyError
+            If asked for a writable store over a read-only session.
+        """
+        if not read_only and self._session.read_only:
+            raise ReadOnlyError("cannot make a writable store over a read-only session")
+        return IcechunkStore(self._session, read_only=read_only)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            reason = self._session._read_only_reason() if self._session.read_only else ""
+            raise StoreReadOnlyError(_RO + (f": {reason}" if reason else ""))
+
+    # ------------------------------------------------------------------ reads
+    async def get(
+        self, key: str, prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        if prototype is None:
+            prototype = default_buffer_prototype()
+        start, end = 0, None
+        if byte_range is None:
+            pass
+        elif isinstance(byte_range, RangeByteRequest):
+            start, end = byte_range.start, byte_range.end
+        elif isinstance(byte_range, OffsetByteRequest):
+            start = byte_range.offset
+        elif isinstance(byte_range, SuffixByteRequest):
+            size = await self._session.size_of(key)
+            if size is None:
+                return None
+            start = max(0, size - byte_range.suffix)
+        else:
+            raise TypeError(f"Unexpected byte_range, got {byte_range}.")
+        data = await self._session.get_key(key, start, end)
+        return None if data is None else prototype.buffer.from_bytes(data)
+
+    async def get_partial_values(
+        self, prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        return [await self.get(k, prototype, r) for k, r in key_ranges]
+
+    async def exists(self, key: str) -> bool:
+        return await self._session.key_exists(key)
+
+    async def getsize(self, key: str) -> int:
+        size = await self._session.size_of(key)
+        if size is None:
+            raise FileNotFoundError(key)
+        return size
+
+    # ------------------------------------------------------------------ writes
+    async def set(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+        if not isinstance(value, Buffer):
+            raise TypeError(
+                f"IcechunkStore.set(): `value` must be a Buffer instance. Got {type(value)}"
+            )
+        await self._session.set_key(key, value.to_bytes())
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        self._check_writable()
+        if key in self._claims:
+            return
+        self._claims.add(key)  # no await between check and add: atomic on the loop
+        try:
+            if not await self._session.key_exists(key):
+                await self._session.set_key(key, value.to_bytes())
+        finally:
+            self._claims.discard(key)
+
+    async def delete(self, key: str) -> None:
+        self._check_writable()
+        await self._session.delete_key(key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        self._check_writable()
+        await self._session.delete_prefix(prefix)
+
+    async def clear(self) -> None:
+        self._check_writable()
+        await self._session.delete_prefix("")
+
+    # ------------------------------------------------------------------ listing
+    async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
+        async for k in self._session.iter_keys(""):
+            yield k
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        async for k in self._session.iter_keys(prefix):
+            yield k
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
+        root = prefix.rstrip("/")
+        full = root + "/" if root else ""
+        seen: set[str] = set()
+        async for k in self._session.iter_keys(full):
+            child = k[len(full):].split("/", 1)[0]
+            if child and child not in seen:
+                seen.add(child)
+                yield child
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str):
+        raise InvalidInputError(f"keys are strings, got {type(key).__name__}")
