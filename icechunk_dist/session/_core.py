@@ -338,11 +338,13 @@ class SessionCore:
         found = self._array_for_key(key)
         if found is not None:
             node, coord = found
-            if await self._chunk_ref(node, coord) is not None:
-                with self._lock:
-                    self._changes.array_chunks(
-                        node.node_id, _keys.ndim_of(node.array)  # type: ignore[arg-type]
-                    ).delete(coord)
+            # always recorded (even if nothing is there): zarr deletes chunks equal to the
+            # fill value instead of writing them, and a fork's record of every chunk it
+            # handled is what lets a merge check that no chunk of a job went missing
+            with self._lock:
+                self._changes.array_chunks(
+                    node.node_id, _keys.ndim_of(node.array)  # type: ignore[arg-type]
+                ).delete(coord)
             return
         with self._lock:
             if key in self._base_loose:

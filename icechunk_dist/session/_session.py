@@ -375,18 +375,20 @@ def _release(f: ForkSession) -> None:
 
 
 def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
-    with _REGISTRY_LOCK:
-        existing = _REGISTRY.get(state["fork_id"])
-    if existing is not None:
-        return existing
+    shared = state.get("shared", False)
+    if shared:
+        with _REGISTRY_LOCK:
+            existing = _REGISTRY.get(state["fork_id"])
+        if existing is not None:
+            return existing
     f = ForkSession.__new__(ForkSession)
     f._setup(
         storage=state["storage"], config=state["config"], base=None,
         base_id=state["base_id"], lineage_id=state["lineage_id"], fork_id=state["fork_id"],
         inherited=state["inherited"], changes=state["changes"],
-        contributors=set(state["contributors"]),
+        contributors=set(state["contributors"]), shared=shared,
     )
-    return _register(f)
+    return _register(f) if shared else f
 
 
 def _check_same_lineage(storage: Storage, base_id: str, lineage_id: str, f: ForkSession,
@@ -424,12 +426,12 @@ class ForkSession(SessionCore):
         fid = new_id()
         f._setup(storage=storage, config=config, base=base, base_id=base.id,
                  lineage_id=lineage_id, fork_id=fid, inherited=inherited,
-                 changes=ChangeSet(), contributors={fid})
+                 changes=ChangeSet(), contributors={fid}, shared=True)
         return _register(f)
 
     def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
                base_id: str, lineage_id: str, fork_id: str, inherited: ChangeSet,
-               changes: ChangeSet, contributors: set[str]) -> None:
+               changes: ChangeSet, contributors: set[str], shared: bool = False) -> None:
         placeholder = base if base is not None else SnapshotData(
             id=base_id, parent_id=None, written_at=_EPOCH, message="")
         self._init_core(storage, config, placeholder, changes, False)
@@ -439,6 +441,10 @@ class ForkSession(SessionCore):
         self._lineage_id = lineage_id
         self._fork_id = fork_id
         self._contributors = contributors
+        # a fork from Session.fork() is "shared": every unpickled copy in one process is the
+        # same object (so zarr tasks writing through its store share one change-set);
+        # children, task results and merges are plain values
+        self._shared = shared
 
     def __reduce__(self) -> Any:
         with self._lock:
@@ -447,6 +453,7 @@ class ForkSession(SessionCore):
                 "lineage_id": self._lineage_id, "fork_id": self._fork_id,
                 "inherited": self._inherited, "changes": self._changes,
                 "contributors": sorted(self._contributors),
+                "shared": self._shared,
             }
         return (_rebuild_fork, (state,))
 
@@ -495,6 +502,13 @@ class ForkSession(SessionCore):
                  lineage_id=self._lineage_id, fork_id=fid, inherited=self._inherited,
                  changes=ChangeSet(), contributors={fid})
         return f
+
+    def _as_contribution(self) -> ForkSession:
+        """This fork's changes under a new contributor id (for copies sharing a fork id)."""
+        c = self.child()
+        with self._lock:
+            c._changes = self._changes
+        return c
 
     def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> ForkSession:
         """Merge other forks of the same parent into this fork (in place); returns self.

@@ -1,0 +1,387 @@
+"""Distributed writes with Dask: forks on workers, tree-reduce merge, one commit.
+
+The main entry points:
+
+- :func:`store_dask` writes dask arrays into zarr arrays opened on a fork's store. Every
+  block is written by a task on a worker into a private child fork; the children are merged
+  pairwise *on the workers* (``split_every`` at a time), so the driver receives one merged
+  fork, not one per task. Merge it into the parent session and commit once.
+- :func:`to_zarr` does all of it for one array: create the array in the session, fork,
+  write, merge.
+- :func:`gather_forks` is the recipe for plain ``dask.array.to_zarr(arr, fork.store, ...)``
+  on a ``distributed`` cluster: it collects the fork's change-sets from every worker
+  process and checks that every chunk of the written region is accounted for.
+
+Works with the threaded, processes and distributed schedulers; progress is shown with
+``distributed``'s progress bar under a client, or dask's local ``ProgressBar`` otherwise.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from icechunk_dist.errors import ConflictError, InvalidInputError, SessionStateError
+from icechunk_dist.session import ForkSession, Session
+from icechunk_dist.store import IcechunkStore
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import zarr
+
+__all__ = ["gather_forks", "store_dask", "to_zarr"]
+
+Region = tuple[slice, ...]
+
+
+# ------------------------------------------------------------------------------ tasks
+def _write_block(block: np.ndarray, fork: ForkSession, path: str, region: Region,
+                 ) -> ForkSession:
+    """Task: write one block through a private child fork and return that fork."""
+    import zarr
+
+    child = fork.child()
+    arr = zarr.open_array(child.store, path=path, mode="r+")
+    arr[region] = block
+    return child
+
+
+def _merge_forks(*forks: ForkSession) -> ForkSession:
+    """Task: merge forks pairwise (associative, so any tree shape gives the same result)."""
+    first, *rest = forks
+    if not rest:
+        return first
+    # never mutate an input in place: a retried task must see the same inputs
+    out = first.child()
+    return out.merge(first, *rest)
+
+
+def _tree_merge(parts: list[Any], split_every: int) -> Any:
+    import dask
+
+    merge = dask.delayed(_merge_forks, pure=False)
+    level = 0
+    while len(parts) > 1:
+        parts = [
+            merge(*parts[i : i + split_every],
+                  dask_key_name=f"icechunk-merge-{level}-{i // split_every}-{id(parts)}")
+            for i in range(0, len(parts), split_every)
+        ]
+        level += 1
+    return parts[0]
+
+
+# ------------------------------------------------------------------------------ helpers
+def _fork_of(target: zarr.Array) -> ForkSession:
+    store = target.store
+    if not isinstance(store, IcechunkStore):
+        raise InvalidInputError(
+            "store_dask targets must be zarr arrays opened on a ForkSession's store "
+            f"(fork.store); got an array on {type(store).__name__}"
+        )
+    sess = store.session
+    if isinstance(sess, Session):
+        raise SessionStateError(
+            "store_dask targets must be opened on a fork's store, not a writable "
+            "session's: fork = session.fork(); zarr.open_array(fork.store, path=...)"
+        )
+    if not isinstance(sess, ForkSession):
+        raise InvalidInputError("store_dask targets must be opened on fork.store")
+    return sess
+
+
+def _normalize_region(region: Region | None, target: zarr.Array, source: da.Array) -> Region:
+    shape = target.shape
+    if region is None:
+        region = tuple(slice(0, s) for s in shape)
+    if len(region) != len(shape):
+        raise InvalidInputError(f"region {region} does not match array of shape {shape}")
+    out = []
+    for sl, n in zip(region, shape, strict=True):
+        start, stop, step = sl.indices(n)
+        if step != 1:
+            raise InvalidInputError("regions must have step 1")
+        out.append(slice(start, stop))
+    want = tuple(s.stop - s.start for s in out)
+    if want != tuple(source.shape):
+        raise InvalidInputError(
+            f"source of shape {source.shape} does not fit region {out} of {target.path!r}"
+        )
+    return tuple(out)
+
+
+def _aligned(source: da.Array, target: zarr.Array, region: Region) -> da.Array:
+    """Rechunk ``source`` so every block covers whole target chunks (no two tasks share a
+    chunk: that would be a lost update)."""
+    cs = target.chunks
+    new_chunks = []
+    for d, (sl, c) in enumerate(zip(region, cs, strict=True)):
+        start, stop = sl.start, sl.stop
+        edges = [start] + list(itertools.accumulate(source.chunks[d], initial=start))[1:]
+        ok = all((e % c == 0) or e == stop for e in edges[1:-1]) and (
+            start % c == 0 or len(edges) == 2
+        )
+        if ok:
+            new_chunks.append(source.chunks[d])
+            continue
+        # cut at target chunk boundaries
+        first = min(stop, (start // c + 1) * c) - start
+        sizes = [first] if first else []
+        pos = start + first
+        while pos < stop:
+            step = min(c, stop - pos)
+            sizes.append(step)
+            pos += step
+        new_chunks.append(tuple(sizes))
+    new = tuple(new_chunks)
+    return source if new == source.chunks else source.rechunk(new)
+
+
+def _block_regions(source: da.Array, region: Region) -> list[tuple[tuple[int, ...], Region]]:
+    starts = [
+        [region[d].start + o for o in itertools.accumulate(source.chunks[d], initial=0)]
+        for d in range(source.ndim)
+    ]
+    out = []
+    for idx in itertools.product(*(range(len(c)) for c in source.chunks)):
+        reg = tuple(slice(starts[d][i], starts[d][i + 1]) for d, i in enumerate(idx))
+        out.append((idx, reg))
+    return out
+
+
+def _compute(obj: Any, *, progress: bool, description: str) -> Any:
+    """Compute with the active scheduler and a progress display that works under it."""
+    import dask
+
+    client = None
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is not None and dask.config.get("scheduler", None) in (None, "dask.distributed"):
+        fut = client.compute(obj)
+        if progress:
+            from distributed import progress as dprogress
+
+            print(description, flush=True)
+            dprogress(fut)
+            print(flush=True)
+        return fut.result()
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        print(description, flush=True)
+        with ProgressBar():
+            return dask.compute(obj)[0]
+    return dask.compute(obj)[0]
+
+
+# ------------------------------------------------------------------------------ API
+def store_dask(
+    *,
+    sources: Sequence[da.Array],
+    targets: Sequence[zarr.Array],
+    regions: Sequence[Region | None] | None = None,
+    split_every: int | None = None,
+    progress: bool = False,
+    compute: bool = True,
+) -> Any:
+    """Write dask arrays into zarr arrays opened on a fork's store; return the merged fork.
+
+    Parameters
+    ----------
+    sources
+        Dask arrays to write.
+    targets
+        Zarr arrays opened on ``fork.store`` (all on forks of the same session).
+    regions
+        Optional region (tuple of slices) of each target to write.
+    split_every
+        Fan-in of the tree reduction that merges the change-sets on the workers
+        (default 8).
+    progress
+        Show a progress bar.
+    compute
+        If False, return a ``dask.delayed`` object that computes the merged fork.
+
+    Returns
+    -------
+    ForkSession
+        One fork holding every chunk written; pass it to ``session.merge``.
+
+    Raises
+    ------
+    InvalidInputError
+        On mismatched arguments or targets that are not on a fork's store.
+    SessionStateError
+        If a target is on a writable session's store instead of a fork's.
+    ConflictError
+        If two blocks wrote the same chunk (cannot happen with aligned blocks).
+    """
+    import dask
+
+    sources, targets = list(sources), list(targets)
+    if len(sources) != len(targets) or not sources:
+        raise InvalidInputError("store_dask needs as many sources as targets (at least one)")
+    regs: list[Region | None] = list(regions) if regions is not None else [None] * len(sources)
+    if len(regs) != len(sources):
+        raise InvalidInputError("store_dask needs one region per target (or None)")
+    split_every = 8 if split_every is None else int(split_every)
+    if split_every < 2:
+        raise InvalidInputError("split_every must be at least 2")
+    forks = [_fork_of(t) for t in targets]
+    root = forks[0]
+    for f in forks[1:]:
+        if f._lineage_id != root._lineage_id or f._base_id != root._base_id:
+            raise SessionStateError("all targets must be on forks of the same session")
+    fork_nodes = {f._fork_id: dask.delayed(f, name=f"icechunk-fork-{f._fork_id}")
+                  for f in forks}
+    write = dask.delayed(_write_block, pure=False)
+    parts: list[Any] = []
+    for src, tgt, reg, f in zip(sources, targets, regs, forks, strict=True):
+        region = _normalize_region(reg, tgt, src)
+        if src.dtype != tgt.dtype and not np.can_cast(src.dtype, tgt.dtype, "same_kind"):
+            raise InvalidInputError(
+                f"cannot store {src.dtype} data into {tgt.path!r} of dtype {tgt.dtype}"
+            )
+        src = _aligned(src, tgt, region)
+        blocks = src.to_delayed()
+        for idx, breg in _block_regions(src, region):
+            parts.append(write(blocks[idx], fork_nodes[f._fork_id], tgt.path, breg,
+                               dask_key_name=f"icechunk-write-{tgt.path}-{f._fork_id}-"
+                               + "-".join(map(str, idx))))
+    result = _tree_merge(parts, split_every)
+    if not compute:
+        return result
+    n = len(parts)
+    depth = max(1, math.ceil(math.log(max(n, 2), split_every)))
+    merged = _compute(result, progress=progress,
+                      description=f"icechunk_dist: writing {n} blocks "
+                                  f"(tree merge of depth {depth}, fan-in {split_every})")
+    assert isinstance(merged, ForkSession)
+    return merged
+
+
+def to_zarr(
+    arr: da.Array,
+    session: Session,
+    path: str,
+    *,
+    chunks: Sequence[int] | None = None,
+    split_every: int | None = None,
+    progress: bool = False,
+    **create_kwargs: Any,
+) -> zarr.Array:
+    """Create array ``path`` in ``session``, write ``arr`` into it on the workers through
+    forks, and merge the result into ``session`` (commit it yourself, once).
+
+    Parameters
+    ----------
+    arr
+        The dask array to write.
+    session
+        A writable session; the array is created in its pending changes.
+    path
+        The array's path in the repository (e.g. ``"group/temperature"``).
+    chunks
+        Zarr chunk shape (default: the dask array's chunk size).
+    split_every, progress
+        As in :func:`store_dask`.
+    **create_kwargs
+        Passed to ``zarr.create_array`` (``fill_value``, ``compressors``, ``attributes``,
+        ``dimension_names``, ``overwrite``...).
+
+    Returns
+    -------
+    zarr.Array
+        The array, opened on the session's store.
+
+    Raises
+    ------
+    SessionStateError
+        If the session is not writable.
+    """
+    import zarr
+
+    if not isinstance(session, Session) or session.read_only:
+        raise SessionStateError("to_zarr needs a writable Session")
+    chunk_shape = tuple(chunks) if chunks is not None else tuple(int(c) for c in arr.chunksize)
+    zarr.create_array(session.store, name=path, shape=arr.shape, chunks=chunk_shape,
+                      dtype=arr.dtype, **create_kwargs)
+    fork = session.fork()
+    target = zarr.open_array(fork.store, path=path, mode="r+")
+    merged = store_dask(sources=[arr], targets=[target], split_every=split_every,
+                        progress=progress)
+    session.merge(merged)
+    return zarr.open_array(session.store, path=path, mode="r+")
+
+
+# ------------------------------------------------------------------------------ recipe
+def _pop_fork_state(fork_id: str) -> ForkSession | None:
+    from icechunk_dist.session._session import _REGISTRY, _REGISTRY_LOCK
+
+    with _REGISTRY_LOCK:
+        f = _REGISTRY.pop(fork_id, None)
+    # sent back as a plain (unshared) value, or the driver would resolve it to its own copy
+    return None if f is None else f._as_contribution()
+
+
+def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None]] = (),
+                 client: Any = None) -> ForkSession:
+    """Collect what plain ``dask.array.to_zarr(arr, fork.store, ...)`` wrote on every worker
+    of a ``distributed`` cluster, as one fork to merge into the parent session.
+
+    Every worker process that unpickled ``fork`` shares one copy of it (same fork id), so
+    all chunk writes of that process are in that copy. This pulls those copies from all
+    workers (and the driver's), merges them, and, for each ``(path, region)`` in ``expect``,
+    checks that every chunk of the region was written or deliberately skipped: a worker
+    that died after its tasks were consumed would otherwise lose their refs silently.
+
+    Raises
+    ------
+    ConflictError
+        If chunks of an expected region are missing (rerun the job; nothing was committed).
+    """
+    import zarr
+
+    if client is None:
+        from distributed import default_client
+
+        client = default_client()
+    states = client.run(_pop_fork_state, fork.fork_id)
+    out = fork.child()
+    parts = [s for s in states.values() if s is not None]
+    out.merge(*parts)
+    out.merge(fork._as_contribution())
+    for path, region in expect:
+        arr = zarr.open_array(out.store, path=path, mode="r")
+        _check_complete(out, arr, path, region)
+    return out
+
+
+def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region | None) -> None:
+    node = f._node(path)
+    if node is None or node.array is None:
+        raise InvalidInputError(f"no array at {path!r}")
+    shape, cs = node.array.shape, node.array.chunk_shape
+    reg = region or tuple(slice(0, s) for s in shape)
+    lo = [sl.start or 0 for sl in reg]
+    hi = [sl.stop if sl.stop is not None else s for sl, s in zip(reg, shape, strict=True)]
+    ranges = [range(a // c, -(-b // c)) for a, b, c in zip(lo, hi, cs, strict=True)]
+    ac = f._changes.chunks.get(node.node_id)
+    have = set() if ac is None else {tuple(int(v) for v in r) for r in ac.table.coords}
+    missing = [c for c in itertools.product(*ranges) if c not in have]
+    if missing:
+        raise ConflictError(
+            f"{len(missing)} chunk(s) of {path!r} in the written region have no record "
+            f"(e.g. {missing[:5]}): a worker holding them was lost. Nothing was committed; "
+            "rerun the write (or use icechunk_dist.dask.store_dask, which survives "
+            "worker loss)",
+            path=path, chunk_coords=missing[:20],
+        )
