@@ -17,7 +17,15 @@ from icechunk_dist.errors import (
     StorageError,
 )
 from icechunk_dist.repository import Repository, SnapshotInfo
-from icechunk_dist.session import ChangeSummary, ForkSession, Session
+from icechunk_dist.conflicts import (
+    BasicConflictSolver,
+    Conflict,
+    ConflictDetector,
+    ConflictSolver,
+    ConflictType,
+    VersionSelection,
+)
+from icechunk_dist.session import Diff, ForkSession, Session
 from icechunk_dist.storage import (
     Storage,
     azure_storage,
@@ -32,8 +40,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExistsError",
-    "ChangeSummary",
+    "BasicConflictSolver",
+    "Conflict",
+    "ConflictDetector",
     "ConflictError",
+    "ConflictSolver",
+    "ConflictType",
+    "Diff",
     "ErrorKind",
     "FormatError",
     "ForkSession",
@@ -50,6 +63,7 @@ __all__ = [
     "SnapshotInfo",
     "Storage",
     "StorageError",
+    "VersionSelection",
     "__version__",
     "azure_storage",
     "gcs_storage",

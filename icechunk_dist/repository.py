@@ -18,11 +18,13 @@ from icechunk_dist.errors import (
     RepositoryNotFoundError,
 )
 from icechunk_dist.format import ObjectType, RepoInfo, SnapshotData, TransactionLogData
-from icechunk_dist.session import Session
+from icechunk_dist.session import Diff, Session
+from icechunk_dist.session._diff import diff_from_logs
 from icechunk_dist.session._io import (
     REPO_KEY,
     read_repo_info,
     read_snapshot,
+    read_transaction_log,
     snapshot_key,
     transaction_key,
     write_object,
@@ -330,6 +332,44 @@ class Repository:
         assert snapshot_id is not None
         _sync.run(self._check_snapshot(snapshot_id))
         return snapshot_id
+
+    def diff(
+        self,
+        *,
+        from_branch: str | None = None,
+        from_tag: str | None = None,
+        from_snapshot_id: str | None = None,
+        to_branch: str | None = None,
+        to_tag: str | None = None,
+        to_snapshot_id: str | None = None,
+    ) -> Diff:
+        """What changed from one snapshot to a later one, read from the transaction logs of
+        the commits between them.
+
+        Raises
+        ------
+        InvalidInputError
+            If the ``to`` snapshot does not descend from the ``from`` snapshot, or not exactly
+            one of each ``from_*`` / ``to_*`` is given.
+        """
+        start = self._resolve(branch=from_branch, tag=from_tag, snapshot_id=from_snapshot_id)
+        end = self._resolve(branch=to_branch, tag=to_tag, snapshot_id=to_snapshot_id)
+
+        async def go() -> Diff:
+            chain: list[str] = []
+            sid: str | None = end
+            while sid != start:
+                if sid is None:
+                    raise InvalidInputError(
+                        f"snapshot {end} does not descend from {start}; diff goes from an "
+                        "ancestor to a descendant"
+                    )
+                chain.append(sid)
+                sid = (await read_snapshot(self._storage, sid)).parent_id
+            logs = [await read_transaction_log(self._storage, s) for s in reversed(chain)]
+            return diff_from_logs(logs)
+
+        return _sync.run(go())
 
     # ------------------------------------------------------------------ sessions
     def readonly_session(self, branch: str | None = None, *, tag: str | None = None,

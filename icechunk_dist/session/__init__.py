@@ -1,5 +1,6 @@
 """Sessions (layer 3): a readable view = snapshot + change-set; writes, fork, merge, commit."""
 
-from icechunk_dist.session._session import ChangeSummary, ForkSession, Session
+from icechunk_dist.session._diff import Diff
+from icechunk_dist.session._session import ForkSession, Session
 
-__all__ = ["ChangeSummary", "ForkSession", "Session"]
+__all__ = ["Diff", "ForkSession", "Session"]

@@ -1,4 +1,4 @@
-"""Commit with optimistic retries, and rebase onto a moved branch."""
+"""Commit with optimistic retries, and rebase onto a moved branch (DESIGN.md section 3)."""
 
 from __future__ import annotations
 
@@ -6,31 +6,97 @@ import asyncio
 import random
 from typing import TYPE_CHECKING, Any
 
-from icechunk_dist.errors import ConflictError
+from icechunk_dist import refs
+from icechunk_dist.conflicts import VersionSelection, detect_conflicts, rebase_changes
+from icechunk_dist.errors import ConflictError, InvalidInputError, RebaseFailedError
+from icechunk_dist.format import SnapshotData, TransactionLogData
+from icechunk_dist.session._io import gather_limited, read_snapshot, read_transaction_log
 
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
     from icechunk_dist.session._session import Session
 
-__all__ = ["commit_with_retries", "rebase_session"]
+__all__ = ["commit_with_retries", "landed_since", "rebase_session"]
 
 
 async def commit_with_retries(session: Session, message: str, meta: dict[str, Any],
                               solver: ConflictSolver | None, tries: int) -> str:
+    """Try to commit; on a moved branch rebase with ``solver`` and retry with jittered
+    exponential backoff, at most ``tries`` rebases."""
+    if solver is not None and tries < 1:
+        raise InvalidInputError("rebase_tries must be at least 1")
     attempt = 0
     while True:
         try:
             return await session._try_commit_once(message, meta)
+        except RebaseFailedError:
+            raise
         except ConflictError as e:
             if solver is None or e.actual_parent is None:
                 raise
             attempt += 1
             if attempt > tries:
-                raise
+                raise ConflictError(
+                    f"gave up after {tries} rebase attempts: the branch keeps moving "
+                    f"(last tip {e.actual_parent}); raise rebase_tries or retry later",
+                    expected_parent=e.expected_parent, actual_parent=e.actual_parent,
+                ) from e
         await rebase_session(session, solver)
-        # jittered exponential backoff between attempts (full jitter, capped)
-        await asyncio.sleep(random.uniform(0, min(1.0, 0.005 * 2 ** min(attempt, 10))))
+        # full jitter, capped exponential backoff: spreads racing committers apart
+        await asyncio.sleep(random.uniform(0, min(0.5, 0.002 * 2 ** min(attempt, 12))))
+
+
+async def landed_since(session: Session, tip_id: str
+                       ) -> tuple[SnapshotData, list[TransactionLogData]]:
+    """The tip snapshot and the transaction logs of commits after our base, oldest first.
+
+    Raises
+    ------
+    ConflictError
+        If the branch no longer descends from our base (it was reset elsewhere).
+    """
+    chain: list[SnapshotData] = []
+    sid: str | None = tip_id
+    while sid != session._base.id:
+        if sid is None:
+            raise ConflictError(
+                f"branch {session.branch!r} no longer descends from snapshot "
+                f"{session._base.id} (it was reset); start a new session",
+                expected_parent=session._base.id, actual_parent=tip_id,
+            )
+        snap = await read_snapshot(session._storage, sid)
+        chain.append(snap)
+        sid = snap.parent_id
+    logs = await gather_limited(
+        [read_transaction_log(session._storage, s.id) for s in reversed(chain)],
+        session._config.max_concurrent_requests,
+    )
+    return chain[0], logs
 
 
 async def rebase_session(session: Session, solver: ConflictSolver) -> None:
-    raise NotImplementedError("rebase arrives with the conflicts module")
+    """Move ``session`` onto its branch tip, or raise RebaseFailedError leaving it intact."""
+    assert session.branch is not None
+    tip = await refs.read_branch(session._storage, session.branch, session._genesis)
+    assert tip.snapshot_id is not None
+    if tip.snapshot_id == session._base.id:
+        return
+    tip_snap, logs = await landed_since(session, tip.snapshot_id)
+    with session._lock:
+        ours = session._changes
+        base = session._base
+    for ac in ours.chunks.values():
+        ac.fold()
+    conflicts = detect_conflicts(ours, base, logs)
+    decisions = [(c, solver.choose(c)) for c in conflicts]
+    failed = [c for c, d in decisions if d is VersionSelection.Fail]
+    if failed:
+        raise RebaseFailedError(tip.snapshot_id, failed)
+    rebased = rebase_changes(ours, tip_snap, decisions)
+    with session._lock:
+        if session._changes is not ours:  # pragma: no cover - concurrent writes meanwhile
+            raise ConflictError("the session changed during rebase; retry")
+        session._base = tip_snap
+        session._base_nodes = {n.path: n for n in tip_snap.nodes}
+        session._base_loose = {r.key: r for r in tip_snap.loose}
+        session._changes = rebased

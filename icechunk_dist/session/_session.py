@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from icechunk_dist import _sync, refs
@@ -21,46 +20,14 @@ from icechunk_dist.errors import (
 from icechunk_dist.format import SnapshotData
 from icechunk_dist.session._commit import write_commit
 from icechunk_dist.session._core import SessionCore
+from icechunk_dist.session._diff import Diff, diff_from_logs
 from icechunk_dist.session._io import read_snapshot
 from icechunk_dist.storage import Storage
 
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
 
-__all__ = ["ChangeSummary", "ForkSession", "Session"]
-
-
-@dataclass(frozen=True)
-class ChangeSummary:
-    """What a session has changed so far (``Session.status()``)."""
-
-    new_groups: tuple[str, ...] = ()
-    new_arrays: tuple[str, ...] = ()
-    updated_groups: tuple[str, ...] = ()
-    updated_arrays: tuple[str, ...] = ()
-    deleted_groups: tuple[str, ...] = ()
-    deleted_arrays: tuple[str, ...] = ()
-    updated_chunks: Mapping[str, int] = field(default_factory=dict)
-    updated_keys: tuple[str, ...] = ()
-
-    def is_empty(self) -> bool:
-        return not any((self.new_groups, self.new_arrays, self.updated_groups,
-                        self.updated_arrays, self.deleted_groups, self.deleted_arrays,
-                        self.updated_chunks, self.updated_keys))
-
-    def __str__(self) -> str:
-        lines = []
-        for label, items in (("new groups", self.new_groups), ("new arrays", self.new_arrays),
-                             ("updated groups", self.updated_groups),
-                             ("updated arrays", self.updated_arrays),
-                             ("deleted groups", self.deleted_groups),
-                             ("deleted arrays", self.deleted_arrays),
-                             ("other keys", self.updated_keys)):
-            if items:
-                lines.append(f"{label}: {', '.join(items)}")
-        for path, n in sorted(self.updated_chunks.items()):
-            lines.append(f"chunks written in {path!r}: {n}")
-        return "\n".join(lines) or "no changes"
+__all__ = ["ForkSession", "Session"]
 
 
 # snapshots loaded by forks on workers, per process: (storage, id) -> snapshot
@@ -149,19 +116,16 @@ class Session(SessionCore):
         self._state = "open"
 
     # ------------------------------------------------------------------ status
-    def status(self) -> ChangeSummary:
-        """Summarize the uncommitted changes of this session."""
+    def status(self) -> Diff:
+        """The uncommitted changes of this session, as the commit's transaction log will
+        record them."""
         from icechunk_dist.session._commit import build_transaction_log
 
         with self._lock:
-            tx = build_transaction_log("", self._base, self._changes)
-        return ChangeSummary(
-            new_groups=tx.new_groups, new_arrays=tx.new_arrays,
-            updated_groups=tx.updated_groups, updated_arrays=tx.updated_arrays,
-            deleted_groups=tx.deleted_groups, deleted_arrays=tx.deleted_arrays,
-            updated_chunks={c.path: c.count for c in tx.chunks},
-            updated_keys=tx.loose_keys,
-        )
+            changes = self._changes
+        for ac in changes.chunks.values():
+            ac.fold()
+        return diff_from_logs([build_transaction_log("", self._base, changes)])
 
     def discard_changes(self) -> None:
         """Drop every uncommitted change (chunk objects already written become garbage)."""

@@ -1,0 +1,282 @@
+"""Conflict detection and solving for rebase (pure: no I/O).
+
+A rebase replays a session's change-set on top of commits that landed on its branch after
+the session began. Each landed commit is described by its transaction log; this module
+compares our change-set with those logs, names every conflict precisely (type, node path,
+chunk coordinates), lets a :class:`ConflictSolver` choose a side for each, and rewrites the
+change-set so it applies to the new tip.
+
+Better than a plain double-write check: a landed commit that only *extended* an array's
+shape (an append) does not conflict with our writes to other chunks of that array.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from icechunk_dist.changeset import ArrayChunks, ChangeSet
+from icechunk_dist.format import NodeRecord, SnapshotData, TransactionLogData
+from icechunk_dist.format.chunktable import coord_keys
+
+__all__ = [
+    "BasicConflictSolver",
+    "Conflict",
+    "ConflictDetector",
+    "ConflictSolver",
+    "ConflictType",
+    "VersionSelection",
+    "detect_conflicts",
+    "public_path",
+    "rebase_changes",
+]
+
+
+def public_path(path: str) -> str:
+    """Our internal node path (``""``, ``"a/b"``) as users see it (``"/"``, ``"/a/b"``)."""
+    return "/" + path
+
+
+class VersionSelection(Enum):
+    """Which side wins a conflict."""
+
+    Fail = 0
+    UseOurs = 1
+    UseTheirs = 2
+
+
+class ConflictType(Enum):
+    """Kinds of conflict between our change-set and a commit that landed meanwhile."""
+
+    NewNodeConflictsWithExistingNode = 1
+    NewNodeInInvalidGroup = 2
+    ZarrMetadataDoubleUpdate = 3
+    ZarrMetadataUpdateOfDeletedArray = 4
+    ZarrMetadataUpdateOfDeletedGroup = 5
+    ChunkDoubleUpdate = 6
+    ChunksUpdatedInDeletedArray = 7
+    ChunksUpdatedInUpdatedArray = 8
+    DeleteOfUpdatedArray = 9
+    DeleteOfUpdatedGroup = 10
+    KeyDoubleUpdate = 11
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """One conflict: its type, the node path (``"/a/b"``) and, for chunk conflicts, the
+    coordinates of the chunks involved."""
+
+    conflict_type: ConflictType
+    path: str
+    conflicted_chunks: list[tuple[int, ...]] = field(default_factory=list)
+    snapshot_id: str | None = None  # the landed commit it conflicts with
+
+    def __str__(self) -> str:
+        s = f"{self.conflict_type.name} at {self.path}"
+        if self.conflicted_chunks:
+            shown = ", ".join(str(c) for c in self.conflicted_chunks[:8])
+            more = len(self.conflicted_chunks) - 8
+            s += f" (chunks {shown}{f' and {more} more' if more > 0 else ''})"
+        return s
+
+
+class ConflictSolver(abc.ABC):
+    """Decides, conflict by conflict, which side wins. Subclass and implement
+    :meth:`choose`; return ``VersionSelection.Fail`` to refuse."""
+
+    @abc.abstractmethod
+    def choose(self, conflict: Conflict) -> VersionSelection:
+        """Pick the winner of ``conflict``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class ConflictDetector(ConflictSolver):
+    """Fails on every conflict; rebases only when the changes are independent."""
+
+    def choose(self, conflict: Conflict) -> VersionSelection:
+        return VersionSelection.Fail
+
+
+class BasicConflictSolver(ConflictSolver):
+    """Resolves chunk double-writes by a fixed policy, and optionally deletes of updated nodes.
+
+    Parameters
+    ----------
+    on_chunk_conflict
+        ``UseOurs`` (default), ``UseTheirs`` or ``Fail`` for chunks both sides wrote.
+    fail_on_delete_of_updated_array, fail_on_delete_of_updated_group
+        If False (default), our delete of a node they updated wins; if True, it is a failure.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_chunk_conflict: VersionSelection = VersionSelection.UseOurs,
+        fail_on_delete_of_updated_array: bool = False,
+        fail_on_delete_of_updated_group: bool = False,
+    ) -> None:
+        self.on_chunk_conflict = on_chunk_conflict
+        self.fail_on_delete_of_updated_array = fail_on_delete_of_updated_array
+        self.fail_on_delete_of_updated_group = fail_on_delete_of_updated_group
+
+    def choose(self, conflict: Conflict) -> VersionSelection:
+        t = conflict.conflict_type
+        if t in (ConflictType.ChunkDoubleUpdate, ConflictType.KeyDoubleUpdate):
+            return self.on_chunk_conflict
+        if t is ConflictType.DeleteOfUpdatedArray:
+            return (VersionSelection.Fail if self.fail_on_delete_of_updated_array
+                    else VersionSelection.UseOurs)
+        if t is ConflictType.DeleteOfUpdatedGroup:
+            return (VersionSelection.Fail if self.fail_on_delete_of_updated_group
+                    else VersionSelection.UseOurs)
+        return VersionSelection.Fail
+
+    def __repr__(self) -> str:
+        return (f"BasicConflictSolver(on_chunk_conflict={self.on_chunk_conflict}, "
+                f"fail_on_delete_of_updated_array={self.fail_on_delete_of_updated_array}, "
+                f"fail_on_delete_of_updated_group={self.fail_on_delete_of_updated_group})")
+
+
+def _parents(path: str) -> Iterable[str]:
+    parts = path.split("/") if path else []
+    for i in range(len(parts) - 1, -1, -1):
+        yield "/".join(parts[:i])
+
+
+def detect_conflicts(ours: ChangeSet, base: SnapshotData,
+                     theirs: Sequence[TransactionLogData]) -> list[Conflict]:
+    """Every conflict between ``ours`` (made on ``base``) and the landed ``theirs`` logs."""
+    base_nodes = {n.path: n for n in base.nodes}
+    out: list[Conflict] = []
+    for tx in theirs:
+        their_new = set(tx.new_groups) | set(tx.new_arrays)
+        their_upd_arr, their_upd_grp = set(tx.updated_arrays), set(tx.updated_groups)
+        their_del_arr, their_del_grp = set(tx.deleted_arrays), set(tx.deleted_groups)
+        their_chunks = {c.path: c for c in tx.chunks}
+        extended = set(tx.extended_arrays)
+
+        def add(t: ConflictType, path: str, chunks: list[tuple[int, ...]] | None = None,
+                _sid: str = tx.snapshot_id) -> None:
+            out.append(Conflict(t, public_path(path), chunks or [], _sid))
+
+        for path, rec in sorted(ours.nodes.items()):
+            old = base_nodes.get(path)
+            is_new = old is None or old.node_id != rec.node_id
+            if is_new:
+                if path in their_new:
+                    add(ConflictType.NewNodeConflictsWithExistingNode, path)
+                elif any(p in their_del_grp for p in _parents(path)):
+                    add(ConflictType.NewNodeInInvalidGroup, path)
+                continue
+            if path in their_del_arr:
+                add(ConflictType.ZarrMetadataUpdateOfDeletedArray, path)
+            elif path in their_del_grp:
+                add(ConflictType.ZarrMetadataUpdateOfDeletedGroup, path)
+            elif path in their_upd_arr or path in their_upd_grp or path in their_new:
+                add(ConflictType.ZarrMetadataDoubleUpdate, path)
+        id_to_path = {r.node_id: p for p, r in ours.nodes.items()}
+        for p, r in base_nodes.items():
+            id_to_path.setdefault(r.node_id, p)
+        for nid in sorted(ours.chunks):
+            ac = ours.chunks[nid]
+            path = id_to_path.get(nid)
+            if path is None or not len(ac):
+                continue
+            old = base_nodes.get(path)
+            if old is None or old.node_id != nid:
+                continue  # chunks of a node we created: covered by the node conflict
+            if path in their_del_arr or path in their_new:
+                add(ConflictType.ChunksUpdatedInDeletedArray, path)
+                continue
+            if path in their_upd_arr and path not in extended:
+                add(ConflictType.ChunksUpdatedInUpdatedArray, path)
+            tc = their_chunks.get(path)
+            if tc is not None and tc.node_id == nid and tc.count:
+                theirs_coords = np.frombuffer(tc.coords, "<i8").reshape(tc.count, tc.ndim)
+                mine = ac.table
+                both = mine.coords[np.isin(mine.keys(), coord_keys(theirs_coords))]
+                if len(both):
+                    add(ConflictType.ChunkDoubleUpdate, path,
+                        [tuple(int(v) for v in row) for row in both])
+        for path, rec in sorted(ours.deleted.items()):
+            cur = ours.nodes.get(path)
+            if cur is not None and cur.node_id == rec.node_id:
+                continue
+            touched = (path in their_upd_arr or path in their_upd_grp or path in their_chunks
+                       or path in their_new)
+            if touched:
+                add(ConflictType.DeleteOfUpdatedArray if rec.kind == "array"
+                    else ConflictType.DeleteOfUpdatedGroup, path)
+        for key in sorted(set(ours.loose) & set(tx.loose_keys)):
+            add(ConflictType.KeyDoubleUpdate, key)
+    return out
+
+
+def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
+                   resolved: Sequence[tuple[Conflict, VersionSelection]]) -> ChangeSet:
+    """Rewrite ``ours`` so it applies on ``new_base``, honouring the chosen sides.
+
+    ``UseOurs`` keeps our change (it overwrites theirs); ``UseTheirs`` drops our part of
+    the conflict.
+    """
+    out = ChangeSet(
+        nodes=dict(ours.nodes), new_paths=set(ours.new_paths), deleted=dict(ours.deleted),
+        chunks={k: ArrayChunks(v.ndim, v.table) for k, v in ours.chunks.items()},
+        loose=dict(ours.loose),
+    )
+    tip = {n.path: n for n in new_base.nodes}
+    for conflict, choice in resolved:
+        path = conflict.path[1:]
+        t = conflict.conflict_type
+        if choice is VersionSelection.UseTheirs:
+            if t is ConflictType.ChunkDoubleUpdate:
+                rec = out.nodes.get(path) or tip.get(path)
+                if rec is not None and rec.node_id in out.chunks:
+                    ac = out.chunks[rec.node_id]
+                    keys = coord_keys(np.asarray(conflict.conflicted_chunks, np.int64))
+                    out.chunks[rec.node_id] = ArrayChunks(ac.ndim, ac.table.without(keys))
+            elif t is ConflictType.KeyDoubleUpdate:
+                out.loose.pop(path, None)
+            elif t in (ConflictType.DeleteOfUpdatedArray, ConflictType.DeleteOfUpdatedGroup):
+                out.deleted.pop(path, None)
+            elif t in (ConflictType.ChunksUpdatedInDeletedArray,
+                       ConflictType.ChunksUpdatedInUpdatedArray):
+                rec = ours.deleted.get(path) or ours.nodes.get(path)
+                for nid in [n for n in (rec.node_id if rec else None,) if n]:
+                    out.chunks.pop(nid, None)
+            else:  # node-level conflicts: drop our version of the node
+                rec = out.nodes.pop(path, None)
+                out.new_paths.discard(path)
+                if rec is not None and (path not in tip or tip[path].node_id != rec.node_id):
+                    out.chunks.pop(rec.node_id, None)
+    # re-anchor node bookkeeping on the new base
+    for path, rec in list(out.nodes.items()):
+        t_rec = tip.get(path)
+        if t_rec is None:
+            out.new_paths.add(path)
+            out.deleted.pop(path, None)
+        elif t_rec.node_id == rec.node_id:
+            out.new_paths.discard(path)
+        else:
+            out.new_paths.add(path)
+            out.deleted[path] = t_rec  # our node replaces theirs
+    for path in list(out.deleted):
+        if path in out.nodes and out.nodes[path].node_id == out.deleted[path].node_id:
+            del out.deleted[path]
+            continue
+        t_rec = tip.get(path)
+        if t_rec is None:
+            del out.deleted[path]
+        else:
+            out.deleted[path] = t_rec
+    return out
+
+
+def node_ids(nodes: Iterable[NodeRecord]) -> dict[str, str]:
+    return {n.path: n.node_id for n in nodes}
