@@ -20,6 +20,7 @@ Run it with ``make demo`` or ``python examples/distributed_write.py [--size-gib 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -95,10 +96,8 @@ def dir_size(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
         for f in files:
-            try:
+            with contextlib.suppress(OSError):
                 total += os.path.getsize(os.path.join(dirpath, f))
-            except OSError:
-                pass
     return total
 
 
@@ -179,15 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         wall_s = time.perf_counter() - t_write
 
         history_after = len(list(repo.ancestry(branch="main")))
-        chunks_written = sum(status.updated_chunks.values())
+        chunks_written = sum(v if isinstance(v, int) else len(v)
+                             for v in status.updated_chunks.values())
+        new_arrays = sorted(status.new_arrays)
         on_disk = dir_size(path)
         chunk_bytes = dir_size(path / "chunks")
         print()
         print("summary")
         print(f"  snapshot id         : {snapshot_id}")
         print(f"  commits added       : {history_after - history_before}")
-        print(f"  arrays              : {len(status.new_arrays)} "
-              f"({', '.join(status.new_arrays)})")
+        print(f"  arrays              : {len(new_arrays)} ({', '.join(new_arrays)})")
         print(f"  chunks written      : {chunks_written:,}")
         print(f"  bytes written       : {logical:,} logical, {on_disk:,} on disk "
               f"({chunk_bytes:,} in chunk objects)")
