@@ -2,6 +2,14 @@
 Dask workers writing one dataset as one atomic commit."""
 
 from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.conflicts import (
+    BasicConflictSolver,
+    Conflict,
+    ConflictDetector,
+    ConflictSolver,
+    ConflictType,
+    VersionSelection,
+)
 from icechunk_dist.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -17,14 +25,6 @@ from icechunk_dist.errors import (
     StorageError,
 )
 from icechunk_dist.repository import Repository, SnapshotInfo
-from icechunk_dist.conflicts import (
-    BasicConflictSolver,
-    Conflict,
-    ConflictDetector,
-    ConflictSolver,
-    ConflictType,
-    VersionSelection,
-)
 from icechunk_dist.session import Diff, ForkSession, Session
 from icechunk_dist.storage import (
     Storage,
@@ -59,6 +59,7 @@ __all__ = [
     "Repository",
     "RepositoryConfig",
     "RepositoryNotFoundError",
+    "Session",
     "SessionStateError",
     "SnapshotInfo",
     "Storage",

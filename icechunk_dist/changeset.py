@@ -182,12 +182,12 @@ class ChangeSet:
         )
         for path, rec in other.nodes.items():
             mine = out.nodes.get(path)
-            if mine is not None and mine != rec and policy == "fail":
-                if mine.node_id != rec.node_id or mine.metadata != rec.metadata:
-                    raise ConflictError(
-                        f"both change-sets changed the metadata of {path!r} differently",
-                        path=path,
-                    )
+            if (mine is not None and mine != rec and policy == "fail"
+                    and (mine.node_id != rec.node_id or mine.metadata != rec.metadata)):
+                raise ConflictError(
+                    f"both change-sets changed the metadata of {path!r} differently",
+                    path=path,
+                )
             out.nodes[path] = rec
         out.new_paths |= other.new_paths
         for path, rec in other.deleted.items():
@@ -271,7 +271,8 @@ def _different_writes(a: ChunkTable, b: ChunkTable, dup: npt.NDArray[np.int64]) 
         if a.row_payload(int(ia[j])) == b.row_payload(int(ib[j])):
             same[j] = True
     both_tomb = (a.kinds[ia] == KIND_TOMBSTONE) & (b.kinds[ib] == KIND_TOMBSTONE)
-    return dup[~(same | both_tomb)]
+    out: npt.NDArray[Any] = dup[~(same | both_tomb)]
+    return out
 
 
 def _fmt_coords(coords: Sequence[tuple[int, ...]], total: int) -> str:

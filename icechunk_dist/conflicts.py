@@ -185,24 +185,24 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
             id_to_path.setdefault(r.node_id, p)
         for nid in sorted(ours.chunks):
             ac = ours.chunks[nid]
-            path = id_to_path.get(nid)
-            if path is None or not len(ac):
+            cpath = id_to_path.get(nid)
+            if cpath is None or not len(ac):
                 continue
-            old = base_nodes.get(path)
+            old = base_nodes.get(cpath)
             if old is None or old.node_id != nid:
                 continue  # chunks of a node we created: covered by the node conflict
-            if path in their_del_arr or path in their_new:
-                add(ConflictType.ChunksUpdatedInDeletedArray, path)
+            if cpath in their_del_arr or cpath in their_new:
+                add(ConflictType.ChunksUpdatedInDeletedArray, cpath)
                 continue
-            if path in their_upd_arr and path not in extended:
-                add(ConflictType.ChunksUpdatedInUpdatedArray, path)
-            tc = their_chunks.get(path)
+            if cpath in their_upd_arr and cpath not in extended:
+                add(ConflictType.ChunksUpdatedInUpdatedArray, cpath)
+            tc = their_chunks.get(cpath)
             if tc is not None and tc.node_id == nid and tc.count:
                 theirs_coords = np.frombuffer(tc.coords, "<i8").reshape(tc.count, tc.ndim)
                 mine = ac.table
                 both = mine.coords[np.isin(mine.keys(), coord_keys(theirs_coords))]
                 if len(both):
-                    add(ConflictType.ChunkDoubleUpdate, path,
+                    add(ConflictType.ChunkDoubleUpdate, cpath,
                         [tuple(int(v) for v in row) for row in both])
         for path, rec in sorted(ours.deleted.items()):
             cur = ours.nodes.get(path)

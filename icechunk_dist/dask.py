@@ -121,7 +121,7 @@ def _aligned(source: da.Array, target: zarr.Array, region: Region) -> da.Array:
     new_chunks = []
     for d, (sl, c) in enumerate(zip(region, cs, strict=True)):
         start, stop = sl.start, sl.stop
-        edges = [start] + list(itertools.accumulate(source.chunks[d], initial=start))[1:]
+        edges = list(itertools.accumulate(source.chunks[d], initial=start))
         ok = all((e % c == 0) or e == stop for e in edges[1:-1]) and (
             start % c == 0 or len(edges) == 2
         )

@@ -133,6 +133,6 @@ def decode_object(
     if decoder is None:
         decoder = _decoders[cls] = msgspec.msgpack.Decoder(cls)
     try:
-        return decoder.decode(body)
+        return decoder.decode(body)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise FormatError(f"invalid {kind.name.lower()} body: {e}", object_name=name) from None

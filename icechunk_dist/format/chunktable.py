@@ -115,7 +115,11 @@ class ChunkTable:
         nd = tables[0].ndim
         if any(t.ndim != nd for t in tables):
             raise ValueError("cannot concat chunk tables of different dimensionality")
-        offsets, url_idx, blobs, urls, etags = [], [], [], [], []
+        offsets: list[npt.NDArray[np.uint64]] = []
+        url_idx: list[npt.NDArray[np.int32]] = []
+        blobs: list[bytes] = []
+        urls: list[str] = []
+        etags: list[str | None] = []
         blob_base = 0
         for t in tables:
             off = t.offsets.copy()
@@ -307,8 +311,20 @@ class ChunkTable:
 class TableBuilder:
     """Append-only accumulator used while zarr hands chunks over one at a time."""
 
-    __slots__ = ("_blob", "_coords", "_etags", "_ids", "_kinds", "_lengths", "_offsets",
-                 "_url_idx", "_urls", "_blob_len", "_inline_rows", "ndim")
+    __slots__ = (
+        "_blob",
+        "_blob_len",
+        "_coords",
+        "_etags",
+        "_ids",
+        "_inline_rows",
+        "_kinds",
+        "_lengths",
+        "_offsets",
+        "_url_idx",
+        "_urls",
+        "ndim",
+    )
 
     def __init__(self, ndim: int) -> None:
         self.ndim = ndim

@@ -38,34 +38,39 @@ def build_transaction_log(snapshot_id: str, base: SnapshotData, changes: ChangeS
                           ) -> TransactionLogData:
     """Describe what ``changes`` does to ``base`` (nodes and chunk coordinates)."""
     base_nodes = {n.path: n for n in base.nodes}
-    new_groups, new_arrays, upd_groups, upd_arrays = [], [], [], []
+    new_groups: list[str] = []
+    new_arrays: list[str] = []
+    upd_groups: list[str] = []
+    upd_arrays: list[str] = []
     extended: dict[str, tuple[int, ...]] = {}
     for path, rec in sorted(changes.nodes.items()):
         old = base_nodes.get(path)
         replaced = old is not None and old.node_id != rec.node_id
-        if old is None or replaced or path in changes.new_paths and path not in base_nodes:
+        if old is None or replaced or (path in changes.new_paths and path not in base_nodes):
             (new_arrays if rec.kind == "array" else new_groups).append(path)
             continue
         (upd_arrays if rec.kind == "array" else upd_groups).append(path)
         if (rec.array is not None and old.array is not None and _only_grew(old, rec)):
             extended[path] = old.array.shape
-    del_groups, del_arrays = [], []
+    del_groups: list[str] = []
+    del_arrays: list[str] = []
     for path, rec in sorted(changes.deleted.items()):
         cur = changes.nodes.get(path)
         if cur is not None and cur.node_id == rec.node_id:
             continue
         (del_arrays if rec.kind == "array" else del_groups).append(path)
     id_to_path = {r.node_id: p for p, r in changes.nodes.items()}
-    id_to_path.update({r.node_id: p for p, r in base_nodes.items() if p not in id_to_path
-                       and p not in changes.deleted})
+    for p, r in base_nodes.items():
+        if p not in changes.deleted:
+            id_to_path.setdefault(r.node_id, p)
     chunks = []
     for nid in sorted(changes.chunks):
         ac = changes.chunks[nid]
-        path = id_to_path.get(nid)
-        if path is None or not len(ac):
+        cpath = id_to_path.get(nid)
+        if cpath is None or not len(ac):
             continue
         t = ac.table
-        chunks.append(TxChunks(path=path, node_id=nid, ndim=t.ndim, count=len(t),
+        chunks.append(TxChunks(path=cpath, node_id=nid, ndim=t.ndim, count=len(t),
                                coords=t.coords.astype("<i8").tobytes()))
     return TransactionLogData(
         snapshot_id=snapshot_id,

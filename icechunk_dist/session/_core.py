@@ -229,7 +229,7 @@ class SessionCore:
                 ck = _keys.chunk_key(path, node.array, coord)
                 if ck.startswith(prefix):
                     yield ck
-        loose = dict(self._base_loose)
+        loose: dict[str, ChunkRefRecord | None] = dict(self._base_loose)
         loose.update(self._changes.loose)
         for k, v in sorted(loose.items(), key=lambda kv: kv[0]):
             if v is not None and k.startswith(prefix):
