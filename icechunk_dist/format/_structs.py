@@ -40,6 +40,9 @@ class ArrayInfo(msgspec.Struct, frozen=True):
     encoding: str = "default"
     separator: str = "/"
     split_shape: tuple[int, ...] = ()
+    # exact byte size of every encoded chunk when the codecs make it knowable (uncompressed
+    # fixed-size data types), else 0; writes of another size are refused
+    raw_chunk_nbytes: int = 0
 
 
 class ManifestRef(msgspec.Struct, frozen=True):

@@ -387,6 +387,12 @@ def _loose_to_ref(rec: ChunkRefRecord) -> Ref:
 def _check_chunk(node: NodeRecord, coord: tuple[int, ...], data: bytes, key: str) -> None:
     info = node.array
     assert info is not None
+    if info.raw_chunk_nbytes and len(data) != info.raw_chunk_nbytes:
+        raise InvalidInputError(
+            f"key {key!r}: array {node.path!r} stores uncompressed chunks of exactly "
+            f"{info.raw_chunk_nbytes} bytes (its data type and chunk shape), got {len(data)} "
+            "bytes: wrong data type or chunk shape for this array"
+        )
     if info.shape:
         for c, s, cs in zip(coord, info.shape, info.chunk_shape, strict=True):
             if c * cs >= s:

@@ -92,7 +92,29 @@ def array_info_from_metadata(doc: dict[str, Any], split_size: int,
     else:
         split_shape = choose_split_shape(shape, chunk_shape, split_size)
     return ArrayInfo(shape=shape, chunk_shape=chunk_shape, encoding=encoding,
-                     separator=separator, split_shape=split_shape)
+                     separator=separator, split_shape=split_shape,
+                     raw_chunk_nbytes=_raw_chunk_nbytes(doc, chunk_shape))
+
+
+_ITEMSIZE = {
+    "bool": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4,
+    "int64": 8, "uint64": 8, "float16": 2, "float32": 4, "float64": 8,
+    "complex64": 8, "complex128": 16,
+}
+
+
+def _raw_chunk_nbytes(doc: dict[str, Any], chunk_shape: tuple[int, ...]) -> int:
+    """Size of an encoded chunk if the codec chain is only ``bytes`` (+ ``crc32c``)."""
+    try:
+        itemsize = _ITEMSIZE.get(doc["data_type"]) if isinstance(doc["data_type"], str) else None
+        names = [c["name"] if isinstance(c, dict) else c for c in doc.get("codecs", [])]
+    except (KeyError, TypeError):
+        return 0
+    if itemsize is None or not names or names[0] != "bytes":
+        return 0
+    if any(n != "crc32c" for n in names[1:]):
+        return 0
+    return math.prod(chunk_shape) * itemsize + 4 * (len(names) - 1)
 
 
 def choose_split_shape(shape: tuple[int, ...], chunk_shape: tuple[int, ...],
