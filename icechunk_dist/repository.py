@@ -10,6 +10,7 @@ from typing import Any
 
 from icechunk_dist import _sync, refs
 from icechunk_dist._types import new_id
+from icechunk_dist._maintenance import GCSummary, garbage_collect
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
     AlreadyExistsError,
@@ -370,6 +371,27 @@ class Repository:
             return diff_from_logs(logs)
 
         return _sync.run(go())
+
+    def garbage_collect(self, older_than: datetime, *, dry_run: bool = False) -> GCSummary:
+        """Delete objects that no branch, branch version or tag can reach and that are older
+        than ``older_than`` (the grace period protects writes in flight, e.g. forks that
+        already wrote chunks for a commit that has not landed yet).
+
+        Parameters
+        ----------
+        older_than
+            Timezone-aware cut-off; only objects last modified before it are deleted.
+        dry_run
+            Count what would be deleted without deleting.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``older_than`` is naive (no timezone).
+        """
+        if older_than.tzinfo is None:
+            raise InvalidInputError("older_than must be timezone-aware (e.g. datetime.now(UTC))")
+        return _sync.run(garbage_collect(self._storage, older_than, dry_run=dry_run))
 
     # ------------------------------------------------------------------ sessions
     def readonly_session(self, branch: str | None = None, *, tag: str | None = None,
