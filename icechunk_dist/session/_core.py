@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from icechunk_dist._types import encode_id, new_id, new_id_bytes
 from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.config import RepositoryConfig
-from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError
+from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError, StorageError
 from icechunk_dist.format import (
     KIND_INLINE,
     KIND_NATIVE,
@@ -166,7 +166,15 @@ class SessionCore:
             stop = length if end is None else min(end, length)
             if stop <= start:
                 return b""
-            return await self._storage.read_url(url, offset + start, offset + stop, etag=etag)
+            read_url = getattr(self._storage, "read_url", None)
+            if read_url is None:  # no backend reads virtual refs yet: say so, do not crash
+                raise StorageError(
+                    f"key {key!r} is a virtual chunk at {url!r}, and "
+                    f"{self._storage.describe()} cannot read virtual chunks",
+                    key=key,
+                )
+            data: bytes = await read_url(url, offset + start, offset + stop, etag=etag)
+            return data
         raise FormatError(f"unknown chunk ref kind {kind}", object_name=key)
 
     async def get_key(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
