@@ -126,7 +126,8 @@ def _cmd_gc(args: argparse.Namespace) -> int:
               "(Repository.garbage_collect does not exist in this version)", file=sys.stderr)
         return 1
     older_than = datetime.now(UTC) - timedelta(days=args.older_than_days)
-    print(gc(older_than))
+    summary = gc(older_than, dry_run=True) if args.dry_run else gc(older_than)
+    print(("would delete (dry run): " if args.dry_run else "") + str(summary))
     return 0
 
 
@@ -346,6 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("repo", metavar="PATH_OR_URL", help=repo_help)
     s.add_argument("--older-than-days", type=float, default=7.0,
                    help="grace period: keep objects younger than this (default 7 days)")
+    s.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     s.set_defaults(func=_cmd_gc)
     return p
 

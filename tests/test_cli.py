@@ -150,10 +150,11 @@ def test_diff_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         assert rc == 0 and captured.out.strip()
     else:
         assert rc == 1 and "not available" in captured.err
-    rc = main(["gc", str(path)])
+    rc = main(["gc", str(path), "--dry-run", "--older-than-days", "0"])
     captured = capsys.readouterr()
     if hasattr(icd.Repository, "garbage_collect"):
-        assert rc == 0
+        assert rc == 0 and "dry run" in captured.out
+        assert main(["gc", str(path)]) == 0
     else:
         assert rc == 1 and "not yet implemented" in captured.err
 
