@@ -6,6 +6,7 @@ import json
 import struct
 import zlib
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -466,3 +467,44 @@ class TestChunkTable:
         b = TableBuilder(2)
         with pytest.raises(ValueError):
             b.add_native((1,), bytes(12), 1)
+
+
+# ------------------------------------------------------------------------ manifest splits
+@pytest.mark.parametrize(
+    ("shape", "chunks", "size", "expected"),
+    [
+        ((100, 20), (10, 10), 7, (3, 2)),  # trailing dim kept whole, first dim cut
+        ((1000,), (1,), 100_000, (100_000,)),
+        ((10, 10, 10), (1, 1, 1), 50, (1, 5, 10)),
+        ((), (), 5, (1,)),  # 0-d
+        ((0, 4), (3, 2), 10, (5, 2)),  # empty first dimension still tiles
+    ],
+)
+def test_choose_split_shape(shape: tuple[int, ...], chunks: tuple[int, ...], size: int,
+                            expected: tuple[int, ...]) -> None:
+    from icechunk_dist.session._keys import choose_split_shape
+
+    assert choose_split_shape(shape, chunks, size) == expected
+
+
+def test_commit_rewrites_only_touched_splits(tmp_path: Any) -> None:
+    import zarr
+
+    from icechunk_dist import Repository, RepositoryConfig, local_filesystem_storage
+
+    root = tmp_path / "repo"
+    repo = Repository.create(local_filesystem_storage(root),
+                             RepositoryConfig(manifest_split_size=4))
+    with repo.transaction("main", message="16 chunks") as store:
+        arr = zarr.create_array(store, name="x", shape=(16,), chunks=(1,), dtype="i8")
+        arr[:] = np.arange(16)
+    first = {p.name for p in (root / "manifests").iterdir()}
+    assert len(first) == 4  # splits (0,), (1,), (2,), (3,) of 4 chunks each
+    with repo.transaction("main", message="touch chunk 9") as store:
+        zarr.open_array(store, path="x", mode="r+")[9] = -9
+    second = {p.name for p in (root / "manifests").iterdir()} - first
+    assert len(second) == 1  # only split (2,) was rewritten
+    expected = np.arange(16)
+    expected[9] = -9
+    got = zarr.open_array(repo.readonly_session().store, path="x", mode="r")[:]
+    np.testing.assert_array_equal(got, expected)
