@@ -8,7 +8,7 @@ once :meth:`ChunkTable.normalized` has run; lookups are binary searches.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,50 @@ def coord_keys(coords: npt.NDArray[Any]) -> npt.NDArray[Any]:
     if c.ndim != 2:
         raise ValueError("coords must be 2-D")
     return c.view(f"V{8 * c.shape[1]}").ravel()
+
+
+_I63 = 2**63 - 1
+
+
+def linear_keys(coord_arrays: Sequence[npt.NDArray[Any]]) -> list[I64] | None:
+    """One int64 key per row of every ``(n, ndim)`` coordinate array, ordered exactly like
+    :func:`coord_keys` and comparable across the arrays (each coordinate in a fixed-width bit
+    field, or row-major over the extent shared by all the arrays), or None when a coordinate
+    is negative or the grid does not fit in 63 bits (then use :func:`coord_keys`). Integer
+    keys sort and search far faster than fixed-size bytes."""
+    present = [c for c in coord_arrays if len(c)]
+    if not present:
+        return [np.zeros(0, np.int64) for _ in coord_arrays]
+    ndim = present[0].shape[1]
+    if ndim == 0:
+        return None
+    lo = min(int(c.min()) for c in present)
+    if lo < 0:
+        return None
+    hi = max(int(c.max()) for c in present)
+    bits = 63 // ndim
+    if hi < (1 << bits):
+        # every coordinate fits in a fixed field of ``bits`` bits: no per-axis extents needed
+        strides = [1 << (bits * (ndim - 1 - d)) for d in range(ndim)]
+    else:
+        ext = np.max(np.stack([c.max(axis=0) for c in present]), axis=0) + 1
+        strides = [1] * ndim
+        total = 1
+        for d in range(ndim - 1, -1, -1):
+            strides[d] = total
+            total *= int(ext[d])
+            if total > _I63:
+                return None
+    st = np.asarray(strides, np.int64)
+    out: list[I64] = []
+    for c in coord_arrays:
+        if ndim == 1:
+            out.append(np.ascontiguousarray(c[:, 0], np.int64) if len(c)
+                       else np.zeros(0, np.int64))
+        else:
+            out.append(c.astype(np.int64, copy=False) @ st if len(c)
+                       else np.zeros(0, np.int64))
+    return out
 
 
 @dataclass(eq=False)
@@ -159,11 +203,28 @@ class ChunkTable:
             out = self.take(np.zeros(0, np.int64))
             out.sorted_unique = True
             return out
-        keys = self.keys()
-        # reverse so that np.unique's first occurrence is the last written row
-        rev = keys[::-1]
-        _, first = np.unique(rev, return_index=True)
-        idx = (n - 1) - first  # sorted by key already
+        lin = linear_keys([self.coords])
+        if lin is not None:
+            # fast path: one int64 per row, same order as coord_keys
+            k = lin[0]
+            if n == 1 or bool(np.all(k[1:] > k[:-1])):
+                # already sorted and unique (e.g. forks of disjoint regions, in order):
+                # share the columns (tables are never modified in place) instead of copying
+                return replace(self, sorted_unique=True)
+            else:
+                # stable, so equal keys keep write order and the last of each run wins;
+                # timsort merges pre-sorted runs (concatenated tables) in linear time
+                order = np.argsort(k, kind="stable")
+                ks = k[order]
+                last = np.ones(n, bool)
+                last[:-1] = ks[1:] != ks[:-1]
+                idx = order[last]
+        else:
+            keys = self.keys()
+            # reverse so that np.unique's first occurrence is the last written row
+            rev = keys[::-1]
+            _, first = np.unique(rev, return_index=True)
+            idx = (n - 1) - first  # sorted by key already
         out = self.take(idx)
         out.sorted_unique = True
         return out
@@ -172,7 +233,21 @@ class ChunkTable:
         """Coordinates present in both tables (both normalized), as an (m, ndim) array."""
         if not len(self) or not len(other):
             return np.zeros((0, self.ndim), np.int64)
-        mask = np.isin(self.keys(), other.keys())
+        lin = linear_keys([self.coords, other.coords])
+        if lin is None:
+            mask = np.isin(self.keys(), other.keys())
+        elif self.sorted_unique and other.sorted_unique:
+            # both sorted: binary-search the smaller table in the larger (no sort at all)
+            ka, kb = lin
+            if len(kb) <= len(ka):
+                pos = np.minimum(np.searchsorted(ka, kb), len(ka) - 1)
+                mask = np.zeros(len(ka), bool)
+                mask[pos[ka[pos] == kb]] = True
+            else:
+                pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+                mask = kb[pos] == ka
+        else:
+            mask = np.isin(lin[0], lin[1])
         return self.coords[mask]
 
     def without(self, coords_keys: npt.NDArray[Any]) -> ChunkTable:
