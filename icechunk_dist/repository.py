@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from icechunk_dist import _sync, refs
-from icechunk_dist._types import new_id
 from icechunk_dist._maintenance import GCSummary, garbage_collect
+from icechunk_dist._types import new_id
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
     AlreadyExistsError,
