@@ -27,7 +27,17 @@ from icechunk_dist.storage import ObjectNotFoundError, Storage
 if TYPE_CHECKING:
     from icechunk_dist.store import IcechunkStore
 
-__all__ = ["SessionCore"]
+__all__ = ["SessionCore", "register_store_class"]
+
+# the zarr adapter lives a layer above sessions; it registers itself here when imported
+# (``import icechunk_dist`` always imports it), so this layer never imports it
+_STORE_CLASS: Any = None
+
+
+def register_store_class(cls: Any) -> None:
+    """Called by ``icechunk_dist.store`` so that ``session.store`` can build stores."""
+    global _STORE_CLASS
+    _STORE_CLASS = cls
 
 Ref = tuple[int, Any]  # (kind, payload) as ChunkTable.row_payload
 
@@ -74,10 +84,10 @@ class SessionCore:
     @property
     def store(self) -> IcechunkStore:
         """A ``zarr.abc.store.Store`` over this session."""
-        from icechunk_dist.store import IcechunkStore
-
         if self._store is None:
-            self._store = IcechunkStore(self, read_only=self._read_only)
+            if _STORE_CLASS is None:  # pragma: no cover - icechunk_dist/__init__ imports it
+                raise RuntimeError("import icechunk_dist before using session.store")
+            self._store = _STORE_CLASS(self, read_only=self._read_only)
         return self._store
 
     def _check_writable(self) -> None:
