@@ -1,0 +1,179 @@
+"""What a storage connects to (:class:`StorageSpec`), and how it becomes an obstore client.
+
+A spec is plain data: it pickles, compares and hashes; credentials are kept out of ``repr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
+
+from icechunk_dist.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from obstore.store import ObjectStore, RetryConfig, S3Credential
+
+__all__ = ["StorageSpec", "make_store"]
+
+# obstore retries each HTTP request itself; keep that short since with_retries wraps it
+_OBSTORE_RETRY: RetryConfig = {
+    "max_retries": 3,
+    "retry_timeout": timedelta(seconds=60),
+    "backoff": {
+        "init_backoff": timedelta(milliseconds=100),
+        "max_backoff": timedelta(seconds=5),
+        "base": 2,
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSpec:
+    """Everything needed to reconnect: backend, public options, secrets (never shown).
+
+    Attributes
+    ----------
+    backend
+        ``"local"``, ``"memory"``, ``"s3"``, ``"gcs"`` or ``"azure"``.
+    options
+        Sorted ``(name, value)`` pairs that are safe to show (bucket, prefix, region...).
+    secrets
+        Sorted ``(name, value)`` pairs of credentials as given; excluded from ``repr``.
+    from_env
+        Whether the backend may read configuration and credentials from the environment.
+    token
+        Identity of an in-memory store (two in-memory storages are two repositories).
+    """
+
+    backend: str
+    options: tuple[tuple[str, Any], ...] = ()
+    secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    from_env: bool = False
+    token: str | None = None
+
+    def option(self, name: str) -> Any:
+        """The public option ``name``, or None."""
+        return dict(self.options).get(name)
+
+    def secret(self, name: str) -> str | None:
+        """The secret ``name``, or None."""
+        return dict(self.secrets).get(name)
+
+
+class _StaticS3Credentials:
+    """Credentials given explicitly; a provider (not kwargs) so that AWS_* env never mixes in."""
+
+    __slots__ = ("_cred",)
+
+    def __init__(self, key_id: str, secret: str, token: str | None) -> None:
+        self._cred: S3Credential = {
+            "access_key_id": key_id,
+            "secret_access_key": secret,
+            "token": token,
+            "expires_at": None,
+        }
+
+    def __call__(self) -> S3Credential:
+        return self._cred
+
+    def __repr__(self) -> str:
+        return "_StaticS3Credentials(<redacted>)"
+
+
+def _s3_store(spec: StorageSpec) -> S3Store:
+    bucket = spec.option("bucket")
+    region = spec.option("region")
+    endpoint = spec.option("endpoint_url")
+    allow_http = bool(spec.option("allow_http"))
+    key_id, secret = spec.secret("access_key_id"), spec.secret("secret_access_key")
+    token = spec.secret("session_token")
+    kw: dict[str, Any] = {}
+    if spec.from_env:
+        # obstore reads AWS_* itself; we only add what was given explicitly
+        if region:
+            kw["region"] = region
+        if endpoint:
+            kw.update(endpoint=endpoint, virtual_hosted_style_request=False)
+        if key_id and secret:
+            kw.update(access_key_id=key_id, secret_access_key=secret)
+            if token:
+                kw["token"] = token
+        client: dict[str, Any] = {"allow_http": True} if allow_http else {}
+    else:
+        # obstore always starts from AWS_* env: pin every setting that matters so none leaks in
+        region = region or "us-east-1"
+        kw.update(region=region, conditional_put="etag")
+        if endpoint:  # S3-compatible servers (MinIO, moto, ...) want path-style requests
+            kw.update(endpoint=endpoint, virtual_hosted_style_request=False)
+        else:
+            kw.update(
+                endpoint=f"https://{bucket}.s3.{region}.amazonaws.com",
+                virtual_hosted_style_request=True,
+            )
+        if key_id and secret:
+            kw.update(
+                credential_provider=_StaticS3Credentials(key_id, secret, token),
+                skip_signature=False,
+            )
+        else:  # anonymous: public buckets
+            kw.update(skip_signature=True, access_key_id="", secret_access_key="")
+        # allow_http as a top-level kwarg breaks S3Store pickling; pass it as a client option
+        client = {"allow_http": allow_http}
+    return S3Store(
+        bucket,
+        prefix=spec.option("prefix") or None,
+        client_options=client or None,  # type: ignore[arg-type]
+        retry_config=_OBSTORE_RETRY,
+        **kw,
+    )
+
+
+def _gcs_store(spec: StorageSpec) -> GCSStore:
+    kw: dict[str, Any] = {}
+    if spec.option("service_account_file"):
+        kw["service_account"] = spec.option("service_account_file")
+    if spec.option("application_credentials"):
+        kw["application_credentials"] = spec.option("application_credentials")
+    if spec.secret("service_account_key"):
+        kw["service_account_key"] = spec.secret("service_account_key")
+    if not kw and not spec.from_env:
+        kw["skip_signature"] = True
+    return GCSStore(
+        spec.option("bucket"),
+        prefix=spec.option("prefix") or None,
+        retry_config=_OBSTORE_RETRY,
+        **kw,
+    )
+
+
+def _azure_store(spec: StorageSpec) -> AzureStore:
+    kw: dict[str, Any] = {"account_name": spec.option("account")}
+    if spec.secret("access_key"):
+        kw["account_key"] = spec.secret("access_key")
+    if spec.secret("sas_token"):
+        kw["sas_key"] = spec.secret("sas_token")
+    if len(kw) == 1 and not spec.from_env:
+        kw["skip_signature"] = True
+    return AzureStore(
+        spec.option("container"),
+        prefix=spec.option("prefix") or None,
+        retry_config=_OBSTORE_RETRY,
+        **kw,
+    )
+
+
+def make_store(spec: StorageSpec) -> ObjectStore:
+    if spec.backend == "local":
+        return LocalStore(prefix=spec.option("path"), mkdir=True)
+    if spec.backend == "memory":
+        return MemoryStore()
+    if spec.backend == "s3":
+        return _s3_store(spec)
+    if spec.backend == "gcs":
+        return _gcs_store(spec)
+    if spec.backend == "azure":
+        return _azure_store(spec)
+    raise InvalidInputError(f"unknown storage backend {spec.backend!r}")
