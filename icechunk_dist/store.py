@@ -162,6 +162,25 @@ class IcechunkStore(Store):
             )
         await self._session.set_key(key, value.to_bytes())
 
+    def set_virtual_ref(self, key: str, location: str, *, offset: int, length: int,
+                        checksum: str | None = None) -> None:
+        """Point chunk ``key`` at ``length`` bytes at ``offset`` of an existing object
+        (``file://`` path, or ``s3://`` on an S3 repository) instead of copying it.
+
+        ``checksum`` is the object's etag: reads fail if the object changed since.
+
+        Raises
+        ------
+        ReadOnlyError
+            Through a read-only store.
+        InvalidInputError
+            On a bad key or location.
+        """
+        from icechunk_dist import _sync
+
+        self._check_writable()
+        _sync.run(self._session.set_virtual_key(key, location, offset, length, checksum))
+
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         self._check_writable()
         if key in self._claims:

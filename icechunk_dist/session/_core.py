@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from icechunk_dist._types import encode_id, new_id, new_id_bytes
 from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.config import RepositoryConfig
-from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError, StorageError
+from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError
 from icechunk_dist.format import (
     KIND_INLINE,
     KIND_NATIVE,
@@ -176,15 +176,7 @@ class SessionCore:
             stop = length if end is None else min(end, length)
             if stop <= start:
                 return b""
-            read_url = getattr(self._storage, "read_url", None)
-            if read_url is None:  # no backend reads virtual refs yet: say so, do not crash
-                raise StorageError(
-                    f"key {key!r} is a virtual chunk at {url!r}, and "
-                    f"{self._storage.describe()} cannot read virtual chunks",
-                    key=key,
-                )
-            data: bytes = await read_url(url, offset + start, offset + stop, etag=etag)
-            return data
+            return await self._storage.read_url(url, offset + start, offset + stop, etag=etag)
         raise FormatError(f"unknown chunk ref kind {kind}", object_name=key)
 
     async def get_key(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
@@ -315,6 +307,37 @@ class SessionCore:
         with self._lock:
             self._changes.loose[key] = rec
 
+    async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
+                              etag: str | None) -> None:
+        """Record that ``key`` is ``length`` bytes at ``offset`` of the object at ``url``.
+
+        Raises
+        ------
+        InvalidInputError
+            On a bad key, a metadata key, negative offset/length, or an unsupported URL.
+        """
+        self._check_writable()
+        _keys.validate_key(key)
+        if _keys.meta_path(key) is not None:
+            raise InvalidInputError(f"{key!r} is a metadata key; only chunks can be virtual")
+        if offset < 0 or length < 0:
+            raise InvalidInputError("virtual chunk offset and length must be >= 0")
+        if "://" not in url:
+            raise InvalidInputError(f"virtual chunk location must be a URL, got {url!r}")
+        found = self._array_for_key(key)
+        with self._lock:
+            if found is not None:
+                node, coord = found
+                _check_chunk(node, coord, b"", key, check_size=False)
+                self._changes.array_chunks(
+                    node.node_id, _keys.ndim_of(node.array)  # type: ignore[arg-type]
+                ).set_virtual(coord, url, offset, length, etag)
+            else:
+                self._changes.loose[key] = ChunkRefRecord(
+                    key=key, kind=KIND_VIRTUAL, offset=offset, length=length, url=url,
+                    etag=etag,
+                )
+
     def _set_metadata(self, path: str, data: bytes) -> None:
         kind, doc = _keys.node_kind(data)
         with self._lock:
@@ -402,10 +425,11 @@ def _loose_to_ref(rec: ChunkRefRecord) -> Ref:
     return (KIND_NATIVE, (rec.id, rec.offset, rec.length))
 
 
-def _check_chunk(node: NodeRecord, coord: tuple[int, ...], data: bytes, key: str) -> None:
+def _check_chunk(node: NodeRecord, coord: tuple[int, ...], data: bytes, key: str, *,
+                 check_size: bool = True) -> None:
     info = node.array
     assert info is not None
-    if info.raw_chunk_nbytes and len(data) != info.raw_chunk_nbytes:
+    if check_size and info.raw_chunk_nbytes and len(data) != info.raw_chunk_nbytes:
         raise InvalidInputError(
             f"key {key!r}: array {node.path!r} stores uncompressed chunks of exactly "
             f"{info.raw_chunk_nbytes} bytes (its data type and chunk shape), got {len(data)} "
