@@ -192,10 +192,10 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
             if old is None or old.node_id != nid:
                 continue  # chunks of a node we created: covered by the node conflict
             if cpath in their_del_arr or cpath in their_new:
-                add(ConflictType.ChunksUpdatedInDeletedArray, cpath)
+                add(ConflictType.ChunksUpdatedInDeletedArray, cpath, _coords(ac))
                 continue
             if cpath in their_upd_arr and cpath not in extended:
-                add(ConflictType.ChunksUpdatedInUpdatedArray, cpath)
+                add(ConflictType.ChunksUpdatedInUpdatedArray, cpath, _coords(ac))
             tc = their_chunks.get(cpath)
             if tc is not None and tc.node_id == nid and tc.count:
                 theirs_coords = np.frombuffer(tc.coords, "<i8").reshape(tc.count, tc.ndim)
@@ -245,11 +245,14 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
                 out.loose.pop(path, None)
             elif t in (ConflictType.DeleteOfUpdatedArray, ConflictType.DeleteOfUpdatedGroup):
                 out.deleted.pop(path, None)
-            elif t in (ConflictType.ChunksUpdatedInDeletedArray,
-                       ConflictType.ChunksUpdatedInUpdatedArray):
-                rec = ours.deleted.get(path) or ours.nodes.get(path)
-                for nid in [n for n in (rec.node_id if rec else None,) if n]:
-                    out.chunks.pop(nid, None)
+            elif t is ConflictType.ChunksUpdatedInUpdatedArray:
+                # we only wrote chunks, so the node is usually not in our change-set: its
+                # id is the one in the tip (same node, their metadata)
+                rec = out.nodes.get(path) or tip.get(path)
+                if rec is not None:
+                    out.chunks.pop(rec.node_id, None)
+            # ChunksUpdatedInDeletedArray: the node is gone from the tip (or replaced by a
+            # new node); its chunks are dropped with the other dead nodes' below
             else:  # node-level conflicts: drop our version of the node
                 rec = out.nodes.pop(path, None)
                 out.new_paths.discard(path)
@@ -275,7 +278,17 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
             del out.deleted[path]
         else:
             out.deleted[path] = t_rec
+    # chunks of nodes that no longer exist (deleted or replaced by a landed commit) can
+    # never be committed: drop them so the change-set says what the commit will do
+    live = {r.node_id for r in out.nodes.values()}
+    live |= {r.node_id for p, r in tip.items() if p not in out.deleted}
+    for nid in [n for n in out.chunks if n not in live]:
+        del out.chunks[nid]
     return out
+
+
+def _coords(ac: ArrayChunks) -> list[tuple[int, ...]]:
+    return [tuple(int(v) for v in row) for row in ac.table.coords]
 
 
 def node_ids(nodes: Iterable[NodeRecord]) -> dict[str, str]:

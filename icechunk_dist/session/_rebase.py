@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 __all__ = ["commit_with_retries", "landed_since", "rebase_session"]
 
+_MIN_SLOT = 0.002  # seconds
+_MAX_SLEEP = 2.0
+
 
 async def commit_with_retries(session: Session, message: str, meta: dict[str, Any],
                               solver: ConflictSolver | None, tries: int) -> str:
@@ -26,6 +29,9 @@ async def commit_with_retries(session: Session, message: str, meta: dict[str, An
     if solver is not None and tries < 1:
         raise InvalidInputError("rebase_tries must be at least 1")
     attempt = 0
+    slot = _MIN_SLOT  # longest rebase + commit attempt seen: the unit of backoff
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     while True:
         try:
             return await session._try_commit_once(message, meta)
@@ -41,9 +47,13 @@ async def commit_with_retries(session: Session, message: str, meta: dict[str, An
                     f"(last tip {e.actual_parent}); raise rebase_tries or retry later",
                     expected_parent=e.expected_parent, actual_parent=e.actual_parent,
                 ) from e
+        slot = max(slot, loop.time() - started)
+        # full jitter exponential backoff, in units of one attempt's duration: racing
+        # committers spread over a window that doubles until they stop colliding. Sleep
+        # *before* rebasing, so the retry goes out right after it has read the newest tip
+        await asyncio.sleep(random.uniform(0, min(_MAX_SLEEP, slot * 2 ** min(attempt - 2, 16))))
+        started = loop.time()
         await rebase_session(session, solver)
-        # full jitter, capped exponential backoff: spreads racing committers apart
-        await asyncio.sleep(random.uniform(0, min(0.5, 0.002 * 2 ** min(attempt, 12))))
 
 
 async def landed_since(session: Session, tip_id: str
