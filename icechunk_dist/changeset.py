@@ -158,13 +158,17 @@ class ChangeSet:
 
     # ---------------------------------------------------------------- merge
     def merge(self, other: ChangeSet, *, policy: MergePolicy = "fail",
-              describe: dict[str, str] | None = None) -> ChangeSet:
+              describe: dict[str, str] | None = None,
+              ancestor: ChangeSet | None = None) -> ChangeSet:
         """Return a new change-set holding ``self`` then ``other``.
 
         Identical writes (same chunk, same object) are one write. With ``policy="fail"``
         two different writes of one chunk, or two different metadata documents for one node,
         raise :class:`ConflictError` naming the path and chunk coordinates; with
-        ``"last_wins"`` ``other`` wins.
+        ``"last_wins"`` ``other`` wins. ``describe`` maps node ids to paths for error
+        messages. ``ancestor`` is the metadata ``other`` started from (a fork's inherited
+        pending changes): a node that ``other`` changed on top of the very record ``self``
+        still holds is an update, not a conflict.
 
         Raises
         ------
@@ -183,7 +187,8 @@ class ChangeSet:
         for path, rec in other.nodes.items():
             mine = out.nodes.get(path)
             if (mine is not None and mine != rec and policy == "fail"
-                    and (mine.node_id != rec.node_id or mine.metadata != rec.metadata)):
+                    and (mine.node_id != rec.node_id or mine.metadata != rec.metadata)
+                    and (ancestor is None or ancestor.nodes.get(path) != mine)):
                 raise ConflictError(
                     f"both change-sets changed the metadata of {path!r} differently",
                     path=path,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +61,7 @@ def _merge_forks(*forks: ForkSession) -> ForkSession:
     return out.merge(first, *rest)
 
 
-def _tree_merge(parts: list[Any], split_every: int) -> Any:
+def _tree_merge(parts: list[Any], split_every: int, token: str) -> Any:
     import dask
 
     merge = dask.delayed(_merge_forks, pure=False)
@@ -68,7 +69,7 @@ def _tree_merge(parts: list[Any], split_every: int) -> Any:
     while len(parts) > 1:
         parts = [
             merge(*parts[i : i + split_every],
-                  dask_key_name=f"icechunk-merge-{level}-{i // split_every}-{id(parts)}")
+                  dask_key_name=f"icechunk-merge-{token}-{level}-{i // split_every}")
             for i in range(0, len(parts), split_every)
         ]
         level += 1
@@ -243,8 +244,12 @@ def store_dask(
     fork_nodes = {f._fork_id: dask.delayed(f, name=f"icechunk-fork-{f._fork_id}")
                   for f in forks}
     write = dask.delayed(_write_block, pure=False)
+    # task keys are unique per call and per target: the same target (or fork) may appear
+    # twice in one call (two regions) or in two calls computed together (compute=False);
+    # equal keys would make dask run one task for both and drop the other block's writes
+    token = uuid.uuid4().hex[:16]
     parts: list[Any] = []
-    for src, tgt, reg, f in zip(sources, targets, regs, forks, strict=True):
+    for k, (src, tgt, reg, f) in enumerate(zip(sources, targets, regs, forks, strict=True)):
         region = _normalize_region(reg, tgt, src)
         if src.dtype != tgt.dtype and not np.can_cast(src.dtype, tgt.dtype, "same_kind"):
             raise InvalidInputError(
@@ -254,9 +259,9 @@ def store_dask(
         blocks = src.to_delayed()
         for idx, breg in _block_regions(src, region):
             parts.append(write(blocks[idx], fork_nodes[f._fork_id], tgt.path, breg,
-                               dask_key_name=f"icechunk-write-{tgt.path}-{f._fork_id}-"
+                               dask_key_name=f"icechunk-write-{token}-{k}-{tgt.path}-"
                                + "-".join(map(str, idx))))
-    result = _tree_merge(parts, split_every)
+    result = _tree_merge(parts, split_every, token)
     if not compute:
         return result
     n = len(parts)

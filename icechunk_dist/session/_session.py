@@ -185,6 +185,7 @@ class Session(SessionCore):
         with self._lock:
             seen = set(self._merged_forks)
             merged = self._changes
+            names = _node_names(self)
             for f in forks:
                 _check_same_lineage(self._storage, self._base.id, self._lineage_id, f,
                                     "this session")
@@ -195,7 +196,8 @@ class Session(SessionCore):
                         "a fork's changes can be merged only once"
                     )
                 seen |= f._contributors
-                merged = merged.merge(f._changes, policy=policy)
+                merged = merged.merge(f._changes, policy=policy, describe=names,
+                                      ancestor=f._inherited)
             self._changes = merged
             self._merged_forks = seen
         for f in forks:
@@ -344,6 +346,10 @@ def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
         with _REGISTRY_LOCK:
             existing = _REGISTRY.get(state["fork_id"])
         if existing is not None:
+            # a copy coming back (e.g. from a worker process) carries writes this process's
+            # copy does not have: keep them (identical writes are one write), or they would
+            # be silently replaced by the local copy's change-set
+            existing._absorb(state["changes"], state["contributors"])
             return existing
     f = ForkSession.__new__(ForkSession)
     f._setup(
@@ -353,6 +359,11 @@ def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
         contributors=set(state["contributors"]), shared=shared,
     )
     return _register(f) if shared else f
+
+
+def _node_names(core: SessionCore) -> dict[str, str]:
+    """node id -> path of every node ``core`` can see (to name arrays in conflicts)."""
+    return {rec.node_id: path for path, rec in core._all_nodes().items()}
 
 
 def _check_same_lineage(storage: Storage, base_id: str, lineage_id: str, f: ForkSession,
@@ -467,6 +478,14 @@ class ForkSession(SessionCore):
                  changes=ChangeSet(), contributors={fid})
         return f
 
+    def _absorb(self, changes: ChangeSet, contributors: Any) -> None:
+        """Add the changes of another copy of this fork (same fork id) to this one."""
+        if changes.is_empty():
+            return
+        with self._lock:
+            self._changes = self._changes.merge(changes, describe=_node_names(self))
+            self._contributors |= set(contributors)
+
     def _as_contribution(self) -> ForkSession:
         """This fork's changes under a new contributor id (for copies sharing a fork id)."""
         c = self.child()
@@ -493,26 +512,48 @@ class ForkSession(SessionCore):
                 )
             if not isinstance(f, ForkSession):
                 raise InvalidInputError(f"cannot merge a {type(f).__name__} into a fork")
-        with self._lock:
-            merged = self._changes
-            seen = set(self._contributors)
-            for f in forks:
-                if f is self:
-                    raise SessionStateError("cannot merge a fork into itself")
-                _check_same_lineage(self._storage, self._base_id, self._lineage_id, f,
-                                    f"fork {self._fork_id}")
-                again = f._contributors & seen
-                if again:
-                    raise SessionStateError(
-                        f"fork {sorted(again)[0]} was already merged into fork {self._fork_id}"
-                    )
-                seen |= f._contributors
-                merged = merged.merge(f._changes, policy=policy)
-            self._changes = merged
-            self._contributors = seen
+        try:
+            with self._lock:
+                merged = self._changes
+                seen = set(self._contributors)
+                names = _node_names(self)
+                for f in forks:
+                    if f is self:
+                        raise SessionStateError("cannot merge a fork into itself")
+                    _check_same_lineage(self._storage, self._base_id, self._lineage_id, f,
+                                        f"fork {self._fork_id}")
+                    again = f._contributors & seen
+                    if again:
+                        raise SessionStateError(
+                            f"fork {sorted(again)[0]} was already merged into fork "
+                            f"{self._fork_id}"
+                        )
+                    seen |= f._contributors
+                    names.update(_node_names(f))
+                    merged = merged.merge(f._changes, policy=policy, describe=names,
+                                          ancestor=f._inherited)
+                self._changes = merged
+                self._contributors = seen
+        except ConflictError as e:
+            raise self._named_conflict(e) from None
         for f in forks:
             _release(f)
         return self
+
+    def _named_conflict(self, e: ConflictError) -> ConflictError:
+        """``e`` with its array named by path: forks that only wrote chunks of arrays of the
+        base snapshot know them by node id until the base is loaded (one cached read)."""
+        if e.path is None or self._base_loaded or e.path in self._all_nodes():
+            return e
+        try:
+            _sync.run(self._ensure_base())
+        except Exception:
+            return e
+        path = _node_names(self).get(e.path)
+        if path is None:
+            return e
+        return ConflictError(str(e).replace(repr(e.path), repr(path)), path=path,
+                             chunk_coords=e.chunk_coords)
 
     # reads and writes need the base snapshot, which a fork loads lazily on its worker
     async def get_key(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
