@@ -16,7 +16,7 @@ import numpy.typing as npt
 
 from icechunk_dist.errors import ConflictError
 from icechunk_dist.format import ArrayInfo, ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
-from icechunk_dist.format.chunktable import KIND_TOMBSTONE, coord_keys
+from icechunk_dist.format.chunktable import KIND_TOMBSTONE, linear_keys
 
 __all__ = ["ArrayChunks", "ChangeSet", "MergePolicy"]
 
@@ -175,17 +175,54 @@ class ChangeSet:
         ConflictError
             On overlapping writes under ``policy="fail"``.
         """
+        return self.merge_many([(other, ancestor)], policy=policy, describe=describe)
+
+    def merge_many(self, others: Sequence[tuple[ChangeSet, ChangeSet | None]], *,
+                   policy: MergePolicy = "fail",
+                   describe: dict[str, str] | None = None) -> ChangeSet:
+        """Merge several change-sets (each with its ``ancestor``) after ``self``, in order.
+
+        Equivalent to folding :meth:`merge`, but chunk tables are concatenated, sorted and
+        checked once per array, so the cost grows linearly (n log n) with the total number
+        of chunk refs, not with the number of change-sets times the refs merged so far.
+
+        Raises
+        ------
+        ConflictError
+            On overlapping writes under ``policy="fail"``.
+        """
         names = dict(describe or {})
         names.update(self.node_paths_by_id())
-        names.update(other.node_paths_by_id())
         out = ChangeSet(
             nodes=dict(self.nodes),
             new_paths=set(self.new_paths),
             deleted=dict(self.deleted),
             loose=dict(self.loose),
         )
+        for other, ancestor in others:
+            names.update(other.node_paths_by_id())
+            out._merge_metadata(other, ancestor, policy)
+        per_node: dict[str, list[ChunkTable]] = {}
+        ndims: dict[str, int] = {}
+        for cs in (self, *(o for o, _ in others)):
+            for nid, ac in cs.chunks.items():
+                per_node.setdefault(nid, []).append(ac.table)
+                ndims[nid] = ac.ndim
+        for nid in sorted(per_node):
+            tables = per_node[nid]
+            if len(tables) == 1:
+                out.chunks[nid] = ArrayChunks(ndims[nid], tables[0])
+                continue
+            merged = _merge_tables(tables, policy, names.get(nid, nid))
+            out.chunks[nid] = ArrayChunks(ndims[nid], merged)
+        return out
+
+    def _merge_metadata(self, other: ChangeSet, ancestor: ChangeSet | None,
+                        policy: MergePolicy) -> None:
+        """Fold ``other``'s node and loose-key changes into ``self`` (in place)."""
+        before = dict(self.nodes)
         for path, rec in other.nodes.items():
-            mine = out.nodes.get(path)
+            mine = self.nodes.get(path)
             if (mine is not None and mine != rec and policy == "fail"
                     and (mine.node_id != rec.node_id or mine.metadata != rec.metadata)
                     and (ancestor is None or ancestor.nodes.get(path) != mine)):
@@ -193,43 +230,20 @@ class ChangeSet:
                     f"both change-sets changed the metadata of {path!r} differently",
                     path=path,
                 )
-            out.nodes[path] = rec
-        out.new_paths |= other.new_paths
+            self.nodes[path] = rec
+        self.new_paths |= other.new_paths
         for path, rec in other.deleted.items():
-            out.deleted.setdefault(path, rec)
-            if path in out.nodes and path not in other.nodes and path in self.nodes:
+            self.deleted.setdefault(path, rec)
+            if path in self.nodes and path not in other.nodes and path in before:
                 if policy == "fail":
                     raise ConflictError(
                         f"one change-set deleted {path!r} while another changed it", path=path
                     )
-                del out.nodes[path]
+                del self.nodes[path]
         for key, ref in other.loose.items():
-            if key in out.loose and out.loose[key] != ref and policy == "fail":
+            if key in self.loose and self.loose[key] != ref and policy == "fail":
                 raise ConflictError(f"both change-sets wrote key {key!r}", path=key)
-            out.loose[key] = ref
-        node_ids = sorted(set(self.chunks) | set(other.chunks))
-        for nid in node_ids:
-            a, b = self.chunks.get(nid), other.chunks.get(nid)
-            if a is None or b is None:
-                src = a if a is not None else b
-                assert src is not None
-                out.chunks[nid] = ArrayChunks(src.ndim, src.table)
-                continue
-            ta, tb = a.table, b.table
-            dup = ta.duplicates_with(tb)
-            if len(dup) and policy == "fail":
-                real = _different_writes(ta, tb, dup)
-                if len(real):
-                    path = names.get(nid, nid)
-                    coords = [tuple(int(v) for v in r) for r in real[:20]]
-                    raise ConflictError(
-                        f"two change-sets wrote the same chunk(s) of {path!r}: "
-                        f"{_fmt_coords(coords, len(real))}",
-                        path=path,
-                        chunk_coords=coords,
-                    )
-            out.chunks[nid] = ArrayChunks(a.ndim, ChunkTable.concat([ta, tb]).normalized())
-        return out
+            self.loose[key] = ref
 
     # ---------------------------------------------------------------- serialization
     def __getstate__(self) -> dict[str, Any]:
@@ -258,25 +272,43 @@ class ChangeSet:
         )
 
 
-def _different_writes(a: ChunkTable, b: ChunkTable, dup: npt.NDArray[np.int64]) -> npt.NDArray[Any]:
-    """Of coordinates written by both tables, those whose refs differ."""
-    keys = coord_keys(dup)
-    ka, kb = a.keys(), b.keys()
-    ia = np.searchsorted(ka, keys)
-    ib = np.searchsorted(kb, keys)
-    same = (
-        (a.kinds[ia] == b.kinds[ib])
-        & np.all(a.ids[ia] == b.ids[ib], axis=1)
-        & (a.offsets[ia] == b.offsets[ib])
-        & (a.lengths[ia] == b.lengths[ib])
-        & (a.kinds[ia] != 1)  # inline payloads compared below
-    )
-    both_inline = (a.kinds[ia] == 1) & (b.kinds[ib] == 1)
-    for j in np.flatnonzero(both_inline):
-        if a.row_payload(int(ia[j])) == b.row_payload(int(ib[j])):
-            same[j] = True
-    both_tomb = (a.kinds[ia] == KIND_TOMBSTONE) & (b.kinds[ib] == KIND_TOMBSTONE)
-    out: npt.NDArray[Any] = dup[~(same | both_tomb)]
+def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) -> ChunkTable:
+    """Concatenate normalized tables (later wins), refusing different writes of one chunk."""
+    cat = ChunkTable.concat(list(tables))
+    n = len(cat)
+    if n == 0:
+        return cat.normalized()
+    lin = linear_keys([cat.coords])
+    keys: npt.NDArray[Any] = lin[0] if lin is not None else cat.keys()
+    order = np.argsort(keys, kind="stable")  # stable: rows of later tables stay later
+    sk = keys[order]
+    same_next = sk[1:] == sk[:-1]  # row i and i+1 (in sorted order) are the same chunk
+    if policy == "fail" and same_next.any():
+        a, b = order[:-1][same_next], order[1:][same_next]
+        equal = (
+            (cat.kinds[a] == cat.kinds[b])
+            & np.all(cat.ids[a] == cat.ids[b], axis=1)
+            & (cat.offsets[a] == cat.offsets[b])
+            & (cat.lengths[a] == cat.lengths[b])
+        )
+        inline = np.flatnonzero((cat.kinds[a] == 1) & (cat.kinds[b] == 1))
+        for j in inline:  # offsets point into different blobs: compare the bytes
+            equal[j] = cat.row_payload(int(a[j])) == cat.row_payload(int(b[j]))
+        tomb = (cat.kinds[a] == KIND_TOMBSTONE) & (cat.kinds[b] == KIND_TOMBSTONE)
+        bad = ~(equal | tomb)
+        if bad.any():
+            real = cat.coords[a[bad]]
+            coords = sorted({tuple(int(v) for v in r) for r in real})
+            raise ConflictError(
+                f"two change-sets wrote the same chunk(s) of {path!r}: "
+                f"{_fmt_coords(coords[:20], len(coords))}",
+                path=path,
+                chunk_coords=coords[:20],
+            )
+    last = np.ones(n, bool)
+    last[:-1] = ~same_next  # keep the last row of each run of equal keys
+    out = cat.take(order[last])
+    out.sorted_unique = True
     return out
 
 

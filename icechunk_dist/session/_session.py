@@ -184,8 +184,8 @@ class Session(SessionCore):
                 )
         with self._lock:
             seen = set(self._merged_forks)
-            merged = self._changes
             names = _node_names(self)
+            parts: list[tuple[ChangeSet, ChangeSet | None]] = []
             for f in forks:
                 _check_same_lineage(self._storage, self._base.id, self._lineage_id, f,
                                     "this session")
@@ -196,9 +196,8 @@ class Session(SessionCore):
                         "a fork's changes can be merged only once"
                     )
                 seen |= f._contributors
-                merged = merged.merge(f._changes, policy=policy, describe=names,
-                                      ancestor=f._inherited)
-            self._changes = merged
+                parts.append((f._changes, f._inherited))
+            self._changes = self._changes.merge_many(parts, policy=policy, describe=names)
             self._merged_forks = seen
         for f in forks:
             _release(f)
@@ -514,9 +513,9 @@ class ForkSession(SessionCore):
                 raise InvalidInputError(f"cannot merge a {type(f).__name__} into a fork")
         try:
             with self._lock:
-                merged = self._changes
                 seen = set(self._contributors)
                 names = _node_names(self)
+                parts: list[tuple[ChangeSet, ChangeSet | None]] = []
                 for f in forks:
                     if f is self:
                         raise SessionStateError("cannot merge a fork into itself")
@@ -530,9 +529,9 @@ class ForkSession(SessionCore):
                         )
                     seen |= f._contributors
                     names.update(_node_names(f))
-                    merged = merged.merge(f._changes, policy=policy, describe=names,
-                                          ancestor=f._inherited)
-                self._changes = merged
+                    parts.append((f._changes, f._inherited))
+                self._changes = self._changes.merge_many(parts, policy=policy,
+                                                         describe=names)
                 self._contributors = seen
         except ConflictError as e:
             raise self._named_conflict(e) from None
