@@ -673,3 +673,17 @@ def test_forked_write_conflict_names_chunks(tmp_path: Path) -> None:
     assert [(c.path, c.conflicted_chunks) for c in ei.value.conflicts] == [("/x", [(0, 1)])]
     driver.commit("forked job", rebase_with=BasicConflictSolver())
     np.testing.assert_array_equal(main_x(repo)[0], [11, 11, 11, 11])
+
+
+# --------------------------------------------------------------------------- the guide
+def test_concurrency_guide_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every python example in docs/concurrency.md runs and its assertions hold."""
+    import re
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    guide = Path(__file__).resolve().parent.parent / "docs" / "concurrency.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.S)
+    assert len(blocks) >= 6
+    for i, code in enumerate(blocks):
+        exec(compile(code, f"docs/concurrency.md[{i}]", "exec"), {"__name__": f"guide_{i}"})
