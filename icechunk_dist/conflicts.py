@@ -13,6 +13,7 @@ shape (an append) does not conflict with our writes to other chunks of that arra
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -30,6 +31,7 @@ __all__ = [
     "ConflictSolver",
     "ConflictType",
     "VersionSelection",
+    "adopt_identical_nodes",
     "detect_conflicts",
     "public_path",
     "rebase_changes",
@@ -285,6 +287,63 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
     for nid in [n for n in out.chunks if n not in live]:
         del out.chunks[nid]
     return out
+
+
+def _same_document(a: bytes, b: bytes) -> bool:
+    if a == b:
+        return True
+    try:
+        return bool(json.loads(a) == json.loads(b))
+    except ValueError:
+        return False
+
+
+def adopt_identical_nodes(ours: ChangeSet, base: SnapshotData, tip: SnapshotData,
+                          theirs: Sequence[TransactionLogData]
+                          ) -> tuple[ChangeSet, list[Conflict]]:
+    """Treat nodes that both sides created with the same metadata as one node.
+
+    Independent jobs often create the same group or array ("create if missing") and then
+    write disjoint chunks. When a landed commit created a node at a path where we created
+    one with an identical ``zarr.json``, we adopt their node: our metadata change is
+    dropped and our chunk writes move to their node id. Chunks both sides wrote are
+    returned as ``ChunkDoubleUpdate`` conflicts for the solver.
+    """
+    base_nodes = {n.path: n for n in base.nodes}
+    tip_nodes = {n.path: n for n in tip.nodes}
+    out = ChangeSet(
+        nodes=dict(ours.nodes), new_paths=set(ours.new_paths), deleted=dict(ours.deleted),
+        chunks=dict(ours.chunks), loose=dict(ours.loose),
+    )
+    conflicts: list[Conflict] = []
+    for path, rec in sorted(ours.nodes.items()):
+        old, theirs_rec = base_nodes.get(path), tip_nodes.get(path)
+        if theirs_rec is None or theirs_rec.node_id == rec.node_id:
+            continue
+        ours_is_new = old is None or old.node_id != rec.node_id
+        theirs_is_new = old is None or old.node_id != theirs_rec.node_id
+        if not (ours_is_new and theirs_is_new and path not in ours.deleted):
+            continue
+        if theirs_rec.kind != rec.kind or not _same_document(rec.metadata, theirs_rec.metadata):
+            continue
+        del out.nodes[path]
+        out.new_paths.discard(path)
+        mine = out.chunks.pop(rec.node_id, None)
+        if mine is None or not len(mine):
+            continue
+        out.chunks[theirs_rec.node_id] = mine
+        written = [np.frombuffer(c.coords, "<i8").reshape(c.count, c.ndim)
+                   for tx in theirs for c in tx.chunks
+                   if c.node_id == theirs_rec.node_id and c.count]
+        if written:
+            both = mine.table.coords[np.isin(mine.table.keys(),
+                                             coord_keys(np.concatenate(written)))]
+            if len(both):
+                conflicts.append(Conflict(
+                    ConflictType.ChunkDoubleUpdate, public_path(path),
+                    [tuple(int(v) for v in row) for row in both], tip.id,
+                ))
+    return out, conflicts
 
 
 def _coords(ac: ArrayChunks) -> list[tuple[int, ...]]:

@@ -7,7 +7,12 @@ import random
 from typing import TYPE_CHECKING, Any
 
 from icechunk_dist import refs
-from icechunk_dist.conflicts import VersionSelection, detect_conflicts, rebase_changes
+from icechunk_dist.conflicts import (
+    VersionSelection,
+    adopt_identical_nodes,
+    detect_conflicts,
+    rebase_changes,
+)
 from icechunk_dist.errors import ConflictError, InvalidInputError, RebaseFailedError
 from icechunk_dist.format import SnapshotData, TransactionLogData
 from icechunk_dist.session._io import gather_limited, read_snapshot, read_transaction_log
@@ -93,18 +98,19 @@ async def rebase_session(session: Session, solver: ConflictSolver) -> None:
         return
     tip_snap, logs = await landed_since(session, tip.snapshot_id)
     with session._lock:
-        ours = session._changes
+        current = session._changes
         base = session._base
-    for ac in ours.chunks.values():
+    for ac in current.chunks.values():
         ac.fold()
-    conflicts = detect_conflicts(ours, base, logs)
+    ours, adopted = adopt_identical_nodes(current, base, tip_snap, logs)
+    conflicts = adopted + detect_conflicts(ours, base, logs)
     decisions = [(c, solver.choose(c)) for c in conflicts]
     failed = [c for c, d in decisions if d is VersionSelection.Fail]
     if failed:
         raise RebaseFailedError(tip.snapshot_id, failed)
     rebased = rebase_changes(ours, tip_snap, decisions)
     with session._lock:
-        if session._changes is not ours:  # pragma: no cover - concurrent writes meanwhile
+        if session._changes is not current:  # pragma: no cover - concurrent writes meanwhile
             raise ConflictError("the session changed during rebase; retry")
         session._base = tip_snap
         session._base_nodes = {n.path: n for n in tip_snap.nodes}
