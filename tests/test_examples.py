@@ -27,6 +27,7 @@ EXPECT: dict[str, list[str]] = {
         r"throughput\s+: [\d,.]+ MiB/s",
         r"read-back check: OK",
     ],
+    "concurrent_writers.py": [r"concurrent writers check: OK"],
     "quickstart.py": [
         r"commit 1 on main: [0-9A-Z]{20}",
         r"tags: \['v1'\]",
