@@ -3,6 +3,7 @@ snapshot (the first three steps of the commit order; the ref update is the sessi
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +32,11 @@ from icechunk_dist.session._io import (
 )
 from icechunk_dist.storage import Storage
 
-__all__ = ["build_transaction_log", "write_commit"]
+__all__ = ["ReuseEntry", "ReuseKey", "build_transaction_log", "write_commit"]
+
+# (node id, split) -> (base manifest id it was built on, delta digest, manifest written)
+ReuseKey = tuple[str, tuple[int, ...]]
+ReuseEntry = tuple[str | None, bytes, ManifestRef | None]
 
 
 def build_transaction_log(snapshot_id: str, base: SnapshotData, changes: ChangeSet
@@ -113,10 +118,16 @@ async def write_commit(
     *,
     message: str,
     metadata: dict[str, Any],
+    reuse: dict[ReuseKey, ReuseEntry] | None = None,
 ) -> tuple[SnapshotData, TransactionLogData]:
     """Write manifests, then the transaction log, then the snapshot; return the snapshot.
 
     Nothing written here is visible until the caller moves the branch.
+
+    ``reuse`` carries the manifests written by earlier attempts of the same commit: a split
+    whose base manifest and whose delta are unchanged since (the commits that landed
+    meanwhile did not touch it) keeps the manifest already written, so a retry after a
+    rebase rewrites only the splits the landed commits touched. It is updated in place.
     """
     snapshot_id = new_id()
     base_nodes = {n.path: n for n in base.nodes}
@@ -140,22 +151,39 @@ async def write_commit(
         split_shape = rec.array.split_shape
         by_split = {m.split: m for m in keep}
         touched = ac.table.split(split_shape)
-        bases = await gather_limited(
-            [cache.get(storage, by_split[s].id) for s in touched if s in by_split],
-            config.max_concurrent_requests,
-        )
-        base_tables = dict(zip([s for s in touched if s in by_split], bases, strict=True))
         new_refs: dict[tuple[int, ...], ManifestRef] = {
             s: m for s, m in by_split.items() if s not in touched
         }
+        need: list[tuple[int, ...]] = []
+        fingerprints: dict[tuple[int, ...], bytes] = {}
         for split, delta in touched.items():
-            merged = _apply(base_tables.get(split), delta)
-            if not len(merged):
+            base_mid = by_split[split].id if split in by_split else None
+            fp = fingerprints[split] = _fingerprint(delta) if reuse is not None else b""
+            prev = reuse.get((rec.node_id, split)) if reuse is not None else None
+            if prev is not None and prev[0] == base_mid and prev[1] == fp:
+                if prev[2] is not None:
+                    new_refs[split] = prev[2]
                 continue
-            mid = new_id()
-            writes.append((manifest_key(mid), merged.to_manifest(rec.node_id),
-                           ObjectType.MANIFEST))
-            new_refs[split] = ManifestRef(id=mid, split=split, count=len(merged))
+            need.append(split)
+        need_base = [s for s in need if s in by_split]
+        bases = await gather_limited(
+            [cache.get(storage, by_split[s].id) for s in need_base],
+            config.max_concurrent_requests,
+        )
+        base_tables = dict(zip(need_base, bases, strict=True))
+        for split in need:
+            delta = touched[split]
+            merged = _apply(base_tables.get(split), delta)
+            ref: ManifestRef | None = None
+            if len(merged):
+                mid = new_id()
+                writes.append((manifest_key(mid), merged.to_manifest(rec.node_id),
+                               ObjectType.MANIFEST))
+                ref = ManifestRef(id=mid, split=split, count=len(merged))
+                new_refs[split] = ref
+            if reuse is not None:
+                base_mid = by_split[split].id if split in by_split else None
+                reuse[(rec.node_id, split)] = (base_mid, fingerprints[split], ref)
         out_nodes.append(_with_manifests(rec, tuple(new_refs[s] for s in sorted(new_refs))))
     loose = {r.key: r for r in base.loose}
     for key, ref in changes.loose.items():
@@ -182,6 +210,16 @@ async def write_commit(
     )
     await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
     return snap, txlog
+
+
+def _fingerprint(t: ChunkTable) -> bytes:
+    """Digest of a (normalized) delta table: equal digests mean the same changes."""
+    h = hashlib.blake2b(digest_size=16)
+    for col in (t.coords, t.kinds, t.ids, t.offsets, t.lengths, t.url_idx):
+        h.update(np.ascontiguousarray(col).tobytes())
+    h.update(t.blob)
+    h.update("\x00".join(t.urls).encode())
+    return h.digest()
 
 
 def _with_manifests(rec: NodeRecord, manifests: tuple[ManifestRef, ...]) -> NodeRecord:

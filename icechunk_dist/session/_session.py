@@ -74,6 +74,8 @@ class Session(SessionCore):
         self._lineage_id = new_id()
         self._merged_forks: set[str] = set()
         self._state = "open"
+        # manifests written by earlier attempts of this session's commit (see write_commit)
+        self._manifest_reuse: dict[Any, Any] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -114,6 +116,7 @@ class Session(SessionCore):
         self._lineage_id = new_id()
         self._merged_forks = set()
         self._state = "open"
+        self._manifest_reuse = {}
 
     # ------------------------------------------------------------------ status
     def status(self) -> Diff:
@@ -278,7 +281,8 @@ class Session(SessionCore):
         for ac in changes.chunks.values():
             ac.fold()
         snap, _tx = await write_commit(self._storage, self._config, self._manifests,
-                                       self._base, changes, message=message, metadata=meta)
+                                       self._base, changes, message=message, metadata=meta,
+                                       reuse=self._manifest_reuse)
         await refs.write_branch(self._storage, self._branch, expected=tip,
                                 snapshot_id=snap.id, genesis=self._genesis)
         self._become_committed(snap)
@@ -290,6 +294,7 @@ class Session(SessionCore):
             self._base_nodes = {n.path: n for n in snap.nodes}
             self._base_loose = {r.key: r for r in snap.loose}
             self._changes = ChangeSet()
+            self._manifest_reuse = {}
             self._read_only = True
             self._state = "committed"
             if self._store is not None:
