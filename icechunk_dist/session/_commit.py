@@ -186,11 +186,11 @@ async def write_commit(
                 reuse[(rec.node_id, split)] = (base_mid, fingerprints[split], ref)
         out_nodes.append(_with_manifests(rec, tuple(new_refs[s] for s in sorted(new_refs))))
     loose = {r.key: r for r in base.loose}
-    for key, ref in changes.loose.items():
-        if ref is None:
+    for key, lref in changes.loose.items():
+        if lref is None:
             loose.pop(key, None)
         else:
-            loose[key] = ref
+            loose[key] = lref
     level = config.compression_level
     await gather_limited(
         [write_object(storage, k, obj, t, level) for k, obj, t in writes],
