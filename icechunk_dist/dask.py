@@ -190,7 +190,7 @@ def store_dask(
     targets: Sequence[zarr.Array],
     regions: Sequence[Region | None] | None = None,
     split_every: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     compute: bool = True,
 ) -> Any:
     """Write dask arrays into zarr arrays opened on a fork's store; return the merged fork.
@@ -207,7 +207,7 @@ def store_dask(
         Fan-in of the tree reduction that merges the change-sets on the workers
         (default 8).
     progress
-        Show a progress bar.
+        Show a progress bar (default True; distributed's under a client, dask's otherwise).
     compute
         If False, return a ``dask.delayed`` object that computes the merged fork.
 
@@ -280,7 +280,7 @@ def to_zarr(
     *,
     chunks: Sequence[int] | None = None,
     split_every: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     **create_kwargs: Any,
 ) -> zarr.Array:
     """Create array ``path`` in ``session``, write ``arr`` into it on the workers through
