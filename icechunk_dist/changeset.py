@@ -6,7 +6,7 @@ change-sets is associative and deterministic, and refuses overlapping writes by 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from icechunk_dist.errors import ConflictError
-from icechunk_dist.format import ArrayInfo, ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
+from icechunk_dist.format import ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
 from icechunk_dist.format.chunktable import KIND_TOMBSTONE, linear_keys
 
 __all__ = ["ArrayChunks", "ChangeSet", "MergePolicy"]
@@ -315,9 +315,3 @@ def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) 
 def _fmt_coords(coords: Sequence[tuple[int, ...]], total: int) -> str:
     shown = ", ".join(str(c) for c in coords[:10])
     return shown + ("" if total <= 10 else f" and {total - 10} more")
-
-
-def iter_array_infos(nodes: Iterable[NodeRecord]) -> Iterator[tuple[str, ArrayInfo]]:
-    for n in nodes:
-        if n.array is not None:
-            yield n.path, n.array

@@ -21,7 +21,7 @@ from enum import Enum
 import numpy as np
 
 from icechunk_dist.changeset import ArrayChunks, ChangeSet
-from icechunk_dist.format import NodeRecord, SnapshotData, TransactionLogData
+from icechunk_dist.format import SnapshotData, TransactionLogData
 from icechunk_dist.format.chunktable import coord_keys
 
 __all__ = [
@@ -348,7 +348,3 @@ def adopt_identical_nodes(ours: ChangeSet, base: SnapshotData, tip: SnapshotData
 
 def _coords(ac: ArrayChunks) -> list[tuple[int, ...]]:
     return [tuple(int(v) for v in row) for row in ac.table.coords]
-
-
-def node_ids(nodes: Iterable[NodeRecord]) -> dict[str, str]:
-    return {n.path: n.node_id for n in nodes}

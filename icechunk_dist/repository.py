@@ -15,7 +15,6 @@ from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
     AlreadyExistsError,
     InvalidInputError,
-    NotFoundError,
     RepositoryNotFoundError,
 )
 from icechunk_dist.format import ObjectType, RepoInfo, SnapshotData, TransactionLogData
@@ -441,9 +440,3 @@ class Repository:
             session.discard_changes()
             raise
         session.commit(message, metadata, **commit_kwargs)
-
-    def _snapshot(self, snapshot_id: str) -> SnapshotData:
-        try:
-            return _sync.run(read_snapshot(self._storage, snapshot_id))
-        except NotFoundError:
-            raise

@@ -14,7 +14,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from icechunk_dist.errors import InvalidInputError, ReadOnlyError
+from icechunk_dist.errors import ReadOnlyError
 from icechunk_dist.session._core import register_store_class
 
 if TYPE_CHECKING:
@@ -222,11 +222,6 @@ class IcechunkStore(Store):
             if child and child not in seen:
                 seen.add(child)
                 yield child
-
-
-def _check_key(key: str) -> None:
-    if not isinstance(key, str):
-        raise InvalidInputError(f"keys are strings, got {type(key).__name__}")
 
 
 register_store_class(IcechunkStore)

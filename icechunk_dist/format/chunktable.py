@@ -7,7 +7,7 @@ once :meth:`ChunkTable.normalized` has run; lookups are binary searches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -477,11 +477,3 @@ class TableBuilder:
             urls=list(self._urls),
             etags=list(self._etags),
         )
-
-
-def tables_from_iter(ndim: int, rows: Iterable[tuple[tuple[int, ...], bytes, int]]) -> ChunkTable:
-    """Build a native-only table from (coord, chunk id, length) rows (tests, tools)."""
-    b = TableBuilder(ndim)
-    for coord, cid, ln in rows:
-        b.add_native(coord, cid, ln)
-    return b.build()

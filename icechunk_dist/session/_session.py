@@ -14,7 +14,6 @@ from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
     ConflictError,
     InvalidInputError,
-    NotFoundError,
     SessionStateError,
 )
 from icechunk_dist.format import SnapshotData
@@ -593,12 +592,3 @@ def _epoch() -> Any:
 
 
 _EPOCH = _epoch()
-
-
-def snapshot_info_fields(snap: SnapshotData) -> dict[str, Any]:
-    return {"id": snap.id, "parent_id": snap.parent_id, "written_at": snap.written_at,
-            "message": snap.message, "metadata": dict(snap.metadata)}
-
-
-def _not_found(what: str) -> NotFoundError:
-    return NotFoundError(what)
