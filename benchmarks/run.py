@@ -188,7 +188,7 @@ def write_icechunk(src: Any, chunks: tuple[int, ...], root: Path
     fork_pickle = len(pickle.dumps(fork))
     target = zarr.open_array(fork.store, path="x", mode="r+")
     t0 = time.perf_counter()
-    merged = store_dask(sources=[src], targets=[target])
+    merged = store_dask(sources=[src], targets=[target], progress=False)
     t1 = time.perf_counter()
     session.merge(merged)
     session.commit("benchmark write")
