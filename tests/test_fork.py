@@ -29,6 +29,7 @@ import cloudpickle
 import numpy as np
 import pytest
 import zarr
+from repo_contents import assert_same_contents, contents
 
 import icechunk_dist as icd
 from icechunk_dist import (
@@ -56,29 +57,6 @@ def _objects(root: Path) -> dict[str, tuple[int, int]]:
             st = os.stat(p)
             out[os.path.relpath(p, root)] = (st.st_size, st.st_mtime_ns)
     return out
-
-
-def _contents(session: icd.Session) -> dict[str, Any]:
-    """Every node of the repository as seen by ``session``: metadata and full values."""
-    root = zarr.open_group(session.store, mode="r")
-    out: dict[str, Any] = {"": ("group", dict(root.attrs))}
-    for path, node in root.members(max_depth=None):
-        if isinstance(node, zarr.Array):
-            out[path] = ("array", node.metadata.to_dict(), node[...])
-        else:
-            out[path] = ("group", dict(node.attrs))
-    return out
-
-
-def _assert_same_contents(a: dict[str, Any], b: dict[str, Any]) -> None:
-    assert sorted(a) == sorted(b)
-    for path in a:
-        ka, kb = a[path], b[path]
-        assert ka[0] == kb[0], path
-        assert ka[1] == kb[1], path
-        if ka[0] == "array":
-            assert ka[2].dtype == kb[2].dtype, path
-            np.testing.assert_array_equal(ka[2], kb[2], err_msg=path)
 
 
 def _canon(fork: ForkSession) -> dict[str, list[tuple[tuple[int, ...], Any]]]:
@@ -300,9 +278,9 @@ def test_merge_is_associative_and_deterministic(repo_with_base: Repository):
     sessions["other"].merge(a2, b2.merge(c2))
     for s in sessions.values():
         s.commit("three forks")
-    main = _contents(repo.readonly_session("main"))
-    other = _contents(repo.readonly_session("other"))
-    _assert_same_contents(main, other)
+    main = contents(repo.readonly_session("main"))
+    other = contents(repo.readonly_session("other"))
+    assert_same_contents(main, other)
     want = np.zeros((20, 20), "i2")
     want[0:5], want[5:10, 0:10], want[10:20] = 1, 2, 3
     np.testing.assert_array_equal(main["x"][2], want)

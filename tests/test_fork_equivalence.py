@@ -42,6 +42,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from repo_contents import assert_same_contents, contents
 
 import icechunk_dist as icd
 from icechunk_dist import ForkSession, Repository
@@ -64,27 +65,6 @@ def _other_process() -> Iterator[None]:
     finally:
         _session._REGISTRY.clear()
         _session._REGISTRY.update(saved)
-
-
-def _contents(session: icd.Session) -> dict[str, Any]:
-    root = zarr.open_group(session.store, mode="r")
-    out: dict[str, Any] = {"": ("group", dict(root.attrs))}
-    for path, node in root.members(max_depth=None):
-        if isinstance(node, zarr.Array):
-            out[path] = ("array", node.metadata.to_dict(), node[...])
-        else:
-            out[path] = ("group", dict(node.attrs))
-    return out
-
-
-def _assert_same(a: dict[str, Any], b: dict[str, Any]) -> None:
-    assert sorted(a) == sorted(b)
-    for path in a:
-        assert a[path][0] == b[path][0], path
-        assert a[path][1] == b[path][1], path
-        if a[path][0] == "array":
-            assert a[path][2].dtype == b[path][2].dtype, path
-            np.testing.assert_array_equal(a[path][2], b[path][2], err_msg=path)
 
 
 def _chunks_of(region: Region, chunks: tuple[int, ...]) -> set[tuple[int, ...]]:
@@ -161,8 +141,8 @@ class ForkEquivalence(RuleBasedStateMachine):
         self.serial = self.repo.writable_session("serial")
         self.forked = self.repo.writable_session("forks")
         self.dirty = {}
-        _assert_same(_contents(self.repo.readonly_session("serial")),
-                     _contents(self.repo.readonly_session("forks")))
+        assert_same_contents(contents(self.repo.readonly_session("serial")),
+                     contents(self.repo.readonly_session("forks")))
 
     # ------------------------------------------------------------------ rules
     @initialize()
@@ -293,8 +273,8 @@ class ForkEquivalence(RuleBasedStateMachine):
     # ------------------------------------------------------------------ checks
     @invariant()
     def same_contents_as_serial_and_model(self) -> None:
-        serial, forked = _contents(self.serial), _contents(self.forked)
-        _assert_same(serial, forked)
+        serial, forked = contents(self.serial), contents(self.forked)
+        assert_same_contents(serial, forked)
         assert sorted(p for p, v in serial.items() if v[0] == "array") == sorted(self.model)
         for name, model in self.model.items():
             got = serial[name][2]
