@@ -51,6 +51,20 @@ class Diff:
         return "\n".join(lines) or "no changes"
 
 
+def _fold_deletes(paths: Iterable[str], new: set[str], deleted: set[str],
+                  updated: set[str]) -> list[str]:
+    """Apply deletions: a node created earlier in the range simply disappears."""
+    out = []
+    for p in map(public_path, paths):
+        if p in new:
+            new.discard(p)
+        else:
+            deleted.add(p)
+        updated.discard(p)
+        out.append(p)
+    return out
+
+
 def diff_from_logs(logs: Iterable[TransactionLogData]) -> Diff:
     """Fold transaction logs (oldest first) into one :class:`Diff`."""
     new_g: set[str] = set()
@@ -62,18 +76,8 @@ def diff_from_logs(logs: Iterable[TransactionLogData]) -> Diff:
     keys: set[str] = set()
     chunks: dict[str, set[tuple[int, ...]]] = {}
     for tx in logs:
-        for p in map(public_path, tx.deleted_groups):
-            if p in new_g:
-                new_g.discard(p)
-            else:
-                del_g.add(p)
-            upd_g.discard(p)
-        for p in map(public_path, tx.deleted_arrays):
-            if p in new_a:
-                new_a.discard(p)
-            else:
-                del_a.add(p)
-            upd_a.discard(p)
+        _fold_deletes(tx.deleted_groups, new_g, del_g, upd_g)
+        for p in _fold_deletes(tx.deleted_arrays, new_a, del_a, upd_a):
             chunks.pop(p, None)
         for p in map(public_path, tx.new_groups):
             new_g.add(p)
