@@ -1,0 +1,105 @@
+"""Pieces every ``icechunk-dist`` subcommand shares: repository URLs, Dask clients, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from icechunk_dist.errors import InvalidInputError
+from icechunk_dist.repository import Repository
+from icechunk_dist.storage import Storage, local_filesystem_storage, s3_storage
+
+__all__ = [
+    "EXIT_CONFLICT",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_STORAGE",
+    "EXIT_USAGE",
+    "REPO_HELP",
+    "client_for",
+    "common_parser",
+    "resolve_ref",
+    "storage_for",
+    "storage_from_url",
+]
+
+# Exit codes (documented in the README and docs/cli.md): scripts and job runners branch on them.
+EXIT_OK = 0
+EXIT_ERROR = 1  # anything else
+EXIT_USAGE = 2  # usage or bad input
+EXIT_CONFLICT = 3  # a conflict that rebase did not solve
+EXIT_STORAGE = 4  # storage unreachable or a transient failure: worth retrying
+
+REPO_HELP = "repository: a path, file:///path or s3://bucket/prefix"
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """The options every subcommand takes (storage endpoint flags)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--endpoint-url", default=None,
+                        help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
+    common.add_argument("--allow-http", action="store_true", help="permit a plain-HTTP endpoint")
+    common.add_argument("--region", default=None, help="S3 region")
+    return common
+
+
+def storage_from_url(url: str, *, endpoint_url: str | None = None, allow_http: bool = False,
+                     region: str | None = None) -> Storage:
+    """The storage a CLI path or URL names.
+
+    Raises
+    ------
+    InvalidInputError
+        For an unsupported scheme or an S3 URL without a bucket.
+    """
+    if not url:
+        raise InvalidInputError("a repository path or URL is required")
+    parsed = urlparse(url)
+    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and url[1:3] == ":\\"):
+        path = unquote(parsed.path) if parsed.scheme == "file" else url
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise InvalidInputError(f"file URLs must be local (file:///path), got {url!r}")
+        return local_filesystem_storage(path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise InvalidInputError(f"S3 URL needs a bucket: s3://bucket/prefix, got {url!r}")
+        return s3_storage(bucket=parsed.netloc, prefix=parsed.path.strip("/"), region=region,
+                          endpoint_url=endpoint_url, allow_http=allow_http, from_env=True)
+    raise InvalidInputError(
+        f"unsupported repository URL {url!r}: use a path, file:///path or s3://bucket/prefix"
+    )
+
+
+def storage_for(args: argparse.Namespace, url: str | None = None) -> Storage:
+    """The storage of ``args.repo`` (or ``url``) with the common endpoint flags applied."""
+    return storage_from_url(url if url is not None else args.repo,
+                            endpoint_url=args.endpoint_url or None,
+                            allow_http=bool(args.allow_http), region=args.region or None)
+
+
+def resolve_ref(repo: Repository, ref: str) -> str:
+    """A snapshot id from a branch name, a tag name or a snapshot id."""
+    if ref in repo.list_branches():
+        return repo.lookup_branch(ref)
+    if ref in repo.list_tags():
+        return repo.lookup_tag(ref)
+    return repo.lookup_snapshot(ref).id
+
+
+def client_for(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(client, cluster we started) for --scheduler, $DASK_SCHEDULER_ADDRESS or --workers N;
+    (None, None) means Dask's threaded scheduler."""
+    address = getattr(args, "scheduler", None) or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    workers = getattr(args, "workers", 0)
+    if not address and not workers:
+        return None, None
+    from distributed import Client, LocalCluster
+
+    if address:
+        return Client(address), None  # type: ignore[no-untyped-call]
+    cluster = LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    return Client(cluster), cluster  # type: ignore[no-untyped-call]
