@@ -18,6 +18,7 @@ __all__ = [
     "EXIT_STORAGE",
     "EXIT_USAGE",
     "REPO_HELP",
+    "add_dask_options",
     "client_for",
     "common_parser",
     "resolve_ref",
@@ -88,18 +89,67 @@ def resolve_ref(repo: Repository, ref: str) -> str:
     return repo.lookup_snapshot(ref).id
 
 
+def add_dask_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler``, ``--workers``, ``--wait-for-workers`` and ``--timeout`` to a parser.
+
+    Every subcommand that runs Dask work takes these, and :func:`client_for` honours them.
+    """
+    g = parser.add_argument_group("dask")
+    x = g.add_mutually_exclusive_group()
+    x.add_argument("--scheduler", default=None,
+                   help="address of a running Dask scheduler (default: $DASK_SCHEDULER_ADDRESS)")
+    x.add_argument("--workers", type=int, default=0,
+                   help="start a LocalCluster of N worker processes (default: threaded scheduler)")
+    g.add_argument("--wait-for-workers", type=int, default=0, metavar="N",
+                   help="wait until N workers have joined the scheduler before starting")
+    g.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="seconds to wait for the scheduler and --wait-for-workers (default 300)")
+
+
 def client_for(args: argparse.Namespace) -> tuple[Any, Any]:
     """(client, cluster we started) for --scheduler, $DASK_SCHEDULER_ADDRESS or --workers N;
-    (None, None) means Dask's threaded scheduler."""
+    (None, None) means Dask's threaded scheduler.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``--workers`` or ``--wait-for-workers`` is negative.
+    StorageError
+        If the scheduler cannot be reached, or fewer than ``--wait-for-workers`` workers join
+        within ``--timeout`` seconds (worth retrying: exit code 4).
+    """
+    from icechunk_dist.errors import StorageError
+
     address = getattr(args, "scheduler", None) or os.environ.get("DASK_SCHEDULER_ADDRESS")
-    workers = getattr(args, "workers", 0)
+    workers = int(getattr(args, "workers", 0) or 0)
+    wait_for = int(getattr(args, "wait_for_workers", 0) or 0)
+    timeout = float(getattr(args, "timeout", 300.0) or 300.0)
+    if workers < 0 or wait_for < 0:
+        raise InvalidInputError("--workers and --wait-for-workers must be >= 0")
     if not address and not workers:
         return None, None
     from distributed import Client, LocalCluster
 
+    cluster = None
     if address:
-        return Client(address), None  # type: ignore[no-untyped-call]
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    return Client(cluster), cluster  # type: ignore[no-untyped-call]
+        try:
+            client = Client(address, timeout=timeout)  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as e:
+            raise StorageError(f"cannot reach the Dask scheduler at {address} within "
+                               f"{timeout:g} s: {e}") from None
+    else:
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)  # type: ignore[no-untyped-call]
+    if wait_for:
+        try:
+            client.wait_for_workers(wait_for, timeout=timeout)
+        except TimeoutError:
+            have = len(client.scheduler_info().get("workers", {}))
+            client.close()
+            if cluster is not None:
+                cluster.close()
+            raise StorageError(f"only {have} of {wait_for} Dask workers joined "
+                               f"{address or 'the local cluster'} within {timeout:g} s") from None
+    return client, cluster

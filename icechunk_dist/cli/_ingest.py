@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from icechunk_dist.cli._common import REPO_HELP, client_for, storage_from_url
+from icechunk_dist.cli._common import REPO_HELP, add_dask_options, client_for, storage_from_url
 from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.repository import Repository
 
@@ -162,8 +162,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--branch", default=None, help="branch to commit to (default main)")
     s.add_argument("-m", "--message", default=None, help="commit message")
-    s.add_argument("--scheduler", default=None, help="address of a Dask scheduler")
-    s.add_argument("--workers", type=int, default=0, help="start a LocalCluster of N processes")
+    add_dask_options(s)
     s.add_argument("--no-create", action="store_true", help="fail if the repository is missing")
     s.add_argument("--no-rebase", action="store_true",
                    help="fail with ConflictError if the branch moved (default: rebase)")
