@@ -5,7 +5,13 @@ count *down* (``999999999999 - n``) so the newest version sorts first. Moving a 
 version ``n`` is an atomic create-if-absent of version ``n + 1``: of two writers racing from
 the same version exactly one creates it, on every backend (local disk has no CAS in obstore,
 but it has atomic create). Each version carries a random ``write_id`` so that a lost response
-to our own successful create is recognised as success, not reported as a conflict.
+to our own successful create (or a create whose outcome is unknown) is recognised as success
+after reading the version back, not reported as a conflict or a failure.
+
+Reading a tip costs O(1) requests whatever the length of the history: an overwritable hint
+``refs/branch.<name>/tip`` names the newest version its writer created; the reader GETs it,
+then the named version and the next one, and walks on until a version is absent. The hint
+only says where to look; the create-only versions decide (docs/design/004-o1-branch-tips.md).
 
 A tag is ``refs/tag.<name>/ref`` (create-only, immutable); deleting it creates
 ``refs/tag.<name>/deleted``, and since ``ref`` stays, the name can never be reused.
@@ -13,12 +19,23 @@ A tag is ``refs/tag.<name>/ref`` (create-only, immutable); deleting it creates
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import msgspec
+
 from icechunk_dist._types import new_id
-from icechunk_dist.errors import AlreadyExistsError, ConflictError, InvalidInputError, NotFoundError
+from icechunk_dist.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FormatError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 from icechunk_dist.format import ObjectType, RefData, decode_object, encode_object
 from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
 
@@ -35,6 +52,9 @@ __all__ = [
 ]
 
 _MAXV = 10**12 - 1
+_HINT_LEAF = "tip"
+_MAX_PROBES = 4  # versions walked past a lagging hint before one listing is cheaper
+_log = logging.getLogger(__name__)
 _BAD = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 
@@ -73,13 +93,35 @@ class BranchTip:
     snapshot_id: str | None
 
 
+class _TipHint(msgspec.Struct, frozen=True):
+    """The overwritable tip hint ``refs/branch.<name>/tip``: a copy of the newest version the
+    last writer created, plus its number. Its first fields are :class:`RefData`'s, so a reader
+    that decodes every object under ``refs/`` as a ``RefData`` reads it too."""
+
+    snapshot_id: str | None
+    write_id: str
+    written_at: datetime
+    version: int
+
+
+def _hint_key(name: str) -> str:
+    return f"{_branch_prefix(name)}{_HINT_LEAF}"
+
+
 async def read_branch(storage: Storage, name: str, genesis: str | None) -> BranchTip:
     """Read the tip of a branch. ``genesis`` is main's initial snapshot (version -1).
+
+    Costs O(1) requests in the length of the branch's history: one GET of the tip hint,
+    then GETs of the version it names and of the next one (see :func:`_read_tip`).
 
     Raises
     ------
     NotFoundError
         If the branch never existed or is deleted.
+    StorageError
+        If the backend fails.
+    FormatError
+        If a ref version does not decode.
     """
     tip = await _read_tip(storage, name, genesis)
     if tip.snapshot_id is None:
@@ -87,19 +129,101 @@ async def read_branch(storage: Storage, name: str, genesis: str | None) -> Branc
     return tip
 
 
+async def _read_version(storage: Storage, name: str, version: int) -> RefData | None:
+    """Version ``version`` of a branch, or None if it was never created."""
+    key = _version_key(name, version)
+    try:
+        raw = await storage.get(key)
+    except ObjectNotFoundError:
+        return None
+    return decode_object(raw, RefData, ObjectType.REF, name=key)
+
+
+async def _read_hint(storage: Storage, name: str) -> int | None:
+    """The version the tip hint names, or None if there is no usable hint."""
+    key = _hint_key(name)
+    try:
+        hint = decode_object(await storage.get(key), _TipHint, ObjectType.REF, name=key)
+    except (ObjectNotFoundError, FormatError):
+        return None  # absent, or written by a writer that crashed mid-way: only a hint
+    return hint.version if 0 <= hint.version <= _MAXV else None
+
+
 async def _read_tip(storage: Storage, name: str, genesis: str | None) -> BranchTip:
-    best: str | None = None
+    """Find the newest version of a branch without listing its history.
+
+    Versions are contiguous (version ``n+1`` is only ever created by a writer that read
+    version ``n``) and never deleted, so the tip is the last present version before the
+    first absent one. The hint says where to start looking: GET it, then GET the version it
+    names and the next one together; walk on while the next one exists (the hint lags when
+    a writer died between its ref write and its hint write, or when two hint writes landed
+    out of order). The version objects decide, never the hint. A missing or unusable hint
+    starts the walk at version 0; a walk longer than ``_MAX_PROBES`` (a history written
+    without hints) or a hint naming an absent version falls back to one listing.
+    """
+    start = await _read_hint(storage, name)
+    if start is None:
+        first = await _read_version(storage, name, 0)
+        if first is None:
+            return _no_versions(name, genesis)
+        return await _walk(storage, name, 0, first, limit=_MAX_PROBES)
+    here, after = await asyncio.gather(_read_version(storage, name, start),
+                                       _read_version(storage, name, start + 1))
+    if here is None:  # a hint ahead of the versions: not written by this protocol
+        return await _list_tip(storage, name, genesis)
+    if after is None:
+        return BranchTip(name, start, here.snapshot_id)
+    return await _walk(storage, name, start + 1, after, limit=_MAX_PROBES)
+
+
+async def _walk(storage: Storage, name: str, version: int, data: RefData, *,
+                limit: int | None) -> BranchTip:
+    """From a present ``version``, GET the next ones until one is absent."""
+    steps = 0
+    while True:
+        nxt = await _read_version(storage, name, version + 1)
+        if nxt is None:
+            return BranchTip(name, version, data.snapshot_id)
+        version, data, steps = version + 1, nxt, steps + 1
+        if limit is not None and steps >= limit:
+            return await _list_tip(storage, name, None, at_least=version)
+
+
+async def _list_tip(storage: Storage, name: str, genesis: str | None, *,
+                    at_least: int = -1) -> BranchTip:
+    """The fallback: list the branch's versions, then walk on from the newest one listed
+    (a listing may miss the newest keys; the walk finds them)."""
+    best = at_least
     async for meta in storage.list(_branch_prefix(name)):
         leaf = meta.key.rsplit("/", 1)[-1]
-        if len(leaf) == 12 and leaf.isdigit() and (best is None or leaf < best):
-            best = leaf
-    if best is None:
-        if name == "main" and genesis is not None:
-            return BranchTip(name, -1, genesis)
-        raise NotFoundError(f"branch {name!r} does not exist")
-    key = _branch_prefix(name) + best
-    data = decode_object(await storage.get(key), RefData, ObjectType.REF, name=key)
-    return BranchTip(name, _MAXV - int(best), data.snapshot_id)
+        if len(leaf) == 12 and leaf.isdigit():
+            best = max(best, _MAXV - int(leaf))
+    if best < 0:
+        first = await _read_version(storage, name, 0)
+        if first is None:
+            return _no_versions(name, genesis)
+        best = 0
+    data = await _read_version(storage, name, best)
+    if data is None:  # pragma: no cover - versions are never deleted
+        raise NotFoundError(f"version {best} of branch {name!r} vanished while reading it")
+    return await _walk(storage, name, best, data, limit=None)
+
+
+def _no_versions(name: str, genesis: str | None) -> BranchTip:
+    if name == "main" and genesis is not None:
+        return BranchTip(name, -1, genesis)
+    raise NotFoundError(f"branch {name!r} does not exist")
+
+
+async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
+    """Best effort: the branch moved whether or not the hint follows."""
+    hint = _TipHint(snapshot_id=ref.snapshot_id, write_id=ref.write_id,
+                    written_at=ref.written_at, version=version)
+    try:
+        await storage.put(_hint_key(name), encode_object(hint, ObjectType.REF))
+    except StorageError as exc:
+        _log.warning("branch %r moved to version %d but its tip hint was not updated: %s",
+                     name, version, exc)
 
 
 async def write_branch(
@@ -112,7 +236,9 @@ async def write_branch(
 ) -> BranchTip:
     """Move branch ``name`` from ``expected`` to ``snapshot_id`` atomically.
 
-    ``expected=None`` creates the branch (it must not exist or be deleted).
+    ``expected=None`` creates the branch (it must not exist or be deleted). The create of
+    the next version decides; a create whose outcome is unknown (its response was lost and
+    every retry failed) is settled by reading the version back and comparing ``write_id``.
 
     Raises
     ------
@@ -120,6 +246,9 @@ async def write_branch(
         If another writer moved the branch first (``actual_parent`` is its new tip).
     AlreadyExistsError
         When creating a branch that exists.
+    StorageError
+        If the backend fails and the write did not land, or if its outcome could not be
+        read back (the message says it may have landed).
     """
     if expected is None:
         try:
@@ -133,20 +262,44 @@ async def write_branch(
     key = _version_key(name, version)
     write_id = new_id()
     ref = RefData(snapshot_id=snapshot_id, write_id=write_id, written_at=datetime.now(UTC))
-    try:
-        await storage.put(key, encode_object(ref, ObjectType.REF), mode="create")
-    except ObjectExistsError:
-        try:
-            theirs = decode_object(await storage.get(key), RefData, ObjectType.REF, name=key)
-        except ObjectNotFoundError:  # pragma: no cover - versions are never deleted
-            theirs = None
-        if theirs is not None and theirs.write_id == write_id:
-            return BranchTip(name, version, snapshot_id)  # our write landed; response lost
+    mine = await _create_settled(storage, key, encode_object(ref, ObjectType.REF), write_id,
+                                 f"moving branch {name!r} to version {version}")
+    if not mine:
         actual = await _read_tip(storage, name, genesis)
-        raise ConflictError(
-            expected_parent=expected.snapshot_id, actual_parent=actual.snapshot_id
-        ) from None
+        raise ConflictError(expected_parent=expected.snapshot_id,
+                            actual_parent=actual.snapshot_id)
+    await _write_hint(storage, name, version, ref)
     return BranchTip(name, version, snapshot_id)
+
+
+async def _create_settled(storage: Storage, key: str, data: bytes, write_id: str,
+                          what: str) -> bool:
+    """Create ``key``; True if the object there is ours, False if another writer's.
+
+    Raises
+    ------
+    StorageError
+        If the create failed and did not land, or its outcome cannot be read back.
+    """
+    try:
+        await storage.put(key, data, mode="create")
+        return True
+    except ObjectExistsError:
+        failure: StorageError | None = None
+    except StorageError as exc:  # unknown outcome: it may have landed before the failures
+        failure = exc
+    try:
+        theirs = decode_object(await storage.get(key), RefData, ObjectType.REF, name=key)
+    except ObjectNotFoundError:
+        if failure is None:  # pragma: no cover - refs are never deleted
+            raise StorageError(f"{what}: {key!r} existed, then vanished", key=key) from None
+        raise failure from None  # it did not land: a clean failure
+    except StorageError as exc:
+        raise StorageError(
+            f"{what}: the write may have landed, and reading it back failed ({exc}); "
+            "read the ref again before retrying", key=key, cause=failure or exc,
+        ) from exc
+    return theirs.write_id == write_id
 
 
 async def list_branches(storage: Storage, genesis: str | None) -> set[str]:
@@ -180,16 +333,17 @@ async def create_tag(storage: Storage, name: str, snapshot_id: str) -> None:
     ------
     AlreadyExistsError
         If the tag exists or existed (deleted tag names are not reused).
+    StorageError
+        If the backend fails (the message says so when the write may have landed).
     """
-    ref = RefData(snapshot_id=snapshot_id, write_id=new_id(), written_at=datetime.now(UTC))
-    try:
-        await storage.put(_tag_key(name), encode_object(ref, ObjectType.REF), mode="create")
-    except ObjectExistsError:
-        if await storage.exists(_tag_deleted_key(name)):
-            raise AlreadyExistsError(
-                f"tag {name!r} was deleted; tag names are never reused"
-            ) from None
-        raise AlreadyExistsError(f"tag {name!r} already exists") from None
+    write_id = new_id()
+    ref = RefData(snapshot_id=snapshot_id, write_id=write_id, written_at=datetime.now(UTC))
+    if await _create_settled(storage, _tag_key(name), encode_object(ref, ObjectType.REF),
+                             write_id, f"creating tag {name!r}"):
+        return
+    if await storage.exists(_tag_deleted_key(name)):
+        raise AlreadyExistsError(f"tag {name!r} was deleted; tag names are never reused")
+    raise AlreadyExistsError(f"tag {name!r} already exists")
 
 
 async def read_tag(storage: Storage, name: str) -> str:
@@ -212,13 +366,22 @@ async def read_tag(storage: Storage, name: str) -> str:
 
 
 async def delete_tag(storage: Storage, name: str) -> None:
+    """Delete a tag by creating its ``deleted`` marker.
+
+    Raises
+    ------
+    NotFoundError
+        If there is no such tag, or another caller deleted it first.
+    StorageError
+        If the backend fails (the message says so when the write may have landed).
+    """
     await read_tag(storage, name)
-    ref = RefData(snapshot_id=None, write_id=new_id(), written_at=datetime.now(UTC))
-    try:
-        await storage.put(_tag_deleted_key(name), encode_object(ref, ObjectType.REF),
-                          mode="create")
-    except ObjectExistsError:
-        raise NotFoundError(f"tag {name!r} was deleted") from None
+    write_id = new_id()
+    ref = RefData(snapshot_id=None, write_id=write_id, written_at=datetime.now(UTC))
+    if not await _create_settled(storage, _tag_deleted_key(name),
+                                 encode_object(ref, ObjectType.REF), write_id,
+                                 f"deleting tag {name!r}"):
+        raise NotFoundError(f"tag {name!r} was deleted")
 
 
 async def list_tags(storage: Storage) -> set[str]:

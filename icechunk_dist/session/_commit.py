@@ -26,13 +26,14 @@ from icechunk_dist.session._io import (
     ManifestCache,
     gather_limited,
     manifest_key,
+    read_snapshot,
     snapshot_key,
     transaction_key,
     write_object,
 )
 from icechunk_dist.storage import Storage
 
-__all__ = ["ReuseEntry", "ReuseKey", "build_transaction_log", "write_commit"]
+__all__ = ["ReuseEntry", "ReuseKey", "build_transaction_log", "find_landed", "write_commit"]
 
 # (node id, split) -> (base manifest id it was built on, delta digest, manifest written)
 ReuseKey = tuple[str, tuple[int, ...]]
@@ -210,6 +211,23 @@ async def write_commit(
     )
     await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
     return snap, txlog
+
+
+async def find_landed(storage: Storage, tip_id: str | None, base_id: str,
+                      candidates: set[str]) -> SnapshotData | None:
+    """The snapshot among ``candidates`` (commits whose ref write had an unknown outcome)
+    that is on the branch between ``tip_id`` and ``base_id``, or None.
+
+    A commit whose ref write may have landed is settled on the next attempt: if the branch
+    moved to (or past) that snapshot, the commit landed and must not be written again.
+    """
+    sid = tip_id
+    while candidates and sid is not None and sid != base_id:
+        snap = await read_snapshot(storage, sid)
+        if sid in candidates:
+            return snap
+        sid = snap.parent_id
+    return None
 
 
 def _fingerprint(t: ChunkTable) -> bytes:

@@ -18,7 +18,7 @@ from icechunk_dist.format import (
     decode_object,
     encode_object,
 )
-from icechunk_dist.storage import ObjectNotFoundError, Storage
+from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
 
 __all__ = [
     "REPO_KEY",
@@ -103,8 +103,30 @@ async def read_manifest(storage: Storage, manifest_id: str) -> ChunkTable:
 
 async def write_object(storage: Storage, key: str, obj: object, otype: ObjectType,
                        level: int) -> None:
-    """Write a new immutable object (create-only: ids are fresh, so this never collides)."""
-    await storage.put(key, encode_object(obj, otype, level=level), mode="create")  # type: ignore[arg-type]
+    """Write a new immutable object with create-if-absent.
+
+    Ids are 96 random bits, so an object already under ``key`` is our own earlier attempt
+    whose response was lost (the retry of a create that landed meets its own object). It is
+    read back and taken as success when it holds exactly our bytes.
+
+    Raises
+    ------
+    ObjectExistsError
+        If ``key`` holds different bytes (not our write: for the ``repo`` marker, another
+        creator won).
+    StorageError
+        If the backend fails.
+    """
+    data = encode_object(obj, otype, level=level)  # type: ignore[arg-type]
+    try:
+        await storage.put(key, data, mode="create")
+    except ObjectExistsError:
+        try:
+            existing = await storage.get(key)
+        except ObjectNotFoundError:  # deleted meanwhile: not something we can claim
+            existing = None
+        if existing != data:
+            raise
 
 
 class ManifestCache:

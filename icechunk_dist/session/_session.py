@@ -15,9 +15,10 @@ from icechunk_dist.errors import (
     ConflictError,
     InvalidInputError,
     SessionStateError,
+    StorageError,
 )
 from icechunk_dist.format import SnapshotData
-from icechunk_dist.session._commit import write_commit
+from icechunk_dist.session._commit import find_landed, write_commit
 from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
 from icechunk_dist.session._io import read_snapshot
@@ -75,6 +76,8 @@ class Session(SessionCore):
         self._state = "open"
         # manifests written by earlier attempts of this session's commit (see write_commit)
         self._manifest_reuse: dict[Any, Any] = {}
+        # snapshots whose ref write had an unknown outcome (see _try_commit_once)
+        self._unsettled: set[str] = set()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -116,6 +119,7 @@ class Session(SessionCore):
         self._merged_forks = set()
         self._state = "open"
         self._manifest_reuse = {}
+        self._unsettled = set()
 
     # ------------------------------------------------------------------ status
     def status(self) -> Diff:
@@ -274,6 +278,11 @@ class Session(SessionCore):
         assert self._branch is not None
         tip = await refs.read_branch(self._storage, self._branch, self._genesis)
         if tip.snapshot_id != self._base.id:
+            landed = await find_landed(self._storage, tip.snapshot_id, self._base.id,
+                                       self._unsettled)
+            if landed is not None:  # an earlier attempt whose outcome was unknown landed
+                self._become_committed(landed)
+                return landed.id
             raise ConflictError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
         with self._lock:
             changes = self._changes
@@ -282,8 +291,12 @@ class Session(SessionCore):
         snap, _tx = await write_commit(self._storage, self._config, self._manifests,
                                        self._base, changes, message=message, metadata=meta,
                                        reuse=self._manifest_reuse)
-        await refs.write_branch(self._storage, self._branch, expected=tip,
-                                snapshot_id=snap.id, genesis=self._genesis)
+        try:
+            await refs.write_branch(self._storage, self._branch, expected=tip,
+                                    snapshot_id=snap.id, genesis=self._genesis)
+        except StorageError:
+            self._unsettled.add(snap.id)  # it may have landed: the next attempt checks
+            raise
         self._become_committed(snap)
         return snap.id
 
