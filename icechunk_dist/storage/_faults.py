@@ -185,6 +185,8 @@ class FaultyStorage(Storage):
         ``Counter`` of faults that fired, by kind.
     landed
         Keys written by ``put`` requests that reached ``inner``, in order.
+    log
+        ``(operation, key or listing prefix)`` of every request that reached ``inner``.
 
     Raises
     ------
@@ -205,6 +207,7 @@ class FaultyStorage(Storage):
         self.requests: Counter[str] = Counter()
         self.fired: Counter[str] = Counter()
         self.landed: builtins.list[str] = []
+        self.log: builtins.list[tuple[str, str]] = []
         self._rng = random.Random(seed)
         self._seen = [0] * len(self.faults)
         self._hits = [0] * len(self.faults)
@@ -218,11 +221,12 @@ class FaultyStorage(Storage):
             self._hits = [0] * len(self.faults)
 
     def reset_counters(self) -> None:
-        """Zero :attr:`requests`, :attr:`fired` and :attr:`landed`."""
+        """Zero :attr:`requests`, :attr:`fired`, :attr:`landed` and :attr:`log`."""
         with self._lock:
             self.requests.clear()
             self.fired.clear()
             self.landed.clear()
+            self.log.clear()
 
     # -- identity -----------------------------------------------------------------------------
 
@@ -280,6 +284,7 @@ class FaultyStorage(Storage):
                 raise _Injected(f"injected transient failure of {op} {key!r}")
         with self._lock:
             self.requests[op] += 1
+            self.log.append((op, key))
         result = await call()
         if op == "put":
             with self._lock:
