@@ -8,6 +8,7 @@ Point obstore's S3 client at :attr:`LossyProxy.url` instead of the moto URL.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
@@ -123,7 +124,7 @@ def _make_handler(proxy: LossyProxy) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
         def _body(self) -> bytes:
@@ -151,10 +152,8 @@ def _make_handler(proxy: LossyProxy) -> type[BaseHTTPRequestHandler]:
             proxy._record(Seen(self.command, self.path, status, drop))
             if drop:  # it landed upstream; the client never hears back
                 self.close_connection = True
-                try:
+                with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 return
             self.send_response_only(status, reason)
             length = None
