@@ -185,6 +185,27 @@ class TestUnknownRefOutcome:
         assert clean_view(tmp_path).lookup_branch("main") == sid
 
 
+class TestRetryAfterAFailedWrite:
+    """A commit that failed on a write (every retry failed) can be committed again by the same
+    session, and what lands is complete: a manifest whose write failed is never referenced."""
+
+    @pytest.mark.parametrize("prefix", ["manifests/", "transactions/", "snapshots/"])
+    def test_recommit_after_failed_write(self, tmp_path: Path, prefix: str) -> None:
+        storage = faulty(tmp_path)
+        repo = Repository.create(storage)
+        s = repo.writable_session("main")
+        write_x(s, 9)
+        storage.set_faults([Fault.transient(op="put", prefix=prefix)])
+        with pytest.raises(StorageError):
+            s.commit("nine")
+        assert history(clean_view(tmp_path)) == ["Repository initialized"]
+        storage.set_faults([])
+        s.commit("nine")
+        view = clean_view(tmp_path)
+        assert history(view) == ["nine", "Repository initialized"]
+        np.testing.assert_array_equal(read_x(view), np.full(8, 9))
+
+
 # ------------------------------------------------------------------------- tags and branches
 class TestRefOperationsExactlyOnce:
     @pytest.mark.parametrize("unknown", [False, True])

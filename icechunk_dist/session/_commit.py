@@ -137,6 +137,9 @@ async def write_commit(
     }
     final.update(changes.nodes)
     writes: list[tuple[str, Any, ObjectType]] = []
+    # reuse entries of this attempt: recorded only once every manifest write succeeded, so
+    # a retry after a failed write never references a manifest that was not written
+    written: dict[ReuseKey, ReuseEntry] = {}
     out_nodes: list[NodeRecord] = []
     for path in sorted(final):
         rec = final[path]
@@ -184,7 +187,7 @@ async def write_commit(
                 new_refs[split] = ref
             if reuse is not None:
                 base_mid = by_split[split].id if split in by_split else None
-                reuse[(rec.node_id, split)] = (base_mid, fingerprints[split], ref)
+                written[(rec.node_id, split)] = (base_mid, fingerprints[split], ref)
         out_nodes.append(_with_manifests(rec, tuple(new_refs[s] for s in sorted(new_refs))))
     loose = {r.key: r for r in base.loose}
     for key, lref in changes.loose.items():
@@ -197,6 +200,8 @@ async def write_commit(
         [write_object(storage, k, obj, t, level) for k, obj, t in writes],
         config.max_concurrent_requests,
     )
+    if reuse is not None:
+        reuse.update(written)
     txlog = build_transaction_log(snapshot_id, base, changes)
     await write_object(storage, transaction_key(snapshot_id), txlog,
                        ObjectType.TRANSACTION_LOG, level)
