@@ -90,6 +90,7 @@ class TestWrapper:
         s = faulty(tmp_path, [Fault.transient(op="get", times=1)])
         t = pickle.loads(pickle.dumps(s))
         assert isinstance(t, FaultyStorage) and t.faults == s.faults and t.inner == s.inner
+        assert t == s and hash(t) == hash(s) and t != faulty(tmp_path)
 
 
 # ------------------------------------------------------------------------- bug 3
@@ -323,3 +324,30 @@ def test_async_commit_under_latency(tmp_path: Path) -> None:
     write_x(s, 1)
     sid = asyncio.run(s.commit_async("slow"))
     assert clean_view(tmp_path).lookup_branch("main") == sid
+
+
+def test_distributed_write_under_faults(tmp_path: Path, dask_client: object) -> None:
+    """Forks on worker processes write chunks through the same FaultyStorage (its rules
+    travel with it when pickled): transient errors and lost responses on chunk writes, and
+    the commit's own writes, still land one complete commit."""
+    da = pytest.importorskip("dask.array")
+    from icechunk_dist.dask import store_dask
+
+    storage = faulty(tmp_path, [Fault.transient(op="put", probability=0.2),
+                                Fault.lost_response(op="put", probability=0.2)], seed=5)
+    repo = Repository.create(storage)
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="t", shape=(64, 64), chunks=(16, 16), dtype="f8",
+                      compressors=None)
+    fork = s.fork()
+    src = np.arange(64 * 64, dtype="f8").reshape(64, 64)
+    target = zarr.open_array(fork.store, path="t", mode="r+")
+    with dask_client.as_current():  # type: ignore[attr-defined]
+        merged = store_dask(sources=[da.from_array(src, chunks=(16, 16))], targets=[target],
+                            progress=False)
+    s.merge(merged)
+    s.commit("distributed")
+    view = clean_view(tmp_path)
+    assert history(view) == ["distributed", "Repository initialized"]
+    np.testing.assert_array_equal(
+        zarr.open_array(view.readonly_session("main").store, path="t")[:], src)

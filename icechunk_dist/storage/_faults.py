@@ -244,6 +244,15 @@ class FaultyStorage(Storage):
     def __repr__(self) -> str:
         return f"<FaultyStorage {self.describe()}>"
 
+    def __eq__(self, other: object) -> bool:
+        # like every storage, by what it connects to: a copy pickled to a worker is equal
+        if not isinstance(other, FaultyStorage):
+            return NotImplemented
+        return (self.inner, self.faults, self.seed) == (other.inner, other.faults, other.seed)
+
+    def __hash__(self) -> int:
+        return hash((self.inner, self.faults, self.seed))
+
     def __reduce__(self) -> tuple[Any, ...]:
         # another process gets the same rules with fresh counters
         return (_restore, (self.inner, self.faults, self.seed, self.retry))
