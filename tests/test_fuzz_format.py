@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -282,11 +283,20 @@ def test_mutated_bodies_in_valid_frames(data: st.DataObject, compress: bool) -> 
 
 
 # ----------------------------------------------------------------------------- structured bodies
-def _nest(depth: int) -> Any:
-    v: Any = 0
-    for _ in range(depth):
-        v = [v]
-    return v
+def _deep(depth: int) -> str:
+    """A placeholder that :func:`encode_tree` replaces by ``depth`` nested msgpack arrays (too
+    deep for msgspec to encode from Python objects, so it is spliced in as bytes)."""
+    return f"\x00deep:{depth}\x00"
+
+
+def encode_tree(tree: Any) -> bytes:
+    """msgpack of a decoded (and mutated) body, with :func:`_deep` placeholders expanded."""
+    # a placeholder is a fixstr: its header byte, then the text
+    return _DEEP_MARK.sub(lambda m: b"\x91" * int(m[1]) + b"\x00",
+                          msgspec.msgpack.encode(tree))
+
+
+_DEEP_MARK = re.compile(rb"[\xa0-\xbf]\x00deep:(\d+)\x00")
 
 
 MALICIOUS = st.one_of(
@@ -300,8 +310,8 @@ MALICIOUS = st.one_of(
     st.floats(allow_nan=True),
     st.lists(st.integers(-3, 2**63), max_size=5),
     st.lists(st.integers(-(2**63), 2**64 - 1), max_size=3).map(tuple),
-    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
-    st.integers(1, 5000).map(_nest),
+    st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**63 - 1), max_size=3),
+    st.integers(1, 100_000).map(_deep),
 )
 
 
@@ -349,7 +359,7 @@ def structurally_mutated(draw: st.DrawFn) -> tuple[bytes, ObjectType]:
             tree = _replace(tree, path, {**current, draw(st.text(max_size=8)): draw(MALICIOUS)})
             continue
         tree = _replace(tree, path, draw(MALICIOUS))
-    new_body = msgspec.msgpack.encode(tree)
+    new_body = encode_tree(tree)
     if compression == 1 or draw(st.booleans()):
         return frame(zstandard.ZstdCompressor().compress(new_body), otype, compression=1), \
             ObjectType(otype)
@@ -413,7 +423,7 @@ def test_mutated_repository_reads_fail_cleanly(data: st.DataObject) -> None:
     if data.draw(st.booleans()):
         tree = msgspec.msgpack.decode(body)
         path = data.draw(st.sampled_from(_paths(tree)))
-        body = msgspec.msgpack.encode(_replace(tree, path, data.draw(MALICIOUS)))
+        body = encode_tree(_replace(tree, path, data.draw(MALICIOUS)))
     else:
         body = data.draw(mutated_bytes(body))
     objects[key] = frame(body, otype)
@@ -559,3 +569,16 @@ def test_writers_refuse_what_readers_would_refuse(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(codec, "MAX_BODY_BYTES", 4096)
     with pytest.raises(icd.InvalidInputError, match="larger than"):
         encode_object(snap, ObjectType.SNAPSHOT)
+
+
+@pytest.mark.parametrize("field", ["metadata", "unknown_future_field"])
+def test_deeply_nested_body_is_a_format_error(field: str) -> None:
+    # found by test_malicious_field_values: msgspec raised RecursionError on a free-form map
+    # (commit metadata, repository config) or a skipped unknown field nested 100000 deep
+    _, raw = next((k, v) for k, v in corpus_items() if k.startswith("snapshots/"))
+    otype, _, body = unframe(raw)
+    tree = msgspec.msgpack.decode(body)
+    tree[field] = {"k": _deep(100_000)}
+    with pytest.raises(FormatError, match="nested too deeply"):
+        decode_object(frame(encode_tree(tree), otype), SnapshotData, ObjectType.SNAPSHOT,
+                      name="deep")

@@ -189,3 +189,6 @@ def decode_object(
         return decoder.decode(body)  # type: ignore[no-any-return]
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise FormatError(f"invalid {kind.name.lower()} body: {e}", object_name=name) from None
+    except RecursionError:
+        raise FormatError(f"invalid {kind.name.lower()} body: nested too deeply",
+                          object_name=name) from None
