@@ -388,22 +388,36 @@ async def _load(storage: Storage, objects: dict[str, bytes]) -> None:
         await storage.put(k, v)
 
 
+async def _read_keys(store: Any) -> int:
+    """Every key of a session's store, listed and read through the zarr Store API (the bytes
+    themselves are not decoded: corrupt chunk bytes or zarr.json text are zarr's to reject)."""
+    from zarr.core.buffer import default_buffer_prototype
+
+    proto = default_buffer_prototype()
+    n = 0
+    keys = [k async for k in store.list()]
+    for key in keys:
+        # the virtual chunk's file does not exist: a storage error, not a format error
+        with contextlib.suppress(icd.StorageError):
+            buf = await store.get(key, proto)
+            n += 0 if buf is None else len(buf.to_bytes())
+        await store.getsize(key) if await store.exists(key) else None
+    for prefix in ("", "big", "g"):
+        [k async for k in store.list_dir(prefix)]
+    return n
+
+
 def read_everything(storage: Storage) -> None:
-    """Open the repository and read every ref, snapshot, log and chunk a user can reach."""
+    """Open the repository and read every ref, snapshot, log and key a user can reach."""
     repo = icd.Repository.open(storage)
     for branch in sorted(repo.list_branches()):
-        list(repo.ancestry(branch=branch))
-        session = repo.readonly_session(branch)
-        group = zarr.open_group(session.store, mode="r")
-        for _, arr in sorted(group.arrays()):
-            # the virtual chunk's file does not exist: a storage error, not a format error
-            with contextlib.suppress(icd.StorageError):
-                arr[...]
-        for snap in list(repo.ancestry(branch=branch))[:-1]:
+        history = list(repo.ancestry(branch=branch))
+        _run(_read_keys(repo.readonly_session(branch).store))
+        for snap in history:
             if snap.parent_id is not None:
                 repo.diff(from_snapshot_id=snap.parent_id, to_snapshot_id=snap.id)
     for tag in sorted(repo.list_tags()):
-        repo.readonly_session(tag=tag)
+        _run(_read_keys(repo.readonly_session(tag=tag).store))
 
 
 def test_unmutated_repository_reads() -> None:
@@ -582,3 +596,20 @@ def test_deeply_nested_body_is_a_format_error(field: str) -> None:
     with pytest.raises(FormatError, match="nested too deeply"):
         decode_object(frame(encode_tree(tree), otype), SnapshotData, ObjectType.SNAPSHOT,
                       name="deep")
+
+
+@pytest.mark.parametrize("config", [{"manifest_split_size": 0},
+                                    {"inline_chunk_threshold_bytes": ""},
+                                    {"compression_level": 99}])
+def test_invalid_repository_config_is_a_format_error(config: dict[str, Any]) -> None:
+    # found by test_mutated_repository_reads_fail_cleanly: Repository.open raised
+    # InvalidInputError (bad input from the caller) for a corrupt repository marker
+    objects = dict(corpus())
+    otype, _, body = unframe(objects["repo"])
+    tree = msgspec.msgpack.decode(body)
+    tree["config"] = {**tree["config"], **config}
+    objects["repo"] = frame(encode_tree(tree), otype)
+    storage = icd.in_memory_storage()
+    _run(_load(storage, objects))
+    with pytest.raises(FormatError, match="repo: invalid repository config"):
+        icd.Repository.open(storage)
