@@ -613,3 +613,97 @@ def test_invalid_repository_config_is_a_format_error(config: dict[str, Any]) -> 
     _run(_load(storage, objects))
     with pytest.raises(FormatError, match="repo: invalid repository config"):
         icd.Repository.open(storage)
+
+
+def _with_snapshot_edit(edit: Any) -> Storage:
+    """The corpus with the tip snapshot of main edited by ``edit(tree)`` (in place)."""
+    objects = dict(corpus())
+    repo_storage = icd.in_memory_storage()
+    _run(_load(repo_storage, objects))
+    tip = icd.Repository.open(repo_storage).lookup_branch("main")
+    key = f"snapshots/{tip}"
+    otype, _, body = unframe(objects[key])
+    tree = msgspec.msgpack.decode(body)
+    edit(tree)
+    objects[key] = frame(encode_tree(tree), otype)
+    storage = icd.in_memory_storage()
+    _run(_load(storage, objects))
+    return storage
+
+
+def _node(tree: dict[str, Any], path: str) -> dict[str, Any]:
+    return next(n for n in tree["nodes"] if n["path"] == path)
+
+
+SNAPSHOT_EDITS = {
+    "split shape of zero": lambda t: _node(t, "big")["array"].update(split_shape=[0, 0]),
+    "split shape too short": lambda t: _node(t, "big")["array"].update(split_shape=[1]),
+    "chunk shape of zero": lambda t: _node(t, "big")["array"].update(chunk_shape=[0, 10]),
+    "negative shape": lambda t: _node(t, "big")["array"].update(shape=[-5, 30]),
+    "shape and chunks differ": lambda t: _node(t, "big")["array"].update(chunk_shape=[10]),
+    "empty separator": lambda t: _node(t, "big")["array"].update(separator=""),
+    "unknown encoding": lambda t: _node(t, "big")["array"].update(encoding="v9"),
+    "control character in a manifest id": lambda t: _node(t, "big")["manifests"][0].update(
+        id="\x10" + _node(t, "big")["manifests"][0]["id"][1:]),
+    "manifest split of the wrong length": lambda t: _node(t, "big")["manifests"][0].update(
+        split=[0]),
+    "negative manifest split": lambda t: _node(t, "big")["manifests"][0].update(split=[-1, 0]),
+    "node id not an id": lambda t: _node(t, "big").update(node_id="../../etc"),
+    "duplicate node": lambda t: t["nodes"].append(_node(t, "big")),
+    "parent id not an id": lambda t: t.update(parent_id="x"),
+    "unknown loose kind": lambda t: t["nodes"] and t.update(
+        loose=[{"key": "x/y", "kind": 9}]),
+    "negative loose length": lambda t: t.update(
+        loose=[{"key": "x/y", "kind": 1, "length": -4}]),
+}
+
+
+@pytest.mark.parametrize("edit", list(SNAPSHOT_EDITS), ids=list(SNAPSHOT_EDITS))
+def test_malicious_snapshot_is_refused_when_read(edit: str) -> None:
+    # found by test_mutated_repository_reads_fail_cleanly and by reading the read path: a
+    # snapshot with these values decoded, then reads crashed (ZeroDivisionError on a zero
+    # split, ValueError on an empty separator, InvalidInputError on a key with a control
+    # character, wrong refs from a short split)
+    storage = _with_snapshot_edit(SNAPSHOT_EDITS[edit])
+    with pytest.raises(FormatError, match="snapshots/"):
+        read_everything(storage)
+
+
+def _edit_manifest(**changes: Any) -> bytes:
+    from icechunk_dist.format import TableBuilder
+
+    b = TableBuilder(2)
+    b.add_native((0, 0), bytes(12), 100)
+    b.add_inline((0, 1), b"abcd")
+    b.add_virtual((1, 0), "file:///x", 0, 8, None)
+    m = ChunkTable.to_manifest(b.build(), new_id())
+    from icechunk_dist.format import encode_object
+
+    return encode_object(msgspec.structs.replace(m, **changes), ObjectType.MANIFEST)
+
+
+MANIFEST_EDITS = {
+    "unknown row kind": {"kinds": bytes([0, 1, 7])},
+    "negative coordinate": {"coords": struct.pack("<6q", 0, 0, 0, 1, -1, 0)},
+    "unsorted rows": {"coords": struct.pack("<6q", 1, 0, 0, 1, 0, 0)},
+    "duplicate rows": {"coords": struct.pack("<6q", 0, 0, 0, 0, 1, 0)},
+    "inline chunk past its blob": {"offsets": struct.pack("<3Q", 0, 2, 0)},
+    "huge length": {"lengths": struct.pack("<3Q", 2**64 - 1, 4, 8)},
+    "url index on a native row": {"url_idx": struct.pack("<3i", 0, -1, 0)},
+    "virtual row without a url": {"url_idx": struct.pack("<3i", -1, -1, -1)},
+    "node id not an id": {"node_id": "no"},
+    "absurd dimensionality": {"ndim": 10**6},
+}
+
+
+def test_manifest_edits_decode_unedited() -> None:
+    decode(_edit_manifest(), ObjectType.MANIFEST)
+
+
+@pytest.mark.parametrize("edit", list(MANIFEST_EDITS), ids=list(MANIFEST_EDITS))
+def test_malicious_manifest_is_refused(edit: str) -> None:
+    # a manifest whose columns have the right sizes but say impossible things: before these
+    # checks it decoded and its rows then read outside the blob, missed lookups (unsorted),
+    # or raised IndexError (url index)
+    with pytest.raises(FormatError, match="fuzzed"):
+        decode(_edit_manifest(**MANIFEST_EDITS[edit]), ObjectType.MANIFEST)

@@ -26,6 +26,7 @@ import msgspec
 import zstandard
 
 from icechunk_dist.errors import FormatError, InvalidInputError
+from icechunk_dist.format._validate import validate
 
 __all__ = [
     "FORMAT_VERSION",
@@ -186,9 +187,11 @@ def decode_object(
     if decoder is None:
         decoder = _decoders[cls] = msgspec.msgpack.Decoder(cls)
     try:
-        return decoder.decode(body)  # type: ignore[no-any-return]
+        obj = decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise FormatError(f"invalid {kind.name.lower()} body: {e}", object_name=name) from None
     except RecursionError:
         raise FormatError(f"invalid {kind.name.lower()} body: nested too deeply",
                           object_name=name) from None
+    validate(obj, name=name)
+    return obj  # type: ignore[no-any-return]
