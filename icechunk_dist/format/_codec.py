@@ -25,9 +25,17 @@ from typing import Any, TypeVar
 import msgspec
 import zstandard
 
-from icechunk_dist.errors import FormatError
+from icechunk_dist.errors import FormatError, InvalidInputError
+from icechunk_dist.format._validate import validate
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "ObjectType", "decode_object", "encode_object"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "MAX_BODY_BYTES",
+    "ObjectType",
+    "decode_object",
+    "encode_object",
+]
 
 MAGIC = b"ICDIST\x00\x01"
 FORMAT_VERSION = 1
@@ -36,8 +44,45 @@ _CRC = struct.Struct("<I")
 _NONE, _ZSTD = 0, 1
 # bodies smaller than this are not worth compressing
 _MIN_COMPRESS = 256
+#: largest decompressed body a reader accepts (1 GiB): a zstd frame that declares more, or
+#: does not declare its size, is refused before any output is allocated
+MAX_BODY_BYTES = 1 << 30
 
 T = TypeVar("T")
+
+
+def _decompress(body: bytes, name: str) -> bytes:
+    """The content of the one zstd frame ``body``, never more than :data:`MAX_BODY_BYTES`.
+
+    Writers always record the content size in the frame header (``ZstdCompressor.compress``
+    does), so a reader checks it before decompressing and libzstd stops at it: the output is
+    bounded by the declared size, which is bounded by the cap.
+    """
+    try:
+        declared = zstandard.get_frame_parameters(body).content_size
+    except zstandard.ZstdError as e:
+        raise FormatError(f"cannot decompress: not a zstd frame ({e})", object_name=name) from None
+    if declared == zstandard.CONTENTSIZE_UNKNOWN:
+        raise FormatError("zstd frame does not declare its content size", object_name=name)
+    if declared > MAX_BODY_BYTES:
+        raise FormatError(
+            f"zstd frame declares {declared} bytes, more than the {MAX_BODY_BYTES} a "
+            "metadata object may hold", object_name=name,
+        )
+    try:
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        out = dobj.decompress(body)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"cannot decompress zstd body: {e}", object_name=name) from None
+    if not dobj.eof:
+        raise FormatError("truncated zstd frame", object_name=name)
+    if dobj.unused_data:
+        raise FormatError(f"{len(dobj.unused_data)} trailing bytes after the zstd frame",
+                          object_name=name)
+    if len(out) != declared:
+        raise FormatError(f"zstd frame declares {declared} bytes but holds {len(out)}",
+                          object_name=name)
+    return out
 
 
 class ObjectType(IntEnum):
@@ -55,8 +100,20 @@ _decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
 
 
 def encode_object(obj: msgspec.Struct, object_type: ObjectType, *, level: int = 3) -> bytes:
-    """Serialize ``obj`` into a framed, checksummed byte string."""
+    """Serialize ``obj`` into a framed, checksummed byte string.
+
+    Raises
+    ------
+    InvalidInputError
+        If the encoded body is larger than readers accept (:data:`MAX_BODY_BYTES`).
+    """
     body = _encoder.encode(obj)
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidInputError(
+            f"a {object_type.name.lower()} object of {len(body)} bytes is larger than the "
+            f"{MAX_BODY_BYTES} bytes readers accept; use smaller manifest splits "
+            "(manifest_split_size) or fewer nodes per commit"
+        )
     compression = _NONE
     if len(body) >= _MIN_COMPRESS:
         body = zstandard.ZstdCompressor(level=level).compress(body)
@@ -123,16 +180,18 @@ def decode_object(
         )
     body = raw[_HEADER.size : _HEADER.size + body_len]
     if compression == _ZSTD:
-        try:
-            body = zstandard.ZstdDecompressor().decompress(body)
-        except zstandard.ZstdError as e:
-            raise FormatError(f"cannot decompress body: {e}", object_name=name) from None
+        body = _decompress(body, name)
     elif compression != _NONE:
         raise FormatError(f"unknown compression {compression}", object_name=name)
     decoder = _decoders.get(cls)
     if decoder is None:
         decoder = _decoders[cls] = msgspec.msgpack.Decoder(cls)
     try:
-        return decoder.decode(body)  # type: ignore[no-any-return]
+        obj = decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise FormatError(f"invalid {kind.name.lower()} body: {e}", object_name=name) from None
+    except RecursionError:
+        raise FormatError(f"invalid {kind.name.lower()} body: nested too deeply",
+                          object_name=name) from None
+    validate(obj, name=name)
+    return obj  # type: ignore[no-any-return]

@@ -376,11 +376,48 @@ class ChunkTable:
                               object_name=name) from None
         if len(m.urls) != len(m.etags) or (n and int(url_idx.max(initial=-1)) >= len(m.urls)):
             raise FormatError("manifest virtual-ref table is inconsistent", object_name=name)
+        problem = _row_problem(coords, kinds, offsets, lengths, url_idx, len(m.blob))
+        if problem:
+            raise FormatError(f"manifest {problem}", object_name=name)
         return cls(
             ndim=nd, coords=coords, kinds=kinds, ids=ids, offsets=offsets, lengths=lengths,
             url_idx=url_idx, blob=m.blob, urls=list(m.urls), etags=list(m.etags),
             sorted_unique=True,
         )
+
+
+def _row_problem(coords: I64, kinds: npt.NDArray[np.uint8], offsets: npt.NDArray[np.uint64],
+                 lengths: npt.NDArray[np.uint64], url_idx: npt.NDArray[np.int32],
+                 blob_len: int) -> str:
+    """What is wrong with a manifest's rows (empty if nothing): the checks readers rely on."""
+    if not len(kinds):
+        return ""
+    if int(kinds.max()) > KIND_VIRTUAL:
+        return f"row kind {int(kinds.max())} is unknown"
+    if int(coords.min()) < 0:
+        return "has a negative chunk coordinate"
+    limit = np.uint64(2**63 - 1)
+    if bool(np.any(offsets > limit)) or bool(np.any(lengths > limit)):
+        return "has a byte offset or length out of range"
+    inline = kinds == KIND_INLINE
+    if bool(np.any(inline)):
+        ends = offsets[inline] + lengths[inline]  # both < 2**63: no overflow
+        if int(ends.max()) > blob_len:
+            return "has an inline chunk outside its blob"
+    virtual = kinds == KIND_VIRTUAL
+    if bool(np.any(url_idx[virtual] < 0)) or bool(np.any(url_idx[~virtual] != -1)):
+        return "has a url index on the wrong kind of row"
+    keys = linear_keys([coords])
+    if keys is not None:
+        k = keys[0]
+        ordered = bool(np.all(k[1:] > k[:-1]))
+    else:
+        ck = coord_keys(coords)  # fixed-size bytes: sortable, not comparable with ">"
+        ordered = bool(np.all(np.argsort(ck, kind="stable") == np.arange(len(ck))))
+        ordered = ordered and len(np.unique(ck)) == len(ck)
+    if not ordered:
+        return "rows are not sorted by coordinate without duplicates"
+    return ""
 
 
 class TableBuilder:

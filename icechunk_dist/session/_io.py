@@ -7,7 +7,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
-from icechunk_dist.errors import FormatError, NotFoundError
+from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.errors import FormatError, InvalidInputError, NotFoundError
 from icechunk_dist.format import (
     ChunkTable,
     ManifestData,
@@ -56,8 +57,20 @@ def transaction_key(snapshot_id: str) -> str:
 
 
 async def read_repo_info(storage: Storage) -> RepoInfo:
+    """Read and decode the repository marker, checking its configuration.
+
+    Raises
+    ------
+    FormatError
+        If it does not decode or holds an invalid configuration.
+    """
     data = await storage.get(REPO_KEY)
-    return decode_object(data, RepoInfo, ObjectType.REPO, name=REPO_KEY)
+    info = decode_object(data, RepoInfo, ObjectType.REPO, name=REPO_KEY)
+    try:
+        RepositoryConfig.from_dict(info.config)
+    except InvalidInputError as e:
+        raise FormatError(str(e), object_name=REPO_KEY) from None
+    return info
 
 
 async def read_snapshot(storage: Storage, snapshot_id: str) -> SnapshotData:

@@ -85,6 +85,8 @@ def array_info_from_metadata(doc: dict[str, Any], split_size: int,
         return None
     if encoding not in ("default", "v2") or len(chunk_shape) != len(shape):
         return None
+    if separator not in ("/", "."):  # zarr's only separators; readers refuse others
+        return None
     if any(c <= 0 for c in chunk_shape) or any(s < 0 for s in shape):
         return None
     if previous is not None and previous.chunk_shape == chunk_shape and previous.split_shape:

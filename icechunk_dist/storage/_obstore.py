@@ -360,7 +360,13 @@ class ObstoreStorage(Storage):
             root, key = os.path.dirname(path), os.path.basename(path)
             cache_key = (os.getpid(), "file", root)
             if cache_key not in self._url_stores:
-                self._url_stores[cache_key] = LocalStore(prefix=root)
+                try:
+                    self._url_stores[cache_key] = LocalStore(prefix=root)
+                except Exception as exc:  # e.g. the directory does not exist
+                    raise StorageError(
+                        f"cannot read virtual chunk {url!r}: {str(exc).splitlines()[0]}",
+                        key=url, cause=exc,
+                    ) from exc
             return self._url_stores[cache_key], key
         if scheme == "s3" and self._spec.backend == "s3":
             bucket, _, key = rest.partition("/")
