@@ -25,6 +25,7 @@ __all__ = ["commit_with_retries", "landed_since", "rebase_session"]
 
 _MIN_SLOT = 0.002  # seconds
 _MAX_SLEEP = 2.0
+_MAX_NOOP_MOVES = 100
 
 
 async def commit_with_retries(session: Session, message: str, meta: dict[str, Any],
@@ -34,6 +35,7 @@ async def commit_with_retries(session: Session, message: str, meta: dict[str, An
     if solver is not None and tries < 1:
         raise InvalidInputError("rebase_tries must be at least 1")
     attempt = 0
+    noop_moves = 0
     slot = _MIN_SLOT  # longest rebase + commit attempt seen: the unit of backoff
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -43,6 +45,12 @@ async def commit_with_retries(session: Session, message: str, meta: dict[str, An
         except RebaseFailedError:
             raise
         except ConflictError as e:
+            if (e.actual_parent is not None and e.actual_parent == e.expected_parent
+                    and noop_moves < _MAX_NOOP_MOVES):
+                # the branch moved without changing snapshot (garbage collection fences
+                # writers this way, docs/design/004-gc-vs-writers.md): nothing to rebase
+                noop_moves += 1
+                continue
             if solver is None or e.actual_parent is None:
                 raise
             attempt += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from icechunk_dist import _sync, refs
@@ -20,6 +21,7 @@ from icechunk_dist.format import SnapshotData
 from icechunk_dist.session._commit import write_commit
 from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
+from icechunk_dist.session._gcguard import check_before_ref_write
 from icechunk_dist.session._io import read_snapshot
 from icechunk_dist.storage import Storage
 
@@ -73,6 +75,8 @@ class Session(SessionCore):
         self._lineage_id = new_id()
         self._merged_forks: set[str] = set()
         self._state = "open"
+        # every object this session writes is younger than this (docs/design/004-...)
+        self._started_at = datetime.now(UTC)
         # manifests written by earlier attempts of this session's commit (see write_commit)
         self._manifest_reuse: dict[Any, Any] = {}
 
@@ -113,6 +117,7 @@ class Session(SessionCore):
         self._branch = state["branch"]
         self._tip = None
         self._lineage_id = new_id()
+        self._started_at = datetime.now(UTC)
         self._merged_forks = set()
         self._state = "open"
         self._manifest_reuse = {}
@@ -282,6 +287,10 @@ class Session(SessionCore):
         snap, _tx = await write_commit(self._storage, self._config, self._manifests,
                                        self._base, changes, message=message, metadata=meta,
                                        reuse=self._manifest_reuse)
+        # a garbage collection that ran meanwhile may have deleted what we reference
+        await check_before_ref_write(self._storage, self._started_at,
+                                     self._config.max_concurrent_requests, snap=snap,
+                                     base=self._base, changes=changes)
         await refs.write_branch(self._storage, self._branch, expected=tip,
                                 snapshot_id=snap.id, genesis=self._genesis)
         self._become_committed(snap)

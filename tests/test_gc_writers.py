@@ -1,0 +1,197 @@
+"""Garbage collection racing real writers never corrupts a commit (issue 10, bug 2).
+
+The guarantee (docs/maintenance.md, docs/design/004-gc-vs-writers.md): a commit whose new
+chunks or reused manifests a collection deleted fails with GCConflictError before its ref
+write, and the branch keeps its last good snapshot; a commit the collection did not touch
+lands normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+
+import icechunk_dist as icd
+from icechunk_dist import BasicConflictSolver, RepositoryConfig
+from icechunk_dist.storage import ObjectMeta, Storage
+
+
+class HookStorage(Storage):
+    """Real storage that awaits ``hooks[n]`` right before the n-th write of a ref version of
+    ``main`` (counting from 1), i.e. after the committer's last check."""
+
+    def __init__(self, inner: Storage) -> None:
+        self.inner = inner
+        self.hooks: dict[int, Callable[[], Awaitable[None]]] = {}
+        self.ref_puts = 0
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
+    @property
+    def supports_pickle(self) -> bool:
+        return False
+
+    def describe(self) -> str:
+        return "hook:" + self.inner.describe()
+
+    def __eq__(self, other: object) -> bool:
+        return other is self
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    async def get(self, key: str) -> bytes:
+        return await self.inner.get(key)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        return await self.inner.get_range(key, start, end)
+
+    async def get_suffix(self, key: str, length: int) -> bytes:
+        return await self.inner.get_suffix(key, length)
+
+    async def head(self, key: str) -> ObjectMeta:
+        return await self.inner.head(key)
+
+    async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> None:
+        if key.startswith("refs/branch.main/"):
+            self.ref_puts += 1
+            hook = self.hooks.pop(self.ref_puts, None)
+            if hook is not None:
+                await hook()
+        await self.inner.put(key, data, mode=mode)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        return await self.inner.delete_many(keys)
+
+    def list(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
+        return self.inner.list(prefix)
+
+
+def _soon() -> datetime:
+    """A cut-off later than every write so far: the most aggressive collection."""
+    return datetime.now(UTC) + timedelta(seconds=5)
+
+
+def _repo_with_array(root: Path) -> icd.Repository:
+    repo = icd.Repository.create(icd.local_filesystem_storage(root))
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="x", shape=(1000,), chunks=(100,), dtype="f8",
+                      fill_value=0.0)
+    zarr.create_array(s.store, name="y", shape=(1000,), chunks=(100,), dtype="f8",
+                      fill_value=0.0)
+    s.commit("arrays")
+    return repo
+
+
+def _read(repo: icd.Repository, path: str) -> Any:
+    return zarr.open_array(repo.readonly_session("main").store, path=path, mode="r")[:]
+
+
+def test_gc_racing_a_fork_writer_fails_the_commit_before_its_ref_write(tmp_path: Path) -> None:
+    repo = _repo_with_array(tmp_path)
+    tip = repo.lookup_branch("main")
+    s = repo.writable_session("main")
+    fork = s.fork()
+    values = np.random.default_rng(0).random(1000)
+    zarr.open_array(fork.store, path="x")[:] = values  # 10 chunk objects
+    deleted = repo.garbage_collect(_soon())
+    assert deleted.chunks_deleted == 10  # the fork's chunks are not reachable yet
+    s.merge(fork)
+    with pytest.raises(icd.ConflictError) as err:
+        s.commit("racing the collector")
+    assert isinstance(err.value, icd.GCConflictError)
+    assert len(err.value.missing) == 10 and "chunks/" in str(err.value)
+    assert repo.lookup_branch("main") == tip  # nothing landed
+    np.testing.assert_array_equal(_read(repo, "x"), np.zeros(1000))
+    # the next writer commits normally
+    s2 = repo.writable_session("main")
+    zarr.open_array(s2.store, path="x")[:] = 1.0
+    s2.commit("again")
+    np.testing.assert_array_equal(_read(repo, "x"), np.ones(1000))
+
+
+def test_gc_that_deleted_nothing_of_ours_lets_the_commit_land(tmp_path: Path) -> None:
+    repo = _repo_with_array(tmp_path)
+    old = datetime.now(UTC) - timedelta(days=1)
+    s = repo.writable_session("main")
+    zarr.open_array(s.store, path="x")[:] = 3.0
+    repo.garbage_collect(old)  # a normal grace period: our chunks are too young
+    s.commit("fine")
+    np.testing.assert_array_equal(_read(repo, "x"), np.full(1000, 3.0))
+
+
+def test_reused_manifests_collected_between_rebase_retries(tmp_path: Path) -> None:
+    """Attempt 1 writes manifests and loses the race; the collector runs after attempt 2's
+    last check and deletes them; attempt 2's ref write is fenced off, and the retry finds
+    the reused manifests gone."""
+    storage = HookStorage(icd.local_filesystem_storage(tmp_path))
+    repo = icd.Repository.create(storage)
+    s = repo.writable_session("main")
+    for name in ("x", "y"):
+        zarr.create_array(s.store, name=name, shape=(1000,), chunks=(100,), dtype="f8",
+                          fill_value=0.0)
+    s.commit("arrays")
+    storage.ref_puts = 0
+    plain = icd.Repository.open(storage.inner)
+
+    def other_writer() -> None:
+        other = plain.writable_session("main")
+        zarr.open_array(other.store, path="y")[:] = 2.0
+        other.commit("other")
+
+    async def other_writer_lands() -> None:
+        await asyncio.to_thread(other_writer)
+
+    async def collector_runs() -> None:
+        from icechunk_dist._maintenance import garbage_collect
+
+        await garbage_collect(storage.inner, _soon(), dry_run=False)
+
+    ours = repo.writable_session("main")
+    zarr.open_array(ours.store, path="x")[:] = np.random.default_rng(1).random(1000)
+    storage.hooks = {1: other_writer_lands, 2: collector_runs}
+    with pytest.raises(icd.ConflictError) as err:
+        ours.commit("ours", rebase_with=BasicConflictSolver())
+    assert isinstance(err.value, icd.GCConflictError)
+    assert any(k.startswith("manifests/") for k in err.value.missing)
+    assert [i.message for i in repo.ancestry(branch="main")][:2] == ["other", "arrays"]
+    np.testing.assert_array_equal(_read(repo, "x"), np.zeros(1000))
+    np.testing.assert_array_equal(_read(repo, "y"), np.full(1000, 2.0))
+
+
+def test_collector_fence_does_not_fail_a_commit_it_did_not_harm(tmp_path: Path) -> None:
+    """A collection running between a commit's check and its ref write moves the branch
+    without changing its snapshot: the commit retries by itself (no solver needed) and
+    lands, because nothing of it was old enough to delete."""
+    storage = HookStorage(icd.local_filesystem_storage(tmp_path))
+    repo = icd.Repository.create(storage, RepositoryConfig())
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="x", shape=(1000,), chunks=(100,), dtype="f8",
+                      fill_value=0.0)
+    s.commit("array")
+    storage.ref_puts = 0
+
+    async def collector_runs() -> None:
+        from icechunk_dist._maintenance import garbage_collect
+
+        await garbage_collect(storage.inner, datetime.now(UTC) - timedelta(hours=1),
+                              dry_run=False)
+
+    ours = repo.writable_session("main")
+    values = np.random.default_rng(2).random(1000)
+    zarr.open_array(ours.store, path="x")[:] = values
+    storage.hooks = {1: collector_runs}
+    ours.commit("ours")  # no rebase_with: the no-op move is not a conflict
+    np.testing.assert_array_equal(_read(repo, "x"), values)
