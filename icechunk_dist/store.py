@@ -15,6 +15,7 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from icechunk_dist.errors import ReadOnlyError
+from icechunk_dist.session import ForkSession
 from icechunk_dist.session._core import register_store_class
 
 if TYPE_CHECKING:
@@ -76,13 +77,14 @@ class IcechunkStore(Store):
             return True
         # stores over read-only sessions (e.g. unpickled copies) compare by what they show
         return bool(
-            a.read_only and b.read_only and a._storage == b._storage
-            and a.snapshot_id == b.snapshot_id
-            and getattr(a, "_fork_id", None) == getattr(b, "_fork_id", None)
+            a.read_only and b.read_only and a.storage == b.storage
+            and a.snapshot_id == b.snapshot_id and _fork_id(a) == _fork_id(b)
         )
 
     def __hash__(self) -> int:
-        return hash((type(self), id(self._session)))
+        # equal stores share their storage; the storage never changes for a store's life
+        # (its snapshot and read-only state can, when its session commits)
+        return hash((IcechunkStore, self._session.storage))
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writable"
@@ -222,6 +224,10 @@ class IcechunkStore(Store):
             if child and child not in seen:
                 seen.add(child)
                 yield child
+
+
+def _fork_id(session: SessionCore) -> str | None:
+    return session.fork_id if isinstance(session, ForkSession) else None
 
 
 register_store_class(IcechunkStore)

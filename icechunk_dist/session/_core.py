@@ -73,6 +73,11 @@ class SessionCore:
         return self._read_only
 
     @property
+    def storage(self) -> Storage:
+        """The storage of the repository this session reads and writes."""
+        return self._storage
+
+    @property
     def snapshot_id(self) -> str:
         """The snapshot this session reads (its base while writing)."""
         return self._base.id
