@@ -223,18 +223,18 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
             raw = await storage.get(key)
         except ObjectNotFoundError:
             continue
-        m = decode_object(raw, ManifestData, ObjectType.MANIFEST, name=key)
-        table = ChunkTable.from_manifest(m, name=key)
+        md = decode_object(raw, ManifestData, ObjectType.MANIFEST, name=key)
+        table = ChunkTable.from_manifest(md, name=key)
         native = table.kinds == KIND_NATIVE
         ids = table.ids[native]
-        if m.node_id not in layout:  # no reachable snapshot has this array
+        if md.node_id not in layout:  # no reachable snapshot has this array
             candidates |= _native_ids(table)
             continue
-        split_shape = layout[m.node_id][0]
+        split_shape = layout[md.node_id][0]
         coords = np.asarray(table.coords)[native]
         splits = coords // np.asarray(split_shape, dtype=coords.dtype)
         for raw_id, sp in zip(ids.view("V12").ravel(), splits, strict=True):
-            per_split[(m.node_id, tuple(int(v) for v in sp))].add(encode_id(bytes(raw_id)))
+            per_split[(md.node_id, tuple(int(v) for v in sp))].add(encode_id(bytes(raw_id)))
     cache = ManifestCache(max_rows=1)
     for (node_id, split), cids in sorted(per_split.items()):
         alive: set[str] = set()

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from icechunk_dist.conflicts import Conflict
+from icechunk_dist._conflict import Conflict
 
 __all__ = [
     "AlreadyExistsError",

@@ -365,7 +365,13 @@ class Repository:
                         "ancestor to a descendant"
                     )
                 chain.append(sid)
-                sid = (await read_snapshot(self._storage, sid)).parent_id
+                snap = await read_snapshot(self._storage, sid)
+                if snap.original_parent_id is not None:
+                    raise InvalidInputError(
+                        f"history between {start} and {end} was expired (expire_snapshots "
+                        f"re-parented {sid}); diff cannot span it"
+                    )
+                sid = snap.parent_id
             logs = [await read_transaction_log(self._storage, s) for s in reversed(chain)]
             return diff_from_logs(logs)
 

@@ -19,6 +19,7 @@ from icechunk_dist.errors import (
     SessionStateError,
 )
 from icechunk_dist.format import SnapshotData
+from icechunk_dist.session import _rebase
 from icechunk_dist.session._commit import write_commit
 from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
@@ -271,9 +272,8 @@ class Session(SessionCore):
                 "nothing to commit: this session has no changes (pass allow_empty=True to "
                 "commit anyway)"
             )
-        from icechunk_dist.session._rebase import commit_with_retries
-
-        return await commit_with_retries(self, message, meta, rebase_with, rebase_tries)
+        return await _rebase.commit_with_retries(_CommitHandle(self), message, meta,
+                                                 rebase_with, rebase_tries)
 
     async def _try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
         """One attempt: raise ConflictError if the branch is not at our base."""
@@ -322,11 +322,56 @@ class Session(SessionCore):
 
     async def rebase_async(self, solver: ConflictSolver) -> None:
         """Async twin of :meth:`rebase`."""
-        from icechunk_dist.session._rebase import rebase_session
-
         if self._read_only or self._branch is None:
             raise SessionStateError("cannot rebase: " + self._read_only_reason())
-        await rebase_session(self, solver)
+        await _rebase.rebase_session(_CommitHandle(self), solver)
+
+
+class _CommitHandle:
+    """The narrow view of a session that ``_rebase`` works on (its ``CommitTarget``)."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    @property
+    def branch(self) -> str | None:
+        return self._s._branch
+
+    @property
+    def storage(self) -> Storage:
+        return self._s._storage
+
+    @property
+    def genesis(self) -> str:
+        return self._s._genesis
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        return self._s._config.max_concurrent_requests
+
+    @property
+    def snapshot_id(self) -> str:
+        return self._s.snapshot_id
+
+    def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
+        with self._s._lock:
+            return self._s._base, self._s._changes
+
+    def replace_base(self, expected: ChangeSet, base: SnapshotData, changes: ChangeSet
+                     ) -> None:
+        s = self._s
+        with s._lock:
+            if s._changes is not expected:  # pragma: no cover - concurrent writes meanwhile
+                raise ConflictError("the session changed during rebase; retry")
+            s._base = base
+            s._base_nodes = {n.path: n for n in base.nodes}
+            s._base_loose = {r.key: r for r in base.loose}
+            s._changes = changes
+
+    async def try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
+        return await self._s._try_commit_once(message, meta)
 
 
 # ---------------------------------------------------------------------- forks
