@@ -195,3 +195,61 @@ def test_collector_fence_does_not_fail_a_commit_it_did_not_harm(tmp_path: Path) 
     storage.hooks = {1: collector_runs}
     ours.commit("ours")  # no rebase_with: the no-op move is not a conflict
     np.testing.assert_array_equal(_read(repo, "x"), values)
+
+
+class WatchStorage(HookStorage):
+    """Also sets ``polled`` once a committer asks whether a collection's done record exists."""
+
+    def __init__(self, inner: Storage) -> None:
+        super().__init__(inner)
+        import threading
+
+        self.polled = threading.Event()
+
+    async def head(self, key: str) -> ObjectMeta:
+        if key.startswith("gc/") and key.endswith("/done"):
+            self.polled.set()
+        return await self.inner.head(key)
+
+
+def test_commit_waits_for_a_running_collection_then_checks(tmp_path: Path) -> None:
+    """A collection that has started (record written) but not finished: the commit waits for
+    its done record before checking and writing its ref."""
+    import threading
+
+    from icechunk_dist.format import GCRecordData, ObjectType, encode_object
+    from icechunk_dist.session._gcguard import done_key, new_run_id, start_key
+
+    storage = WatchStorage(icd.local_filesystem_storage(tmp_path))
+    repo = icd.Repository.create(storage)
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="x", shape=(1000,), chunks=(100,), dtype="f8",
+                      fill_value=0.0)
+    values = np.random.default_rng(4).random(1000)
+    zarr.open_array(s.store, path="x")[:] = values
+    now = datetime.now(UTC)
+    run_id = new_run_id(now, _soon())
+    record = GCRecordData(run_id=run_id, started_at=now, older_than=_soon())
+    storage.inner.put_sync(start_key(run_id), encode_object(record, ObjectType.GC_RECORD))
+    outcome: list[object] = []
+
+    def commit() -> None:
+        try:
+            outcome.append(s.commit("waits"))
+        except Exception as e:  # pragma: no cover - reported below
+            outcome.append(e)
+
+    base = repo.lookup_branch("main")
+    done = GCRecordData(run_id=run_id, started_at=now, older_than=_soon(),
+                        finished_at=datetime.now(UTC))
+    t = threading.Thread(target=commit)
+    t.start()
+    try:
+        assert storage.polled.wait(60)  # the commit is waiting for the collection
+        assert not outcome and repo.lookup_branch("main") == base
+    finally:
+        storage.inner.put_sync(done_key(run_id), encode_object(done, ObjectType.GC_RECORD))
+        t.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], str)  # nothing was deleted: it lands
+    assert repo.lookup_branch("main") == outcome[0]
+    np.testing.assert_array_equal(_read(repo, "x"), values)
