@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,13 @@ from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
 from icechunk_dist.session._gcguard import check_before_ref_write
 from icechunk_dist.session._io import read_snapshot
+from icechunk_dist.session._registry import (
+    _REGISTRY,
+    _REGISTRY_LOCK,
+    _hold,
+    _register,
+    _release,
+)
 from icechunk_dist.storage import Storage
 
 if TYPE_CHECKING:
@@ -375,90 +381,19 @@ class _CommitHandle:
 
 
 # ---------------------------------------------------------------------- forks
-class _ForkRegistry:
-    """fork id -> the shared fork of this process (docs/design/003-shared-forks.md).
-
-    A fork that has recorded writes is held strongly until it is released (merged, or
-    pulled by ``gather_forks``): dropping it would lose those writes silently. A fork without
-    writes is held weakly: while a task uses it, it stays; once nobody does, a copy that
-    arrives later is an equivalent fresh object. There is no size-based eviction.
-    Callers hold ``_REGISTRY_LOCK``.
-    """
-
-    def __init__(self) -> None:
-        self._weak: weakref.WeakValueDictionary[str, ForkSession] = (
-            weakref.WeakValueDictionary())
-        self._holding: dict[str, ForkSession] = {}
-
-    def get(self, fork_id: str, default: ForkSession | None = None) -> ForkSession | None:
-        f = self._holding.get(fork_id)
-        return f if f is not None else self._weak.get(fork_id, default)
-
-    def __setitem__(self, fork_id: str, f: ForkSession) -> None:
-        self._weak[fork_id] = f
-        if not f._changes.is_empty():
-            self._holding[fork_id] = f
-
-    def hold(self, f: ForkSession) -> None:
-        """Keep ``f`` until released: it has recorded writes."""
-        if self._weak.get(f._fork_id) is f:
-            self._holding[f._fork_id] = f
-
-    def pop(self, fork_id: str, default: ForkSession | None = None) -> ForkSession | None:
-        held = self._holding.pop(fork_id, None)
-        weak = self._weak.pop(fork_id, None)
-        if held is not None:
-            return held
-        return weak if weak is not None else default
-
-    def items(self) -> list[tuple[str, ForkSession]]:
-        return list(self._weak.items())
-
-    def update(self, pairs: Iterable[tuple[str, ForkSession]]) -> None:
-        for k, v in pairs:
-            self[k] = v
-
-    def clear(self) -> None:
-        self._weak.clear()
-        self._holding.clear()
-
-    def __contains__(self, fork_id: object) -> bool:
-        return fork_id in self._holding or fork_id in self._weak
-
-    def __len__(self) -> int:
-        return len(self._weak)
-
-
-_REGISTRY = _ForkRegistry()
-_REGISTRY_LOCK = threading.Lock()
-
-
-def _register(f: ForkSession) -> ForkSession:
-    with _REGISTRY_LOCK:
-        existing = _REGISTRY.get(f._fork_id)
-        if existing is not None:
-            return existing
-        _REGISTRY[f._fork_id] = f
-    return f
-
-
-def _hold(f: ForkSession) -> None:
+# the per-process registry of shared forks lives in ``_registry`` (docs/design/003);
+# ``icechunk_dist.dask`` imports ``_REGISTRY`` and ``_REGISTRY_LOCK`` from this module
+def _hold_if_shared(f: ForkSession) -> None:
     if f._shared:
-        with _REGISTRY_LOCK:
-            _REGISTRY.hold(f)
-
-
-def _release(f: ForkSession) -> None:
-    with _REGISTRY_LOCK:
-        if _REGISTRY.get(f._fork_id) is f:
-            _REGISTRY.pop(f._fork_id)
+        _hold(f)
 
 
 def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
     shared = state.get("shared", False)
     if shared:
         with _REGISTRY_LOCK:
-            existing = _REGISTRY.get(state["fork_id"])
+            found = _REGISTRY.get(state["fork_id"])
+        existing = found if isinstance(found, ForkSession) else None
         if existing is not None:
             # a copy coming back (e.g. from a worker process) carries writes this process's
             # copy does not have: keep them (identical writes are one write), or they would
@@ -599,7 +534,7 @@ class ForkSession(SessionCore):
         with self._lock:
             self._changes = self._changes.merge(changes, describe=_node_names(self))
             self._contributors |= set(contributors)
-        _hold(self)
+        _hold_if_shared(self)
 
     def _as_contribution(self) -> ForkSession:
         """This fork's changes under a new contributor id (for copies sharing a fork id)."""
@@ -653,7 +588,7 @@ class ForkSession(SessionCore):
             raise self._named_conflict(e) from None
         for f in forks:
             _release(f)
-        _hold(self)
+        _hold_if_shared(self)
         return self
 
     def _named_conflict(self, e: ConflictError) -> ConflictError:
@@ -687,18 +622,18 @@ class ForkSession(SessionCore):
     async def set_key(self, key: str, data: bytes) -> None:
         await self._ensure_base()
         await super().set_key(key, data)
-        _hold(self)
+        _hold_if_shared(self)
 
     async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
                               etag: str | None) -> None:
         await self._ensure_base()
         await super().set_virtual_key(key, url, offset, length, etag)
-        _hold(self)
+        _hold_if_shared(self)
 
     async def delete_key(self, key: str) -> None:
         await self._ensure_base()
         await super().delete_key(key)
-        _hold(self)
+        _hold_if_shared(self)
 
     async def iter_keys(self, prefix: str = "") -> Any:
         await self._ensure_base()
