@@ -1,25 +1,59 @@
-"""Garbage collection: delete objects no branch or tag can reach (DESIGN.md section 5).
+"""Garbage collection and snapshot expiry (docs/maintenance.md, docs/design/004-gc-vs-writers.md).
 
-Reachable: every snapshot on the history of a branch tip, of every earlier version of a
-branch still listed, or of a tag; their transaction logs; the manifests they point to; the
-chunk objects those manifests (and loose refs) name. Anything else is garbage: chunks of
-failed or abandoned writes, objects of commits that lost a race. Nothing younger than the
-grace period is deleted, so forks still writing chunks for a commit in flight are safe.
+Reachable: the initial snapshot, the tip of every live branch, every live tag, and all their
+ancestors; the transaction logs of those snapshots, the manifests they point to, and the chunk
+objects those manifests (and loose refs) name. Anything else that was last modified before
+the cut-off is garbage and deleted. Earlier versions of a branch and deleted tags keep
+nothing alive.
+
+A run fences writers so that it can never corrupt a commit, whatever cut-off it is given:
+it records itself (``gc/<run id>/start``) before it moves anything, moves every branch by a
+no-op version, marks, deletes, moves every branch again and records that it finished
+(``gc/<run id>/done``). A commit checks those records right before its ref write
+(``icechunk_dist.session._gcguard``).
 """
 
 from __future__ import annotations
 
+import time
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 
+from icechunk_dist import refs
 from icechunk_dist._types import encode_id
-from icechunk_dist.format import KIND_NATIVE, ObjectType, RefData, decode_object
-from icechunk_dist.session._io import ManifestCache, read_repo_info, read_snapshot
+from icechunk_dist.errors import ConflictError, NotFoundError, StorageError
+from icechunk_dist.format import (
+    KIND_NATIVE,
+    ChunkTable,
+    GCRecordData,
+    ManifestData,
+    ObjectType,
+    SnapshotData,
+    decode_object,
+    encode_object,
+)
+from icechunk_dist.session._gcguard import MAX_RUN, done_key, new_run_id, start_key
+from icechunk_dist.session._io import (
+    ManifestCache,
+    chunk_key,
+    gather_limited,
+    read_repo_info,
+    read_snapshot,
+    snapshot_key,
+    write_object,
+)
 from icechunk_dist.storage import ObjectNotFoundError, Storage
 
-__all__ = ["GCSummary", "garbage_collect"]
+__all__ = ["GCSummary", "expire_snapshots", "garbage_collect", "reachable_snapshots"]
+
+_PREFIXES = ("chunks/", "manifests/", "snapshots/", "transactions/")
+_LIMIT = 64
+_MARK_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -32,6 +66,7 @@ class GCSummary:
     transaction_logs_deleted: int
     bytes_deleted: int
     dry_run: bool
+    incremental: bool = False
 
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -40,79 +75,313 @@ class GCSummary:
                 f"transaction logs ({self.bytes_deleted} bytes)")
 
 
-async def _root_snapshots(storage: Storage) -> set[str]:
-    roots: set[str] = {(await read_repo_info(storage)).initial_snapshot_id}
-    async for meta in storage.list("refs/"):
-        if meta.key.endswith("/deleted"):
-            continue
+# ---------------------------------------------------------------------------------- roots
+async def _live_refs(storage: Storage, genesis: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(branch -> tip snapshot, tag -> snapshot) of every live branch and live tag."""
+    branches: dict[str, str] = {}
+    for name in sorted(await refs.list_branches(storage, genesis)):
         try:
-            ref = decode_object(await storage.get(meta.key), RefData, ObjectType.REF,
-                                name=meta.key)
+            tip = await refs.read_branch(storage, name, genesis)
+        except NotFoundError:  # deleted meanwhile
+            continue
+        if tip.snapshot_id is not None:
+            branches[name] = tip.snapshot_id
+    tags: dict[str, str] = {}
+    for name in sorted(await refs.list_tags(storage)):
+        try:
+            tags[name] = await refs.read_tag(storage, name)
+        except NotFoundError:
+            continue
+    return branches, tags
+
+
+async def _roots(storage: Storage, genesis: str) -> set[str]:
+    branches, tags = await _live_refs(storage, genesis)
+    return {genesis, *branches.values(), *tags.values()}
+
+
+async def _walk(storage: Storage, roots: Iterable[str]) -> dict[str, SnapshotData]:
+    """Every snapshot reachable from ``roots`` through parent links."""
+    seen: dict[str, SnapshotData] = {}
+    todo = list(roots)
+    while todo:
+        batch = [s for s in dict.fromkeys(todo) if s not in seen]
+        todo = []
+        snaps = await gather_limited([read_snapshot(storage, s) for s in batch], _LIMIT)
+        for snap in snaps:
+            seen[snap.id] = snap
+            if snap.parent_id is not None and snap.parent_id not in seen:
+                todo.append(snap.parent_id)
+    return seen
+
+
+async def reachable_snapshots(storage: Storage) -> set[str]:
+    """Ids of every snapshot reachable from a live branch, a live tag or the initial one."""
+    genesis = (await read_repo_info(storage)).initial_snapshot_id
+    return set(await _walk(storage, await _roots(storage, genesis)))
+
+
+async def _fence(storage: Storage, genesis: str) -> None:
+    """Move every live branch by one version that keeps its snapshot: a commit that read
+    its tip before this cannot land its ref afterwards (its version is taken), so it reads
+    the tip again and, with it, the ``gc/`` records."""
+    for name in sorted(await refs.list_branches(storage, genesis)):
+        for _ in range(100):
+            try:
+                tip = await refs.read_branch(storage, name, genesis)
+            except NotFoundError:
+                break
+            try:
+                await refs.write_branch(storage, name, expected=tip,
+                                        snapshot_id=tip.snapshot_id, genesis=genesis)
+                break
+            except ConflictError:
+                continue  # it moved anyway: read the new tip and move it again
+        else:  # pragma: no cover - a branch moving 100 times during one fence
+            raise ConflictError(f"garbage collection could not fence branch {name!r}: it "
+                                "keeps moving; nothing was deleted by this step, retry")
+
+
+# ---------------------------------------------------------------------------------- mark
+def _native_ids(table: ChunkTable) -> set[str]:
+    native = table.ids[table.kinds == KIND_NATIVE]
+    if not len(native):
+        return set()
+    return {encode_id(bytes(raw)) for raw in np.unique(native.view("V12").ravel())}
+
+
+async def _mark_full(storage: Storage, snaps: dict[str, SnapshotData]
+                     ) -> tuple[set[str], set[str]]:
+    """(manifest ids, chunk ids) reachable from ``snaps``: reads every manifest once."""
+    manifests = {m.id for s in snaps.values() for n in s.nodes for m in n.manifests}
+    chunks = {r.id for s in snaps.values() for r in s.loose if r.kind == KIND_NATIVE}
+    cache = ManifestCache(max_rows=1)
+    ordered = sorted(manifests)
+    for i in range(0, len(ordered), _LIMIT):
+        tables = await gather_limited([cache.get(storage, m) for m in ordered[i:i + _LIMIT]],
+                                      _LIMIT)
+        for t in tables:
+            chunks |= _native_ids(t)
+    return manifests, chunks
+
+
+async def _list_old(storage: Storage, prefix: str, older_than: datetime
+                    ) -> dict[str, tuple[str, int]]:
+    """id -> (key, size) of every object under ``prefix`` last modified before the cut-off."""
+    out: dict[str, tuple[str, int]] = {}
+    async for meta in storage.list(prefix):
+        if meta.last_modified < older_than:
+            out[meta.key[len(prefix):]] = (meta.key, meta.size)
+    return out
+
+
+async def _doomed_full(storage: Storage, snaps: dict[str, SnapshotData],
+                       older_than: datetime) -> dict[str, list[tuple[str, int]]]:
+    manifests, chunks = await _mark_full(storage, snaps)
+    keep = {"chunks/": chunks, "manifests/": manifests, "snapshots/": set(snaps),
+            "transactions/": set(snaps)}
+    doomed: dict[str, list[tuple[str, int]]] = {}
+    for prefix in _PREFIXES:
+        old = await _list_old(storage, prefix, older_than)
+        doomed[prefix] = [v for k, v in sorted(old.items()) if k not in keep[prefix]]
+    return doomed
+
+
+async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
+                              older_than: datetime) -> dict[str, list[tuple[str, int]]]:
+    """Like a full run, without listing ``chunks/`` and reading only the manifests that
+    matter: the candidate chunks are those named by the doomed manifests and snapshots
+    (a chunk is older than every object that names it, so they are all older than the
+    cut-off), and a chunk id is only ever named at one array (node id) and coordinate, so
+    only the reachable manifests of those splits can keep it alive."""
+    live_manifests = {m.id for s in snaps.values() for n in s.nodes for m in n.manifests}
+    live_loose = {r.id for s in snaps.values() for r in s.loose if r.kind == KIND_NATIVE}
+    # node id -> (split shape, split -> reachable manifest ids)
+    layout: dict[str, tuple[tuple[int, ...], dict[tuple[int, ...], set[str]]]] = {}
+    for s in snaps.values():
+        for n in s.nodes:
+            if n.array is None or not n.manifests:
+                continue
+            entry = layout.setdefault(n.node_id, (n.array.split_shape, defaultdict(set)))
+            for m in n.manifests:
+                entry[1][m.split].add(m.id)
+    doomed: dict[str, list[tuple[str, int]]] = {}
+    for prefix in ("manifests/", "snapshots/", "transactions/"):
+        old = await _list_old(storage, prefix, older_than)
+        live = live_manifests if prefix == "manifests/" else set(snaps)
+        doomed[prefix] = [v for k, v in sorted(old.items()) if k not in live]
+    candidates: set[str] = set()
+    for key, _ in doomed["snapshots/"]:
+        try:
+            snap = await read_snapshot(storage, key[len("snapshots/"):])
+        except NotFoundError:
+            continue
+        candidates |= {r.id for r in snap.loose if r.kind == KIND_NATIVE} - live_loose
+    per_split: dict[tuple[str, tuple[int, ...]], set[str]] = defaultdict(set)
+    for key, _ in doomed["manifests/"]:
+        try:
+            raw = await storage.get(key)
         except ObjectNotFoundError:
             continue
-        if ref.snapshot_id is not None:
-            roots.add(ref.snapshot_id)
-    # a deleted tag's snapshot stays reachable only through other refs
-    async for meta in storage.list("refs/tag."):
-        if meta.key.endswith("/deleted"):
-            ref_key = meta.key[: -len("deleted")] + "ref"
-            try:
-                ref = decode_object(await storage.get(ref_key), RefData, ObjectType.REF,
-                                    name=ref_key)
-            except ObjectNotFoundError:
-                continue
-            if ref.snapshot_id is not None:
-                roots.discard(ref.snapshot_id)
-    return roots
-
-
-async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bool
-                          ) -> GCSummary:
-    """Mark from every ref, then sweep unreachable objects older than ``older_than``."""
-    snapshots: set[str] = set()
-    manifests: set[str] = set()
-    chunks: set[str] = set()
-    todo = list(await _root_snapshots(storage))
-    cache = ManifestCache(max_rows=1)
-    while todo:
-        sid = todo.pop()
-        if sid in snapshots:
+        md = decode_object(raw, ManifestData, ObjectType.MANIFEST, name=key)
+        table = ChunkTable.from_manifest(md, name=key)
+        native = table.kinds == KIND_NATIVE
+        ids = table.ids[native]
+        if md.node_id not in layout:  # no reachable snapshot has this array
+            candidates |= _native_ids(table)
             continue
-        snapshots.add(sid)
-        snap = await read_snapshot(storage, sid)
-        if snap.parent_id is not None:
-            todo.append(snap.parent_id)
-        for node in snap.nodes:
-            for m in node.manifests:
-                if m.id in manifests:
-                    continue
-                manifests.add(m.id)
-                table = await cache.get(storage, m.id)
-                native = table.ids[table.kinds == KIND_NATIVE]
-                for raw in np.unique(native.view("V12").ravel()) if len(native) else []:
-                    chunks.add(encode_id(bytes(raw)))
-        for rec in snap.loose:
-            if rec.kind == KIND_NATIVE:
-                chunks.add(rec.id)
-    keep = {"chunks/": chunks, "manifests/": manifests, "snapshots/": snapshots,
-            "transactions/": snapshots}
-    doomed: dict[str, list[tuple[str, int]]] = {p: [] for p in keep}
-    for prefix, live in keep.items():
-        async for meta in storage.list(prefix):
-            oid = meta.key[len(prefix):]
-            if oid not in live and meta.last_modified < older_than:
-                doomed[prefix].append((meta.key, meta.size))
+        split_shape = layout[md.node_id][0]
+        coords = np.asarray(table.coords)[native]
+        splits = coords // np.asarray(split_shape, dtype=coords.dtype)
+        for raw_id, sp in zip(ids.view("V12").ravel(), splits, strict=True):
+            per_split[(md.node_id, tuple(int(v) for v in sp))].add(encode_id(bytes(raw_id)))
+    cache = ManifestCache(max_rows=1)
+    for (node_id, split), cids in sorted(per_split.items()):
+        alive: set[str] = set()
+        for mid in sorted(layout[node_id][1].get(split, ())):
+            alive |= _native_ids(await cache.get(storage, mid))
+        candidates |= cids - alive
+    candidates -= live_loose
+    doomed["chunks/"] = [(chunk_key(c), 0) for c in sorted(candidates)]
+    return doomed
+
+
+# ---------------------------------------------------------------------------------- sweep
+async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bool,
+                          incremental: bool = False) -> GCSummary:
+    """Mark from every live ref, then delete unreachable objects older than ``older_than``.
+
+    Raises
+    ------
+    StorageError
+        If the run would outlive the limit that writers rely on (it stops deleting).
+    ConflictError
+        If the refs keep changing so that marking never settles.
+    """
+    info = await read_repo_info(storage)
+    genesis = info.initial_snapshot_id
+    level = int(info.config.get("compression_level", 3))
+    started = datetime.now(UTC)
+    clock = time.monotonic()
+    run_id = new_run_id(started, older_than)
+    record = GCRecordData(run_id=run_id, started_at=started, older_than=older_than,
+                          incremental=incremental)
+    if not dry_run:
+        # recorded before anything moves or goes: commits that may be affected see it
+        await write_object(storage, start_key(run_id), record, ObjectType.GC_RECORD, level)
+        await _fence(storage, genesis)
+    roots = await _roots(storage, genesis)
+    for _ in range(_MARK_TRIES):
+        snaps = await _walk(storage, roots)
+        if incremental:
+            doomed = await _doomed_incremental(storage, snaps, older_than)
+        else:
+            doomed = await _doomed_full(storage, snaps, older_than)
+        # a ref created meanwhile at a snapshot we did not mark: mark again
+        now_roots = await _roots(storage, genesis)
+        if now_roots <= set(snaps):
+            break
+        roots = now_roots | roots
+    else:  # pragma: no cover - refs changing under every one of several marks
+        raise ConflictError("garbage collection gave up: refs kept changing while marking; "
+                            "nothing was deleted")
+    if incremental:
+        # sizes of chunks are not listed; HEAD them (also drops ids already gone)
+        metas = await gather_limited([_size(storage, k) for k, _ in doomed["chunks/"]], _LIMIT)
+        doomed["chunks/"] = [(k, s) for (k, _), s in zip(doomed["chunks/"], metas, strict=True)
+                             if s is not None]
     if not dry_run:
         # chunks and manifests first: a snapshot is never left pointing at deleted objects
-        for prefix in ("chunks/", "manifests/", "transactions/", "snapshots/"):
+        for prefix in _PREFIXES:
             keys = [k for k, _ in doomed[prefix]]
             for i in range(0, len(keys), 1000):
+                if time.monotonic() - clock > MAX_RUN.total_seconds():
+                    raise StorageError(
+                        f"garbage collection {run_id} stopped: it ran longer than "
+                        f"{MAX_RUN}, the limit commits rely on; run it again"
+                    )
                 await storage.delete_many(keys[i : i + 1000])
-    return GCSummary(
+        await _fence(storage, genesis)
+    summary = GCSummary(
         chunks_deleted=len(doomed["chunks/"]),
         manifests_deleted=len(doomed["manifests/"]),
         snapshots_deleted=len(doomed["snapshots/"]),
         transaction_logs_deleted=len(doomed["transactions/"]),
         bytes_deleted=sum(s for v in doomed.values() for _, s in v),
         dry_run=dry_run,
+        incremental=incremental,
     )
+    if not dry_run:
+        done = msgspec.structs.replace(
+            record, finished_at=datetime.now(UTC), chunks_deleted=summary.chunks_deleted,
+            manifests_deleted=summary.manifests_deleted,
+            snapshots_deleted=summary.snapshots_deleted,
+            transaction_logs_deleted=summary.transaction_logs_deleted,
+            bytes_deleted=summary.bytes_deleted,
+        )
+        await write_object(storage, done_key(run_id), done, ObjectType.GC_RECORD, level)
+    return summary
+
+
+async def _size(storage: Storage, key: str) -> int | None:
+    try:
+        return (await storage.head(key)).size
+    except ObjectNotFoundError:
+        return None
+
+
+# ---------------------------------------------------------------------------------- expiry
+async def expire_snapshots(storage: Storage, older_than: datetime, *,
+                           delete_expired_branches: bool, delete_expired_tags: bool
+                           ) -> set[str]:
+    """Make snapshots older than ``older_than`` that no ref points at unreachable.
+
+    For every tag, then every branch (each in name order), the oldest snapshot of its
+    history written at or after the cut-off is re-parented onto the initial snapshot (the
+    object is rewritten in place with the same id and content; ``original_parent_id``
+    keeps the old parent). A ref whose own snapshot is older than the cut-off keeps that
+    snapshot and loses its history; with ``delete_expired_*`` such refs are deleted (never
+    ``main``). Returns the ids of the snapshots that were reachable before and are not now.
+    """
+    info = await read_repo_info(storage)
+    genesis = info.initial_snapshot_id
+    level = int(info.config.get("compression_level", 3))
+    branches, tags = await _live_refs(storage, genesis)
+    before = set(await _walk(storage, {genesis, *branches.values(), *tags.values()}))
+    todo = [("tag", n, s) for n, s in tags.items()] + [
+        ("branch", n, s) for n, s in branches.items()]
+    for kind, name, tip in todo:
+        chain: list[SnapshotData] = []
+        sid: str | None = tip
+        while sid is not None:
+            snap = await read_snapshot(storage, sid)
+            chain.append(snap)
+            sid = snap.parent_id
+        root = chain[-1]
+        editable = chain[0]
+        for snap in chain:
+            if snap.written_at >= older_than:
+                editable = snap
+        if editable.id != root.id and editable.parent_id != root.id:
+            edited = msgspec.structs.replace(
+                editable, parent_id=root.id,
+                original_parent_id=editable.original_parent_id or editable.parent_id)
+            # the one in-place rewrite of the format (docs/spec.md section 7): same id and
+            # content, another parent; readers see the old or the new object, both whole
+            await storage.put(snapshot_key(editable.id),
+                              encode_object(edited, ObjectType.SNAPSHOT, level=level),
+                              mode="overwrite")
+        if chain[0].written_at < older_than:
+            if kind == "tag" and delete_expired_tags:
+                await refs.delete_tag(storage, name)
+            elif kind == "branch" and delete_expired_branches and name != "main":
+                try:
+                    cur = await refs.read_branch(storage, name, genesis)
+                    if cur.snapshot_id == tip:
+                        await refs.write_branch(storage, name, expected=cur, snapshot_id=None,
+                                                genesis=genesis)
+                except (NotFoundError, ConflictError):
+                    pass  # moved or deleted meanwhile: no longer expired
+    after = await reachable_snapshots(storage)
+    return before - after
+

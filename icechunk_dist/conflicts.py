@@ -15,11 +15,11 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
 
+from icechunk_dist._conflict import Conflict, ConflictType
 from icechunk_dist.changeset import ArrayChunks, ChangeSet
 from icechunk_dist.format import SnapshotData, TransactionLogData
 from icechunk_dist.format.chunktable import coord_keys
@@ -49,41 +49,6 @@ class VersionSelection(Enum):
     Fail = 0
     UseOurs = 1
     UseTheirs = 2
-
-
-class ConflictType(Enum):
-    """Kinds of conflict between our change-set and a commit that landed meanwhile."""
-
-    NewNodeConflictsWithExistingNode = 1
-    NewNodeInInvalidGroup = 2
-    ZarrMetadataDoubleUpdate = 3
-    ZarrMetadataUpdateOfDeletedArray = 4
-    ZarrMetadataUpdateOfDeletedGroup = 5
-    ChunkDoubleUpdate = 6
-    ChunksUpdatedInDeletedArray = 7
-    ChunksUpdatedInUpdatedArray = 8
-    DeleteOfUpdatedArray = 9
-    DeleteOfUpdatedGroup = 10
-    KeyDoubleUpdate = 11
-
-
-@dataclass(frozen=True)
-class Conflict:
-    """One conflict: its type, the node path (``"/a/b"``) and, for chunk conflicts, the
-    coordinates of the chunks involved."""
-
-    conflict_type: ConflictType
-    path: str
-    conflicted_chunks: list[tuple[int, ...]] = field(default_factory=list)
-    snapshot_id: str | None = None  # the landed commit it conflicts with
-
-    def __str__(self) -> str:
-        s = f"{self.conflict_type.name} at {self.path}"
-        if self.conflicted_chunks:
-            shown = ", ".join(str(c) for c in self.conflicted_chunks[:8])
-            more = len(self.conflicted_chunks) - 8
-            s += f" (chunks {shown}{f' and {more} more' if more > 0 else ''})"
-        return s
 
 
 class ConflictSolver(abc.ABC):

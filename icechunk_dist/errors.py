@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from icechunk_dist.conflicts import Conflict
+from icechunk_dist._conflict import Conflict
 
 __all__ = [
     "AlreadyExistsError",
     "ConflictError",
     "ErrorKind",
     "FormatError",
+    "GCConflictError",
     "IcechunkDistError",
     "InvalidInputError",
     "NotFoundError",
@@ -45,6 +45,7 @@ class ErrorKind(Enum):
     SESSION_STATE = 8
     STORAGE = 9
     FORMAT = 10
+    GC_CONFLICT = 11
 
 
 def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -134,6 +135,31 @@ class RebaseFailedError(ConflictError):
         )
 
 
+class GCConflictError(ConflictError):
+    """A garbage collection that ran during this commit deleted objects it needs, or is
+    still running; nothing was committed (the branch is unchanged).
+
+    A conflict because another writer, the collector, got there first; rebasing cannot
+    help (the deleted chunks are gone), so it is not retried. Write the data again in a new
+    session, and give ``garbage_collect`` a cut-off older than your longest write
+    (docs/maintenance.md).
+
+    Attributes
+    ----------
+    run_id
+        The garbage-collection run (``gc/<run_id>/...``).
+    missing
+        Storage keys of the objects that are gone (empty if the run was still running).
+    """
+
+    kind = ErrorKind.GC_CONFLICT
+
+    def __init__(self, message: str, *, run_id: str, missing: Sequence[str] = ()) -> None:
+        self.run_id = run_id
+        self.missing = list(missing)
+        super().__init__(message)
+
+
 class NotFoundError(IcechunkDistError, KeyError):
     """Something that was asked for does not exist (a ref, a snapshot, a key, an object)."""
 
@@ -206,6 +232,7 @@ for _cls in (
     IcechunkDistError,
     ConflictError,
     RebaseFailedError,
+    GCConflictError,
     NotFoundError,
     RepositoryNotFoundError,
     AlreadyExistsError,

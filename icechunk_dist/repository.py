@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from icechunk_dist import _sync, refs
-from icechunk_dist._maintenance import GCSummary, garbage_collect
+from icechunk_dist._maintenance import GCSummary, expire_snapshots, garbage_collect
 from icechunk_dist._types import new_id
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
@@ -365,32 +365,84 @@ class Repository:
                         "ancestor to a descendant"
                     )
                 chain.append(sid)
-                sid = (await read_snapshot(self._storage, sid)).parent_id
+                snap = await read_snapshot(self._storage, sid)
+                if snap.original_parent_id is not None:
+                    raise InvalidInputError(
+                        f"history between {start} and {end} was expired (expire_snapshots "
+                        f"re-parented {sid}); diff cannot span it"
+                    )
+                sid = snap.parent_id
             logs = [await read_transaction_log(self._storage, s) for s in reversed(chain)]
             return diff_from_logs(logs)
 
         return _sync.run(go())
 
-    def garbage_collect(self, older_than: datetime, *, dry_run: bool = False) -> GCSummary:
-        """Delete objects that no branch, branch version or tag can reach and that are older
-        than ``older_than`` (the grace period protects writes in flight, e.g. forks that
-        already wrote chunks for a commit that has not landed yet).
+    def garbage_collect(self, older_than: datetime, *, dry_run: bool = False,
+                        incremental: bool = False) -> GCSummary:
+        """Delete objects that no live branch or live tag can reach and that were last
+        modified before ``older_than``.
+
+        Roots are the initial snapshot, every live branch tip and every live tag; earlier
+        versions of branches and deleted tags keep nothing alive. A run can never corrupt
+        a commit, whatever the cut-off: a commit in flight whose objects it deleted fails
+        with :class:`GCConflictError` before its ref write (docs/maintenance.md).
 
         Parameters
         ----------
         older_than
             Timezone-aware cut-off; only objects last modified before it are deleted.
+            Readers of snapshots that no ref reaches are protected only by it.
         dry_run
-            Count what would be deleted without deleting.
+            Count what would be deleted without deleting (and without recording a run).
+        incremental
+            Do not list ``chunks/``: find garbage chunks through the manifests and
+            snapshots that become garbage (what commits, expiry and branch changes left).
+            Chunks of writes that never produced a manifest (abandoned sessions, lost task
+            attempts) are found only by a full run.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``older_than`` is naive (no timezone).
+        ConflictError
+            If refs keep changing so that marking never settles (nothing deleted).
+        StorageError
+            If the run outlives its 12-hour limit (it stops deleting; run it again).
+        """
+        if not isinstance(older_than, datetime) or older_than.tzinfo is None:
+            raise InvalidInputError("older_than must be timezone-aware (e.g. datetime.now(UTC))")
+        return _sync.run(garbage_collect(self._storage, older_than, dry_run=dry_run,
+                                         incremental=incremental))
+
+    def expire_snapshots(self, older_than: datetime, *, delete_expired_branches: bool = False,
+                         delete_expired_tags: bool = False) -> set[str]:
+        """Rewrite history so that snapshots written before ``older_than`` that no ref points
+        at become unreachable; return their ids. :meth:`garbage_collect` then frees them.
+
+        Every branch tip and tag keeps its snapshot id and reads exactly as before; only
+        history shrinks: the oldest snapshot of each ref's history written at or after the
+        cut-off gets the initial snapshot as parent. The initial snapshot is never expired.
+
+        Parameters
+        ----------
+        older_than
+            Timezone-aware cut-off, compared with each snapshot's ``written_at``
+            (exclusive: a snapshot written exactly then is kept).
+        delete_expired_branches
+            Also delete branches (never ``main``) whose tip is older than the cut-off.
+        delete_expired_tags
+            Also delete tags whose snapshot is older than the cut-off.
 
         Raises
         ------
         InvalidInputError
             If ``older_than`` is naive (no timezone).
         """
-        if older_than.tzinfo is None:
+        if not isinstance(older_than, datetime) or older_than.tzinfo is None:
             raise InvalidInputError("older_than must be timezone-aware (e.g. datetime.now(UTC))")
-        return _sync.run(garbage_collect(self._storage, older_than, dry_run=dry_run))
+        return _sync.run(expire_snapshots(self._storage, older_than,
+                                          delete_expired_branches=bool(delete_expired_branches),
+                                          delete_expired_tags=bool(delete_expired_tags)))
 
     # ------------------------------------------------------------------ sessions
     def readonly_session(self, branch: str | None = None, *, tag: str | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from zarr.abc.store import (
     ByteRequest,
@@ -15,12 +15,46 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from icechunk_dist.errors import ReadOnlyError
-from icechunk_dist.session._core import register_store_class
+from icechunk_dist.session._storeslot import register_store_class
+from icechunk_dist.storage import Storage
 
-if TYPE_CHECKING:
-    from icechunk_dist.session._core import SessionCore
+__all__ = ["IcechunkStore", "StoreBackend"]
 
-__all__ = ["IcechunkStore"]
+
+class StoreBackend(Protocol):
+    """What the store needs from a session or fork (``Session``, ``ForkSession``)."""
+
+    @property
+    def read_only(self) -> bool: ...
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def snapshot_id(self) -> str: ...
+
+    @property
+    def fork_id(self) -> str | None: ...
+
+    def read_only_reason(self) -> str: ...
+
+    async def get_key(self, key: str, start: int = 0, end: int | None = None
+                      ) -> bytes | None: ...
+
+    async def size_of(self, key: str) -> int | None: ...
+
+    async def key_exists(self, key: str) -> bool: ...
+
+    async def set_key(self, key: str, data: bytes) -> None: ...
+
+    async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
+                              etag: str | None) -> None: ...
+
+    async def delete_key(self, key: str) -> None: ...
+
+    async def delete_prefix(self, prefix: str) -> None: ...
+
+    def iter_keys(self, prefix: str = "") -> AsyncIterator[str]: ...
 
 _RO = "store was opened in read-only mode and does not support writing"
 
@@ -47,7 +81,7 @@ class IcechunkStore(Store):
     supports_listing = True
     supports_partial_writes = False  # type: ignore[assignment]
 
-    def __init__(self, session: SessionCore, *, read_only: bool | None = None) -> None:
+    def __init__(self, session: StoreBackend, *, read_only: bool | None = None) -> None:
         ro = session.read_only if read_only is None else bool(read_only)
         super().__init__(read_only=ro)
         self._session = session
@@ -55,7 +89,7 @@ class IcechunkStore(Store):
 
     # ------------------------------------------------------------------ identity
     @property
-    def session(self) -> SessionCore:
+    def session(self) -> StoreBackend:
         """The session this store reads and writes through."""
         return self._session
 
@@ -76,13 +110,14 @@ class IcechunkStore(Store):
             return True
         # stores over read-only sessions (e.g. unpickled copies) compare by what they show
         return bool(
-            a.read_only and b.read_only and a._storage == b._storage
-            and a.snapshot_id == b.snapshot_id
-            and getattr(a, "_fork_id", None) == getattr(b, "_fork_id", None)
+            a.read_only and b.read_only and a.storage == b.storage
+            and a.snapshot_id == b.snapshot_id and a.fork_id == b.fork_id
         )
 
     def __hash__(self) -> int:
-        return hash((type(self), id(self._session)))
+        # equal stores share their storage; the storage never changes for a store's life
+        # (its snapshot and read-only state can, when its session commits)
+        return hash((IcechunkStore, self._session.storage))
 
     def __repr__(self) -> str:
         mode = "read-only" if self.read_only else "writable"
@@ -111,7 +146,7 @@ class IcechunkStore(Store):
 
     def _check_writable(self) -> None:
         if self.read_only:
-            reason = self._session._read_only_reason() if self._session.read_only else ""
+            reason = self._session.read_only_reason() if self._session.read_only else ""
             raise StoreReadOnlyError(_RO + (f": {reason}" if reason else ""))
 
     # ------------------------------------------------------------------ reads

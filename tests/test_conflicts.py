@@ -1,4 +1,5 @@
-"""Optimistic concurrency between two writers of one branch (issue 4, DESIGN.md section 3).
+"""Optimistic concurrency between two writers of one branch (issue 4,
+docs/architecture.md section 3).
 
 Every ``ConflictType`` is produced by a realistic pair of sessions; conflicts name the node
 path and the exact chunk coordinates; the solvers (``ConflictDetector``,

@@ -1,6 +1,6 @@
 """Distributed writes through forks on a real LocalCluster with worker processes (issue 3).
 
-What this file proves (DESIGN.md section 4):
+What this file proves (docs/architecture.md section 4):
 
 - One commit: a group and two arrays created in a session, written with ``store_dask`` on the
   workers, merged and committed, make exactly one new snapshot with all the data; a reader

@@ -1,6 +1,6 @@
 """Forks without a cluster: no I/O, small and client-free pickles, merge rules (issue 3).
 
-What this file proves (DESIGN.md section 4, steps 2, 4 and 5):
+What this file proves (docs/architecture.md section 4, steps 2, 4 and 5):
 
 - ``Session.fork()`` on a session with uncommitted changes (including arrays created in the
   same transaction) writes nothing to storage, and its pickle is small (< 4 KB plus the

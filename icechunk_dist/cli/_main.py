@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from icechunk_dist import __version__
-from icechunk_dist.cli import _ingest, _repo
+from icechunk_dist.cli import _ingest, _maintenance, _repo
 from icechunk_dist.cli._common import EXIT_ERROR, common_parser
 from icechunk_dist.errors import IcechunkDistError
 
@@ -24,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _repo.register(sub, common)
     _ingest.register(sub, common)
+    _maintenance.register(sub, common)
     return p
 
 

@@ -1,9 +1,9 @@
-"""Repository subcommands: init, log, branches, tags, diff, gc."""
+"""Repository subcommands: init, log, branches, tags, diff."""
 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
 from icechunk_dist.cli._common import REPO_HELP, resolve_ref, storage_for
@@ -55,14 +55,6 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_gc(args: argparse.Namespace) -> int:
-    repo = Repository.open(storage_for(args))
-    older_than = datetime.now(UTC) - timedelta(days=args.older_than_days)
-    summary = repo.garbage_collect(older_than, dry_run=bool(args.dry_run))
-    print(str(summary) + (" (dry run)" if args.dry_run else ""))
-    return 0
-
-
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the repository subcommands to ``sub`` (an argparse subparsers action)."""
     s = sub.add_parser("init", parents=[common], help="create a repository")
@@ -90,10 +82,3 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     s.add_argument("from_ref", metavar="FROM", help="branch, tag or snapshot id")
     s.add_argument("to_ref", metavar="TO", help="branch, tag or snapshot id")
     s.set_defaults(func=_cmd_diff)
-
-    s = sub.add_parser("gc", parents=[common], help="delete unreachable objects")
-    s.add_argument("repo", metavar="PATH_OR_URL", help=REPO_HELP)
-    s.add_argument("--older-than-days", type=float, default=7.0,
-                   help="grace period: keep objects younger than this (default 7 days)")
-    s.add_argument("--dry-run", action="store_true", help="report, delete nothing")
-    s.set_defaults(func=_cmd_gc)

@@ -4,6 +4,7 @@ from icechunk_dist.format._codec import FORMAT_VERSION, ObjectType, decode_objec
 from icechunk_dist.format._structs import (
     ArrayInfo,
     ChunkRefRecord,
+    GCRecordData,
     ManifestData,
     ManifestRef,
     NodeRecord,
@@ -31,6 +32,7 @@ __all__ = [
     "ArrayInfo",
     "ChunkRefRecord",
     "ChunkTable",
+    "GCRecordData",
     "ManifestData",
     "ManifestRef",
     "NodeRecord",

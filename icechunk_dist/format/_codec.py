@@ -93,6 +93,7 @@ class ObjectType(IntEnum):
     MANIFEST = 3
     TRANSACTION_LOG = 4
     REF = 5
+    GC_RECORD = 6
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -14,6 +14,7 @@ import msgspec
 __all__ = [
     "ArrayInfo",
     "ChunkRefRecord",
+    "GCRecordData",
     "ManifestData",
     "ManifestRef",
     "NodeRecord",
@@ -91,6 +92,9 @@ class SnapshotData(msgspec.Struct, frozen=True):
     metadata: dict[str, Any] = {}
     nodes: tuple[NodeRecord, ...] = ()
     loose: tuple[ChunkRefRecord, ...] = ()
+    # set by ``expire_snapshots`` when it re-parents this snapshot onto the initial snapshot:
+    # the parent its transaction log is relative to (history between them was expired)
+    original_parent_id: str | None = None
 
 
 class ManifestData(msgspec.Struct, frozen=True):
@@ -147,6 +151,27 @@ class RefData(msgspec.Struct, frozen=True):
     snapshot_id: str | None
     write_id: str
     written_at: datetime
+
+
+class GCRecordData(msgspec.Struct, frozen=True):
+    """One garbage-collection run (``gc/<run id>/start`` and ``gc/<run id>/done``).
+
+    Written before the run deletes anything (``finished_at`` None) and again when it has
+    finished deleting. Commits read these to decide whether to verify that the objects they
+    reference still exist (docs/design/004-gc-vs-writers.md); incremental runs read the
+    last ``done`` record.
+    """
+
+    run_id: str
+    started_at: datetime
+    older_than: datetime
+    incremental: bool = False
+    finished_at: datetime | None = None
+    chunks_deleted: int = 0
+    manifests_deleted: int = 0
+    snapshots_deleted: int = 0
+    transaction_logs_deleted: int = 0
+    bytes_deleted: int = 0
 
 
 class RepoInfo(msgspec.Struct, frozen=True):

@@ -22,22 +22,13 @@ from icechunk_dist.format import (
 )
 from icechunk_dist.session import _keys
 from icechunk_dist.session._io import ManifestCache, chunk_key
+from icechunk_dist.session._storeslot import store_class
 from icechunk_dist.storage import ObjectNotFoundError, Storage
 
 if TYPE_CHECKING:
     from icechunk_dist.store import IcechunkStore
 
-__all__ = ["SessionCore", "register_store_class"]
-
-# the zarr adapter lives a layer above sessions; it registers itself here when imported
-# (``import icechunk_dist`` always imports it), so this layer never imports it
-_STORE_CLASS: Any = None
-
-
-def register_store_class(cls: Any) -> None:
-    """Called by ``icechunk_dist.store`` so that ``session.store`` can build stores."""
-    global _STORE_CLASS
-    _STORE_CLASS = cls
+__all__ = ["SessionCore"]
 
 Ref = tuple[int, Any]  # (kind, payload) as ChunkTable.row_payload
 
@@ -73,6 +64,11 @@ class SessionCore:
         return self._read_only
 
     @property
+    def storage(self) -> Storage:
+        """The storage of the repository this session reads and writes."""
+        return self._storage
+
+    @property
     def snapshot_id(self) -> str:
         """The snapshot this session reads (its base while writing)."""
         return self._base.id
@@ -85,10 +81,17 @@ class SessionCore:
     def store(self) -> IcechunkStore:
         """A ``zarr.abc.store.Store`` over this session."""
         if self._store is None:
-            if _STORE_CLASS is None:  # pragma: no cover - icechunk_dist/__init__ imports it
-                raise RuntimeError("import icechunk_dist before using session.store")
-            self._store = _STORE_CLASS(self, read_only=self._read_only)
+            self._store = store_class()(self, read_only=self._read_only)
         return self._store
+
+    @property
+    def fork_id(self) -> str | None:
+        """The fork's id for a :class:`ForkSession`; None for a session."""
+        return None
+
+    def read_only_reason(self) -> str:
+        """Why writes are refused (for error messages)."""
+        return self._read_only_reason()
 
     def _check_writable(self) -> None:
         if self._read_only:

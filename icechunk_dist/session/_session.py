@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from icechunk_dist import _sync, refs
@@ -18,10 +19,19 @@ from icechunk_dist.errors import (
     StorageError,
 )
 from icechunk_dist.format import SnapshotData
+from icechunk_dist.session import _rebase
 from icechunk_dist.session._commit import find_landed, write_commit
 from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
+from icechunk_dist.session._gcguard import check_before_ref_write
 from icechunk_dist.session._io import read_snapshot
+from icechunk_dist.session._registry import (
+    _REGISTRY,
+    _REGISTRY_LOCK,
+    _hold,
+    _register,
+    _release,
+)
 from icechunk_dist.storage import Storage
 
 if TYPE_CHECKING:
@@ -74,6 +84,8 @@ class Session(SessionCore):
         self._lineage_id = new_id()
         self._merged_forks: set[str] = set()
         self._state = "open"
+        # every object this session writes is younger than this (docs/design/004-...)
+        self._started_at = datetime.now(UTC)
         # manifests written by earlier attempts of this session's commit (see write_commit)
         self._manifest_reuse: dict[Any, Any] = {}
         # snapshots whose ref write had an unknown outcome (see _try_commit_once)
@@ -116,6 +128,7 @@ class Session(SessionCore):
         self._branch = state["branch"]
         self._tip = None
         self._lineage_id = new_id()
+        self._started_at = datetime.now(UTC)
         self._merged_forks = set()
         self._state = "open"
         self._manifest_reuse = {}
@@ -269,9 +282,8 @@ class Session(SessionCore):
                 "nothing to commit: this session has no changes (pass allow_empty=True to "
                 "commit anyway)"
             )
-        from icechunk_dist.session._rebase import commit_with_retries
-
-        return await commit_with_retries(self, message, meta, rebase_with, rebase_tries)
+        return await _rebase.commit_with_retries(_CommitHandle(self), message, meta,
+                                                 rebase_with, rebase_tries)
 
     async def _try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
         """One attempt: raise ConflictError if the branch is not at our base."""
@@ -291,6 +303,10 @@ class Session(SessionCore):
         snap, _tx = await write_commit(self._storage, self._config, self._manifests,
                                        self._base, changes, message=message, metadata=meta,
                                        reuse=self._manifest_reuse)
+        # a garbage collection that ran meanwhile may have deleted what we reference
+        await check_before_ref_write(self._storage, self._started_at,
+                                     self._config.max_concurrent_requests, snap=snap,
+                                     base=self._base, changes=changes)
         try:
             await refs.write_branch(self._storage, self._branch, expected=tip,
                                     snapshot_id=snap.id, genesis=self._genesis)
@@ -325,42 +341,72 @@ class Session(SessionCore):
 
     async def rebase_async(self, solver: ConflictSolver) -> None:
         """Async twin of :meth:`rebase`."""
-        from icechunk_dist.session._rebase import rebase_session
-
         if self._read_only or self._branch is None:
             raise SessionStateError("cannot rebase: " + self._read_only_reason())
-        await rebase_session(self, solver)
+        await _rebase.rebase_session(_CommitHandle(self), solver)
+
+
+class _CommitHandle:
+    """The narrow view of a session that ``_rebase`` works on (its ``CommitTarget``)."""
+
+    __slots__ = ("_s",)
+
+    def __init__(self, session: Session) -> None:
+        self._s = session
+
+    @property
+    def branch(self) -> str | None:
+        return self._s._branch
+
+    @property
+    def storage(self) -> Storage:
+        return self._s._storage
+
+    @property
+    def genesis(self) -> str:
+        return self._s._genesis
+
+    @property
+    def max_concurrent_requests(self) -> int:
+        return self._s._config.max_concurrent_requests
+
+    @property
+    def snapshot_id(self) -> str:
+        return self._s.snapshot_id
+
+    def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
+        with self._s._lock:
+            return self._s._base, self._s._changes
+
+    def replace_base(self, expected: ChangeSet, base: SnapshotData, changes: ChangeSet
+                     ) -> None:
+        s = self._s
+        with s._lock:
+            if s._changes is not expected:  # pragma: no cover - concurrent writes meanwhile
+                raise ConflictError("the session changed during rebase; retry")
+            s._base = base
+            s._base_nodes = {n.path: n for n in base.nodes}
+            s._base_loose = {r.key: r for r in base.loose}
+            s._changes = changes
+
+    async def try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
+        return await self._s._try_commit_once(message, meta)
 
 
 # ---------------------------------------------------------------------- forks
-_REGISTRY: OrderedDict[str, ForkSession] = OrderedDict()
-_REGISTRY_LOCK = threading.Lock()
-_REGISTRY_MAX = 10_000
-
-
-def _register(f: ForkSession) -> ForkSession:
-    with _REGISTRY_LOCK:
-        existing = _REGISTRY.get(f._fork_id)
-        if existing is not None:
-            _REGISTRY.move_to_end(f._fork_id)
-            return existing
-        _REGISTRY[f._fork_id] = f
-        while len(_REGISTRY) > _REGISTRY_MAX:
-            _REGISTRY.popitem(last=False)
-    return f
-
-
-def _release(f: ForkSession) -> None:
-    with _REGISTRY_LOCK:
-        if _REGISTRY.get(f._fork_id) is f:
-            del _REGISTRY[f._fork_id]
+# the per-process registry of shared forks lives in ``_registry`` (docs/design/003);
+# ``icechunk_dist.dask`` imports ``_REGISTRY`` and ``_REGISTRY_LOCK`` from this module
+def _hold_if_shared(f: ForkSession) -> None:
+    if f._shared:
+        _hold(f)
 
 
 def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
     shared = state.get("shared", False)
     if shared:
         with _REGISTRY_LOCK:
-            existing = _REGISTRY.get(state["fork_id"])
+            found = _REGISTRY.get(state["fork_id"])
+        existing = found if isinstance(found, ForkSession) else None
         if existing is not None:
             # a copy coming back (e.g. from a worker process) carries writes this process's
             # copy does not have: keep them (identical writes are one write), or they would
@@ -501,6 +547,7 @@ class ForkSession(SessionCore):
         with self._lock:
             self._changes = self._changes.merge(changes, describe=_node_names(self))
             self._contributors |= set(contributors)
+        _hold_if_shared(self)
 
     def _as_contribution(self) -> ForkSession:
         """This fork's changes under a new contributor id (for copies sharing a fork id)."""
@@ -554,6 +601,7 @@ class ForkSession(SessionCore):
             raise self._named_conflict(e) from None
         for f in forks:
             _release(f)
+        _hold_if_shared(self)
         return self
 
     def _named_conflict(self, e: ConflictError) -> ConflictError:
@@ -587,10 +635,18 @@ class ForkSession(SessionCore):
     async def set_key(self, key: str, data: bytes) -> None:
         await self._ensure_base()
         await super().set_key(key, data)
+        _hold_if_shared(self)
+
+    async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
+                              etag: str | None) -> None:
+        await self._ensure_base()
+        await super().set_virtual_key(key, url, offset, length, etag)
+        _hold_if_shared(self)
 
     async def delete_key(self, key: str) -> None:
         await self._ensure_base()
         await super().delete_key(key)
+        _hold_if_shared(self)
 
     async def iter_keys(self, prefix: str = "") -> Any:
         await self._ensure_base()
