@@ -93,9 +93,8 @@ def test_one_array_and_overlapping_writes(repo: Repository):
     x2 = da.store(da.full(10, 2, chunks=10, dtype="i4"),
                   zarr.open_array(f2.store, path="x", mode="r+"), regions=(slice(0, 10),),
                   compute=False, lock=False, return_stored=True, load_stored=False)
-    with dask.config.set(scheduler="threads"):
-        with pytest.raises(ConflictError) as ei:
-            session_merge_reduction([x1, x2], split_every=2)
+    with dask.config.set(scheduler="threads"), pytest.raises(ConflictError) as ei:
+        session_merge_reduction([x1, x2], split_every=2)
     assert ei.value.path == "x" and ei.value.chunk_coords == [(0,)]
 
 
