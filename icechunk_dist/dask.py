@@ -529,16 +529,15 @@ def session_merge_reduction(arrays: da.Array | Sequence[da.Array], *,
     import dask
     import dask.array as dsa
 
-    if not isinstance(arrays, (list, tuple)):
-        arrays = [arrays]
-    for a in arrays:
+    given: list[Any] = list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
+    for a in given:
         if not isinstance(a, dsa.Array):
             raise InvalidInputError(
                 f"session_merge_reduction takes dask arrays, got {type(a).__name__}"
             )
-    if not arrays:
+    if not given:
         raise InvalidInputError("session_merge_reduction needs at least one array")
-    arrays = [_targets_array(a) for a in arrays]
+    targets = [_targets_array(a) for a in given]
     meta = np.array([object()], dtype=object)
     reduced = [
         dsa.reduction(
@@ -546,7 +545,7 @@ def session_merge_reduction(arrays: da.Array | Sequence[da.Array], *,
             concatenate=False, keepdims=False, dtype=object, meta=meta,
             name="icechunk-merge-stored", **kwargs,
         )
-        for a in arrays
+        for a in targets
     ]
     parts = dask.compute(*reduced)
     merged = _merge_stored(*parts)
