@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -70,11 +70,12 @@ class ConflictType(Enum):
 @dataclass(frozen=True)
 class Conflict:
     """One conflict: its type, the node path (``"/a/b"``) and, for chunk conflicts, the
-    coordinates of the chunks involved."""
+    coordinates of the chunks involved (``None`` for conflicts that are not about chunks,
+    as in Icechunk)."""
 
     conflict_type: ConflictType
     path: str
-    conflicted_chunks: list[tuple[int, ...]] = field(default_factory=list)
+    conflicted_chunks: list[tuple[int, ...]] | None = None
     snapshot_id: str | None = None  # the landed commit it conflicts with
 
     def __str__(self) -> str:
@@ -165,7 +166,7 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
 
         def add(t: ConflictType, path: str, chunks: list[tuple[int, ...]] | None = None,
                 _sid: str = tx.snapshot_id) -> None:
-            out.append(Conflict(t, public_path(path), chunks or [], _sid))
+            out.append(Conflict(t, public_path(path), chunks, _sid))
 
         for path, rec in sorted(ours.nodes.items()):
             old = base_nodes.get(path)
@@ -241,7 +242,7 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
                 rec = out.nodes.get(path) or tip.get(path)
                 if rec is not None and rec.node_id in out.chunks:
                     ac = out.chunks[rec.node_id]
-                    keys = coord_keys(np.asarray(conflict.conflicted_chunks, np.int64))
+                    keys = coord_keys(np.asarray(conflict.conflicted_chunks or [], np.int64))
                     out.chunks[rec.node_id] = ArrayChunks(ac.ndim, ac.table.without(keys))
             elif t is ConflictType.KeyDoubleUpdate:
                 out.loose.pop(path, None)
