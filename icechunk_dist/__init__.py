@@ -1,7 +1,16 @@
 """icechunk_dist: transactional, versioned Zarr v3 storage on object storage, built for many
 Dask workers writing one dataset as one atomic commit."""
 
-from icechunk_dist.config import RepositoryConfig
+from icechunk_dist._enums import ChunkType, SessionMode
+from icechunk_dist._repo_docs import Update, UpdateType
+from icechunk_dist.config import (
+    CachingConfig,
+    CompressionAlgorithm,
+    CompressionConfig,
+    ManifestConfig,
+    ManifestSplittingConfig,
+    RepositoryConfig,
+)
 from icechunk_dist.conflicts import (
     BasicConflictSolver,
     Conflict,
@@ -41,6 +50,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError",
     "BasicConflictSolver",
+    "CachingConfig",
+    "ChunkType",
+    "CompressionAlgorithm",
+    "CompressionConfig",
     "Conflict",
     "ConflictDetector",
     "ConflictError",
@@ -53,6 +66,8 @@ __all__ = [
     "IcechunkDistError",
     "IcechunkStore",
     "InvalidInputError",
+    "ManifestConfig",
+    "ManifestSplittingConfig",
     "NotFoundError",
     "ReadOnlyError",
     "RebaseFailedError",
@@ -60,10 +75,13 @@ __all__ = [
     "RepositoryConfig",
     "RepositoryNotFoundError",
     "Session",
+    "SessionMode",
     "SessionStateError",
     "SnapshotInfo",
     "Storage",
     "StorageError",
+    "Update",
+    "UpdateType",
     "VersionSelection",
     "__version__",
     "azure_storage",

@@ -21,6 +21,7 @@ from icechunk_dist.session._commit import write_commit
 from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
 from icechunk_dist.session._io import read_snapshot
+from icechunk_dist.session._parity import SessionParity
 from icechunk_dist.session._registry import _REGISTRY as _REGISTRY
 from icechunk_dist.session._registry import _REGISTRY_LOCK as _REGISTRY_LOCK
 from icechunk_dist.session._registry import _register, _release
@@ -51,7 +52,7 @@ async def _load_snapshot_cached(storage: Storage, snapshot_id: str) -> SnapshotD
     return snap
 
 
-class Session(SessionCore):
+class Session(SessionParity, SessionCore):
     """A view of the repository through which zarr reads and (if writable) writes.
 
     Obtain one from :meth:`Repository.writable_session` or
@@ -76,6 +77,7 @@ class Session(SessionCore):
         self._lineage_id = new_id()
         self._merged_forks: set[str] = set()
         self._state = "open"
+        self._default_commit_metadata: dict[str, Any] = {}  # Repository's, at opening
         # manifests written by earlier attempts of this session's commit (see write_commit)
         self._manifest_reuse: dict[Any, Any] = {}
 
@@ -118,6 +120,7 @@ class Session(SessionCore):
         self._lineage_id = new_id()
         self._merged_forks = set()
         self._state = "open"
+        self._default_commit_metadata = {}
         self._manifest_reuse = {}
 
     # ------------------------------------------------------------------ status
@@ -263,7 +266,7 @@ class Session(SessionCore):
             raise SessionStateError("cannot commit: " + self._read_only_reason())
         if not isinstance(message, str):
             raise InvalidInputError("commit message must be a string")
-        meta = dict(metadata or {})
+        meta = {**self._default_commit_metadata, **dict(metadata or {})}
         if self._changes.is_empty() and not allow_empty:
             raise SessionStateError(
                 "nothing to commit: this session has no changes (pass allow_empty=True to "
