@@ -21,6 +21,7 @@ __all__ = [
     "ErrorKind",
     "FormatError",
     "IcechunkDistError",
+    "IcechunkError",
     "InvalidInputError",
     "NotFoundError",
     "ReadOnlyError",
@@ -75,6 +76,10 @@ class IcechunkDistError(Exception):
     def __reduce__(self) -> Any:
         # errors cross process boundaries (Dask); keep their structured fields
         return (_restore_error, (type(self), self.args, dict(self.__dict__)))
+
+
+IcechunkError = IcechunkDistError
+"""Icechunk's name for :class:`IcechunkDistError` (``except icechunk.IcechunkError`` ports)."""
 
 
 class ConflictError(IcechunkDistError):

@@ -382,3 +382,17 @@ def test_ops_log_records_every_ref_update(repo: Repository):
     assert all(u.backup_path is None for u in log)
     # writers in other processes are seen too: the log is read from storage
     assert [type(u.kind).__name__ for u in Repository.open(repo.storage).ops_log()] == kinds
+
+
+def test_session_config_merge_async_and_the_icechunk_error_name(repo: Repository):
+    _with_array(repo)
+    s = repo.writable_session("main")
+    assert s.config == repo.config and s.config is not s.config
+    f = s.fork()
+    zarr.open_array(f.store, path="g/a", mode="r+")[0:5] = 4
+    run(s.merge_async(f))
+    with pytest.raises(icd.IcechunkError):  # Icechunk's base-class name catches ours
+        s.merge(f)
+    s.commit("merged asynchronously")
+    assert zarr.open_array(repo.readonly_session("main").store, path="g/a")[0] == 4
+    assert run(s.get_node_id_async("/g/a")) == s.get_node_id("/g/a")

@@ -64,6 +64,19 @@ class SessionParity:
         :meth:`Repository.rearrange_session`)."""
         return SessionMode.readonly if self._read_only else SessionMode.writable
 
+    @property
+    def config(self: Any) -> Any:
+        """A copy of the repository config this session uses (a ``RepositoryConfig``)."""
+        return self._config.copy()
+
+    async def get_node_id_async(self, path: str) -> str:
+        """Async twin of :meth:`get_node_id` (no I/O)."""
+        return self.get_node_id(path)
+
+    async def merge_async(self: Any, *forks: Any, policy: str = "fail") -> None:
+        """Async twin of :meth:`Session.merge` (run off the caller's loop)."""
+        await asyncio.to_thread(lambda: self.merge(*forks, policy=policy))
+
     def get_node_id(self: Any, path: str) -> str:
         """The stable id of the node at ``path`` (it survives moves).
 
