@@ -154,7 +154,10 @@ class IcechunkStore(Store):
         self, prototype: BufferPrototype,
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
-        return [await self.get(k, prototype, r) for k, r in key_ranges]
+        from icechunk_dist.session._io import gather_limited
+
+        limit = self._session._config.get_partial_values_concurrency
+        return await gather_limited([self.get(k, prototype, r) for k, r in key_ranges], limit)
 
     async def exists(self, key: str) -> bool:
         return await self._session.key_exists(key)

@@ -154,6 +154,15 @@ def test_store_behaviour_matches_icechunk(repo: Repository):
     assert everything == run(listing("")) and "g/a/zarr.json" in everything
     assert "g/a/c/3" in everything
     assert store.supports_consolidated_metadata is False
+    from zarr.abc.store import RangeByteRequest
+    from zarr.core.buffer import default_buffer_prototype
+
+    cfg_store = Repository.open(repo.storage, config=RepositoryConfig(
+        get_partial_values_concurrency=2)).readonly_session("main").store
+    keys = [(f"g/a/c/{i}", RangeByteRequest(0, 4)) for i in range(4)] + [("g/a/c/9", None)]
+    got = run(cfg_store.get_partial_values(default_buffer_prototype(), keys))
+    assert [None if b is None else np.frombuffer(b.to_bytes(), "<i4")[0] for b in got] == [
+        0, 5, 10, 15, None]  # in order, concurrently (at most 2 at once)
     with pytest.raises(NotFoundError) as ei:
         run(store.getsize("g/a/c/99"))
     assert isinstance(ei.value, FileNotFoundError)  # zarr's store contract
