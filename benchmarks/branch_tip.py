@@ -3,7 +3,7 @@
 For each backend (local disk; the moto S3 server on 127.0.0.1) and each history length
 (default 100 and 3,000 versions of ``main``), prints the median time of
 
-- ``Repository.lookup_branch("main")`` (the tip-hint read of docs/design/009-o1-branch-tips.md),
+- ``Repository.lookup_branch("main")`` (the tip-hint read of docs/design/006-o1-branch-tips.md),
 - the listing read it replaced (list every version, then read the newest),
 - a small commit (one 4-chunk int32 array),
 

@@ -1,7 +1,16 @@
 """icechunk_dist: transactional, versioned Zarr v3 storage on object storage, built for many
 Dask workers writing one dataset as one atomic commit."""
 
-from icechunk_dist.config import RepositoryConfig
+from icechunk_dist._enums import ChunkType, SessionMode
+from icechunk_dist._repo_docs import Update, UpdateType
+from icechunk_dist.config import (
+    CachingConfig,
+    CompressionAlgorithm,
+    CompressionConfig,
+    ManifestConfig,
+    ManifestSplittingConfig,
+    RepositoryConfig,
+)
 from icechunk_dist.conflicts import (
     BasicConflictSolver,
     Conflict,
@@ -17,6 +26,7 @@ from icechunk_dist.errors import (
     FormatError,
     GCConflictError,
     IcechunkDistError,
+    IcechunkError,
     InvalidInputError,
     NotFoundError,
     ReadOnlyError,
@@ -42,6 +52,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AlreadyExistsError",
     "BasicConflictSolver",
+    "CachingConfig",
+    "ChunkType",
+    "CompressionAlgorithm",
+    "CompressionConfig",
     "Conflict",
     "ConflictDetector",
     "ConflictError",
@@ -53,8 +67,11 @@ __all__ = [
     "GCConflictError",
     "ForkSession",
     "IcechunkDistError",
+    "IcechunkError",
     "IcechunkStore",
     "InvalidInputError",
+    "ManifestConfig",
+    "ManifestSplittingConfig",
     "NotFoundError",
     "ReadOnlyError",
     "RebaseFailedError",
@@ -62,10 +79,13 @@ __all__ = [
     "RepositoryConfig",
     "RepositoryNotFoundError",
     "Session",
+    "SessionMode",
     "SessionStateError",
     "SnapshotInfo",
     "Storage",
     "StorageError",
+    "Update",
+    "UpdateType",
     "VersionSelection",
     "__version__",
     "azure_storage",

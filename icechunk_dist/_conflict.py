@@ -7,7 +7,7 @@ carries them) and ``conflicts`` (which finds them), so neither imports the other
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 __all__ = ["Conflict", "ConflictType"]
@@ -32,11 +32,12 @@ class ConflictType(Enum):
 @dataclass(frozen=True)
 class Conflict:
     """One conflict: its type, the node path (``"/a/b"``) and, for chunk conflicts, the
-    coordinates of the chunks involved."""
+    coordinates of the chunks involved (``None`` for conflicts that are not about chunks,
+    as in Icechunk)."""
 
     conflict_type: ConflictType
     path: str
-    conflicted_chunks: list[tuple[int, ...]] = field(default_factory=list)
+    conflicted_chunks: list[tuple[int, ...]] | None = None
     snapshot_id: str | None = None  # the landed commit it conflicts with
 
     def __str__(self) -> str:

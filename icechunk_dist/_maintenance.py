@@ -1,4 +1,4 @@
-"""Garbage collection and snapshot expiry (docs/maintenance.md, docs/design/004-gc-vs-writers.md).
+"""Garbage collection and snapshot expiry (docs/maintenance.md, docs/design/005-gc-vs-writers.md).
 
 Reachable: the initial snapshot, the tip of every live branch, every live tag, and all their
 ancestors; the transaction logs of those snapshots, the manifests they point to, and the chunk

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from icechunk_dist.errors import SessionStateError
 
-__all__ = ["run"]
+__all__ = ["run", "run_async"]
 
 T = TypeVar("T")
 
@@ -72,3 +72,19 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
             "await the *_async variant instead"
         )
     return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` run on the bridge loop, from any event loop, without blocking it.
+
+    The async twins of the API use this: the caller's loop only waits on a future, so it
+    keeps running its other tasks, and no sync method of ours ever runs on it.
+    """
+    loop = _get_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return await coro
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))

@@ -130,7 +130,7 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
 
         def add(t: ConflictType, path: str, chunks: list[tuple[int, ...]] | None = None,
                 _sid: str = tx.snapshot_id) -> None:
-            out.append(Conflict(t, public_path(path), chunks or [], _sid))
+            out.append(Conflict(t, public_path(path), chunks, _sid))
 
         for path, rec in sorted(ours.nodes.items()):
             old = base_nodes.get(path)
@@ -206,7 +206,7 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
                 rec = out.nodes.get(path) or tip.get(path)
                 if rec is not None and rec.node_id in out.chunks:
                     ac = out.chunks[rec.node_id]
-                    keys = coord_keys(np.asarray(conflict.conflicted_chunks, np.int64))
+                    keys = coord_keys(np.asarray(conflict.conflicted_chunks or [], np.int64))
                     out.chunks[rec.node_id] = ArrayChunks(ac.ndim, ac.table.without(keys))
             elif t is ConflictType.KeyDoubleUpdate:
                 out.loose.pop(path, None)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import dask.array as da
     import zarr
 
-__all__ = ["gather_forks", "store_dask", "to_zarr"]
+__all__ = ["gather_forks", "session_merge_reduction", "store_dask", "to_zarr"]
 
 Region = tuple[slice, ...]
 
@@ -390,3 +390,164 @@ def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region |
             "worker loss)",
             path=path, chunk_coords=missing[:20],
         )
+
+
+# ------------------------------------------------------------------------------ Icechunk's
+def _flatten_forks(items: Any) -> list[ForkSession]:
+    out: list[ForkSession] = []
+    stack = [items]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(reversed(item))
+        elif isinstance(item, np.ndarray) and item.dtype == object:
+            stack.extend(reversed(list(item.ravel())))
+        elif isinstance(item, ForkSession):
+            out.append(item)
+        else:
+            raise InvalidInputError(
+                f"session_merge_reduction merges forks, got a {type(item).__name__}"
+            )
+    return out
+
+
+def _stored_fork(block: Any, axis: Any = None, keepdims: Any = None,
+                 computing_meta: bool = False) -> Any:
+    """Reduction ``chunk``: the fork whose store a ``return_stored`` block was written to."""
+    if computing_meta:
+        return np.array([object()], dtype=object)
+    target = block.ravel()[0] if isinstance(block, np.ndarray) and block.dtype == object else block
+    if isinstance(target, ForkSession):
+        return target
+    store = getattr(target, "store", None)
+    if not isinstance(store, IcechunkStore):
+        raise InvalidInputError(
+            "session_merge_reduction takes the arrays returned by dask.array.store(..., "
+            "return_stored=True, load_stored=False) or dask.array.to_zarr(..., "
+            f"return_stored=True) on a fork's store; got blocks of {type(target).__name__} "
+            "(stored arrays that load their data, e.g. store(..., compute=False, "
+            "return_stored=True) without load_stored=False, no longer hold the targets)"
+        )
+    sess = store.session
+    if not isinstance(sess, ForkSession):
+        raise SessionStateError(
+            "session_merge_reduction needs arrays written through a fork's store "
+            "(fork = session.fork(); target = zarr.open_array(fork.store, ...)), not a "
+            "writable session's store"
+        )
+    return sess
+
+
+def _merge_stored(*items: Any, axis: Any = None, keepdims: Any = None,
+                  computing_meta: bool = False) -> Any:
+    """Reduction ``aggregate``: merge the forks of several blocks into a new fork.
+
+    Blocks written in one process may share one copy of the fork (dask hands tasks that
+    need the same target one object), so the same copy, or the same change-set, arrives
+    more than once: it is merged once. Different writes of one chunk still conflict.
+    """
+    if computing_meta:
+        return np.array([object()], dtype=object)
+    forks = _flatten_forks(items)
+    if not forks:
+        raise InvalidInputError("session_merge_reduction got no forks to merge")
+    unique: list[ForkSession] = []
+    seen: set[str] = set()
+    for f in forks:
+        if any(g is f for g in unique) or (f._contributors and f._contributors <= seen):
+            continue
+        unique.append(f)
+        seen |= f._contributors
+    if len(unique) == 1:
+        return unique[0]
+    out = unique[0].child()
+    # contributions under fresh ids: overlapping ids here are one copy's writes seen twice
+    return out.merge(*(f._as_contribution() for f in unique))
+
+
+def _targets_array(a: da.Array) -> da.Array:
+    """``a`` itself, or, for ``to_zarr(..., return_stored=True)`` / ``store(...,
+    compute=True, return_stored=True)`` (whose blocks load the stored data back), the
+    persisted array of targets those blocks load from."""
+    import dask.array as dsa
+
+    graph = a.__dask_graph__()
+    deps = getattr(graph, "dependencies", {}).get(a.name, set())
+    if a.name.startswith("load_chunk-") and len(deps) == 1:
+        (dep,) = deps
+        if dep.startswith("store-map-"):
+            return dsa.Array(graph, dep, a.chunks,
+                             meta=np.empty((0,) * a.ndim, dtype=object))
+    return a
+
+
+def session_merge_reduction(arrays: da.Array | Sequence[da.Array], *,
+                            split_every: int | None, **kwargs: Any) -> ForkSession:
+    """Merge what ``dask.array.store`` / ``dask.array.to_zarr`` wrote through forks into one
+    fork, with a ``dask.array.reduction`` tree (Icechunk's ``session_merge_reduction``).
+
+    This is how plain Dask users get one commit::
+
+        fork = session.fork()
+        target = zarr.open_array(fork.store, path="x", mode="r+")
+        stored = dask.array.store(x, target, compute=False, lock=False,
+                                  return_stored=True, load_stored=False)
+        # or: stored = dask.array.to_zarr(x, target, return_stored=True)
+        session.merge(session_merge_reduction(stored, split_every=8))
+        session.commit("one commit")
+
+    Every block of ``arrays`` is the zarr array a task wrote to; its store's session is the
+    copy of the fork that task wrote through. The copies are merged ``split_every`` at a time
+    on the workers, and the driver receives one fork. :func:`store_dask` does all of it in
+    one call; :func:`gather_forks` is the completeness-checked alternative for results that
+    were discarded.
+
+    Parameters
+    ----------
+    arrays
+        One dask array or a list of them, as returned with ``return_stored=True``.
+    split_every
+        Fan-in of the reduction tree (``None``: dask's default).
+    **kwargs
+        Passed to ``dask.array.reduction`` (as Icechunk does).
+
+    Returns
+    -------
+    ForkSession
+        One fork holding every write; pass it to ``session.merge``.
+
+    Raises
+    ------
+    InvalidInputError
+        If the arrays were not written through a fork's store, or are not dask arrays.
+    SessionStateError
+        If they were written through a writable session's store, or through forks of
+        different sessions.
+    ConflictError
+        If two tasks wrote one chunk differently.
+    """
+    import dask
+    import dask.array as dsa
+
+    given: list[Any] = list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
+    for a in given:
+        if not isinstance(a, dsa.Array):
+            raise InvalidInputError(
+                f"session_merge_reduction takes dask arrays, got {type(a).__name__}"
+            )
+    if not given:
+        raise InvalidInputError("session_merge_reduction needs at least one array")
+    targets = [_targets_array(a) for a in given]
+    meta = np.array([object()], dtype=object)
+    reduced = [
+        dsa.reduction(
+            a, chunk=_stored_fork, aggregate=_merge_stored, split_every=split_every,
+            concatenate=False, keepdims=False, dtype=object, meta=meta,
+            name="icechunk-merge-stored", **kwargs,
+        )
+        for a in targets
+    ]
+    parts = dask.compute(*reduced)
+    merged = _merge_stored(*parts)
+    assert isinstance(merged, ForkSession)
+    return merged

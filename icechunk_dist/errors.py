@@ -21,6 +21,7 @@ __all__ = [
     "FormatError",
     "GCConflictError",
     "IcechunkDistError",
+    "IcechunkError",
     "InvalidInputError",
     "NotFoundError",
     "ReadOnlyError",
@@ -56,17 +57,38 @@ def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[
 
 
 class IcechunkDistError(Exception):
-    """Base class of every error raised by icechunk_dist."""
+    """Base class of every error raised by icechunk_dist.
+
+    Attributes
+    ----------
+    message
+        The human-readable message (what ``str(e)`` returns), as Icechunk's errors have it.
+    kind
+        The machine-readable :class:`ErrorKind`.
+    """
 
     kind: ErrorKind = ErrorKind.GENERIC
+
+    @property
+    def message(self) -> str:
+        """The error's message (``str(e)``)."""
+        return str(self)
 
     def __reduce__(self) -> Any:
         # errors cross process boundaries (Dask); keep their structured fields
         return (_restore_error, (type(self), self.args, dict(self.__dict__)))
 
 
+IcechunkError = IcechunkDistError
+"""Icechunk's name for :class:`IcechunkDistError` (``except icechunk.IcechunkError`` ports)."""
+
+
 class ConflictError(IcechunkDistError):
     """A write could not land because another write got there first or overlaps it.
+
+    Built like Icechunk's: ``ConflictError(expected_parent, actual_parent, message)``, with
+    our change-set fields ``path`` and ``chunk_coords`` as keywords. A single positional
+    argument that is not a snapshot id (it contains a space) is taken as the message.
 
     Attributes
     ----------
@@ -81,13 +103,29 @@ class ConflictError(IcechunkDistError):
 
     def __init__(
         self,
-        message: str | None = None,
-        *,
+        *args: Any,
         expected_parent: str | None = None,
         actual_parent: str | None = None,
+        message: str | None = None,
+        kind: ErrorKind | None = None,
         path: str | None = None,
         chunk_coords: Sequence[tuple[int, ...]] = (),
     ) -> None:
+        # positional as Icechunk's: (expected_parent, actual_parent, message, kind); our own
+        # older form ConflictError("message", ...) is recognised by the space in the message
+        if (len(args) == 1 and isinstance(args[0], str) and (" " in args[0] or not args[0])
+                and message is None):
+            message, args = args[0], ()
+        if len(args) > 4:
+            raise TypeError("ConflictError takes at most 4 positional arguments")
+        names = ("expected_parent", "actual_parent", "message", "kind")
+        given = dict(zip(names, args, strict=False))
+        expected_parent = given.get("expected_parent", expected_parent)
+        actual_parent = given.get("actual_parent", actual_parent)
+        message = given.get("message", message)
+        kind = given.get("kind", kind)
+        if isinstance(kind, ErrorKind):
+            self.kind = kind
         self.expected_parent = expected_parent
         self.actual_parent = actual_parent
         self.path = path
@@ -117,6 +155,11 @@ class RebaseFailedError(ConflictError):
 
     kind = ErrorKind.REBASE_FAILED
 
+    @property
+    def snapshot(self) -> str:
+        """Icechunk's name for :attr:`snapshot_id`."""
+        return self.snapshot_id
+
     def __init__(
         self, snapshot_id: str, conflicts: Sequence[Conflict], message: str | None = None
     ) -> None:
@@ -129,9 +172,9 @@ class RebaseFailedError(ConflictError):
             message += shown + more
         first = self.conflicts[0] if self.conflicts else None
         super().__init__(
-            message,
+            message=message,
             path=None if first is None else first.path,
-            chunk_coords=() if first is None else first.conflicted_chunks,
+            chunk_coords=() if first is None else (first.conflicted_chunks or ()),
         )
 
 

@@ -11,7 +11,7 @@ after reading the version back, not reported as a conflict or a failure.
 Reading a tip costs O(1) requests whatever the length of the history: an overwritable hint
 ``refs/branch.<name>/tip`` names the newest version its writer created; the reader GETs it,
 then the named version and the next one, and walks on until a version is absent. The hint
-only says where to look; the create-only versions decide (docs/design/009-o1-branch-tips.md).
+only says where to look; the create-only versions decide (docs/design/006-o1-branch-tips.md).
 
 A tag is ``refs/tag.<name>/ref`` (create-only, immutable); deleting it creates
 ``refs/tag.<name>/deleted``, and since ``ref`` stays, the name can never be reused.

@@ -10,6 +10,7 @@ from typing import Any
 
 from icechunk_dist import _sync, refs
 from icechunk_dist._maintenance import GCSummary, expire_snapshots, garbage_collect
+from icechunk_dist._repository_parity import RepositoryParity, load_config
 from icechunk_dist._types import new_id
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
@@ -50,23 +51,25 @@ def _info(s: SnapshotData) -> SnapshotInfo:
                         message=s.message, metadata=dict(s.metadata))
 
 
-class Repository:
+class Repository(RepositoryParity):
     """A versioned Zarr repository on object storage.
 
     Open one with :meth:`create`, :meth:`open` or :meth:`open_or_create`. A repository
     object is cheap, holds no open connection, and pickles (unless its storage is in-memory).
     """
 
-    def __init__(self, storage: Storage, info: RepoInfo) -> None:
+    def __init__(self, storage: Storage, info: RepoInfo,
+                 config: RepositoryConfig | None = None) -> None:
         self._storage = storage
         self._info = info
-        self._config = RepositoryConfig.from_dict(info.config)
+        self._config = config if config is not None else RepositoryConfig.from_dict(info.config)
+        self._default_commit_metadata: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<icechunk_dist.Repository at {self._storage.describe()}>"
 
     def __reduce__(self) -> Any:
-        return (Repository, (self._storage, self._info))
+        return (Repository, (self._storage, self._info, self._config))
 
     @property
     def storage(self) -> Storage:
@@ -74,7 +77,9 @@ class Repository:
 
     @property
     def config(self) -> RepositoryConfig:
-        return self._config
+        """A copy of this repository object's config (changing it changes nothing: pass a
+        config to :meth:`open` or :meth:`reopen`, and :meth:`save_config` to persist it)."""
+        return self._config.copy()
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -116,39 +121,59 @@ class Repository:
         return cls(storage, info)
 
     @classmethod
-    def open(cls, storage: Storage) -> Repository:
+    def open(cls, storage: Storage, config: RepositoryConfig | None = None) -> Repository:
         """Open an existing repository.
+
+        Parameters
+        ----------
+        storage
+            Where the repository is.
+        config
+            Settings merged over the repository's saved config (its non-None fields win);
+            not persisted unless :meth:`save_config` is called.
 
         Raises
         ------
         RepositoryNotFoundError
             If there is no repository at this location.
         FormatError
-            If the repository marker is unreadable.
+            If the repository marker or its saved config is unreadable or invalid.
+        InvalidInputError
+            If ``config`` is not a RepositoryConfig.
         """
-        return _sync.run(cls.open_async(storage))
+        return _sync.run(cls._open(storage, config))
 
     @classmethod
-    async def open_async(cls, storage: Storage) -> Repository:
+    async def open_async(cls, storage: Storage,
+                         config: RepositoryConfig | None = None) -> Repository:
+        """Async twin of :meth:`open`."""
+        return await _sync.run_async(cls._open(storage, config))
+
+    @classmethod
+    async def _open(cls, storage: Storage, config: RepositoryConfig | None) -> Repository:
+        if config is not None and not isinstance(config, RepositoryConfig):
+            raise InvalidInputError("config must be a RepositoryConfig")
         try:
             info = await read_repo_info(storage)
         except ObjectNotFoundError:
             raise RepositoryNotFoundError(
                 f"no repository at {storage.describe()}"
             ) from None
-        return cls(storage, info)
+        saved = await load_config(storage, info)
+        return cls(storage, info, saved if config is None else saved.merge(config))
 
     @classmethod
     def open_or_create(cls, storage: Storage,
                        config: RepositoryConfig | None = None) -> Repository:
-        """Open the repository at ``storage``, creating it first if there is none."""
+        """Open the repository at ``storage`` (with ``config`` merged over its saved one),
+        creating it with ``config`` first if there is none."""
         try:
-            return cls.open(storage)
+            return cls.open(storage, config)
         except RepositoryNotFoundError:
             try:
                 return cls.create(storage, config)
             except AlreadyExistsError:  # created concurrently by someone else
-                return cls.open(storage)
+                return cls.open(storage, config)
 
     @staticmethod
     def exists(storage: Storage) -> bool:
@@ -446,10 +471,28 @@ class Repository:
 
     # ------------------------------------------------------------------ sessions
     def readonly_session(self, branch: str | None = None, *, tag: str | None = None,
-                         snapshot_id: str | None = None) -> Session:
-        """A read-only session at a branch tip (default ``main``), a tag or a snapshot."""
+                         snapshot_id: str | None = None,
+                         as_of: datetime | None = None) -> Session:
+        """A read-only session at a branch tip (default ``main``), a tag or a snapshot.
+
+        ``as_of`` (with a branch): the newest snapshot of the branch's history written at or
+        before that time.
+
+        Raises
+        ------
+        NotFoundError
+            If the ref or snapshot does not exist, or nothing is old enough for ``as_of``.
+        InvalidInputError
+            If more than one of branch/tag/snapshot is given, ``as_of`` with a tag or
+            snapshot, or a naive ``as_of``.
+        """
         if branch is None and tag is None and snapshot_id is None:
             branch = "main"
+        if as_of is not None:
+            if branch is None:
+                raise InvalidInputError("as_of goes with a branch, not a tag or snapshot id")
+            refs.validate_ref_name(branch, "branch")
+            snapshot_id, branch = _sync.run(self._snapshot_as_of(branch, as_of)), None
         sid = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
         snap = _sync.run(read_snapshot(self._storage, sid))
         return Session(storage=self._storage, config=self._config, genesis=self._genesis,
@@ -469,8 +512,10 @@ class Repository:
             tip = await refs.read_branch(self._storage, branch, self._genesis)
             assert tip.snapshot_id is not None
             snap = await read_snapshot(self._storage, tip.snapshot_id)
-            return Session(storage=self._storage, config=self._config, genesis=self._genesis,
-                           base=snap, branch=branch, read_only=False, branch_tip=tip)
+            s = Session(storage=self._storage, config=self._config, genesis=self._genesis,
+                        base=snap, branch=branch, read_only=False, branch_tip=tip)
+            s._default_commit_metadata = dict(self._default_commit_metadata)
+            return s
 
         return _sync.run(go())
 

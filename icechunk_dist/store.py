@@ -14,7 +14,8 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from icechunk_dist.errors import ReadOnlyError
+from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.errors import NotFoundError, ReadOnlyError
 from icechunk_dist.session._storeslot import register_store_class
 from icechunk_dist.storage import Storage
 
@@ -23,6 +24,8 @@ __all__ = ["IcechunkStore", "StoreBackend"]
 
 class StoreBackend(Protocol):
     """What the store needs from a session or fork (``Session``, ``ForkSession``)."""
+
+    _config: RepositoryConfig  # the repository config the session was opened with
 
     @property
     def read_only(self) -> bool: ...
@@ -63,7 +66,13 @@ class StoreReadOnlyError(ReadOnlyError, ValueError):
     """A write through a read-only store (a ``ValueError`` too, as zarr expects)."""
 
 
+class StoreKeyNotFoundError(NotFoundError, FileNotFoundError):
+    """A key the store does not hold (a ``FileNotFoundError`` too, as zarr's store contract
+    expects of ``getsize``)."""
+
+
 StoreReadOnlyError.__module__ = "icechunk_dist"
+StoreKeyNotFoundError.__module__ = "icechunk_dist"
 
 
 class IcechunkStore(Store):
@@ -80,6 +89,12 @@ class IcechunkStore(Store):
     supports_deletes = True
     supports_listing = True
     supports_partial_writes = False  # type: ignore[assignment]
+
+    @property
+    def supports_consolidated_metadata(self) -> bool:
+        """False, as Icechunk's: the repository already is the consolidation (listing and
+        metadata reads come from one snapshot), so zarr never writes ``.zmetadata``."""
+        return False
 
     def __init__(self, session: StoreBackend, *, read_only: bool | None = None) -> None:
         ro = session.read_only if read_only is None else bool(read_only)
@@ -177,15 +192,25 @@ class IcechunkStore(Store):
         self, prototype: BufferPrototype,
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
-        return [await self.get(k, prototype, r) for k, r in key_ranges]
+        from icechunk_dist.session._io import gather_limited
+
+        limit = self._session._config.get_partial_values_concurrency
+        return await gather_limited([self.get(k, prototype, r) for k, r in key_ranges], limit)
 
     async def exists(self, key: str) -> bool:
         return await self._session.key_exists(key)
 
     async def getsize(self, key: str) -> int:
+        """Size in bytes of the value at ``key``.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no such key (the error is also a ``FileNotFoundError``).
+        """
         size = await self._session.size_of(key)
         if size is None:
-            raise FileNotFoundError(key)
+            raise StoreKeyNotFoundError(f"no key {key!r} in this store")
         return size
 
     # ------------------------------------------------------------------ writes
@@ -245,7 +270,9 @@ class IcechunkStore(Store):
             yield k
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
-        async for k in self._session.iter_keys(prefix):
+        """Every key starting with ``prefix``; a leading ``/`` is the root, as in Icechunk
+        (``list_prefix("/")`` lists the whole hierarchy)."""
+        async for k in self._session.iter_keys(prefix.lstrip("/")):
             yield k
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]

@@ -178,10 +178,11 @@ def test_fork_works_in_a_fresh_process_and_merges_back(name: str, repo_with_base
     )
     assert out.returncode == 0, out.stderr.decode()
     back = pickle.loads(out.stdout)
-    # a fork sent back to the process that holds it resolves to the same object, which
-    # now carries the writes made in the other process
-    assert back is fork
-    assert fork._changes.chunk_count() == 4 + 1
+    # a copy sent back is its own object carrying the writes made in the other process;
+    # the local fork is untouched (docs/design/004-fork-copies.md)
+    assert back is not fork
+    assert back._changes.chunk_count() == 4 + 1
+    assert fork._changes.chunk_count() == 0
     s.merge(back)
     s.commit("written in another process")
     r = repo.readonly_session("main")
@@ -464,8 +465,8 @@ def test_fork_metadata_change_of_pending_array_merges(repo_with_base: Repository
 
 def test_two_copies_of_one_fork_writing_one_chunk_differently_conflict(
         repo_with_base: Repository):
-    """Copies of a shared fork coming back to the driver are combined; if two processes
-    wrote one chunk differently through the same fork, that is reported, not hidden."""
+    """Copies of one fork coming back to the driver are separate values; if two processes
+    wrote one chunk differently through the same fork, merging both reports it."""
     from icechunk_dist.session import _session
 
     s = repo_with_base.writable_session("main")
@@ -483,12 +484,15 @@ def test_two_copies_of_one_fork_writing_one_chunk_differently_conflict(
         finally:
             _session._REGISTRY.clear()
             _session._REGISTRY.update(saved)
-    assert pickle.loads(returned[0]) is fork
-    assert pickle.loads(returned[0]) is fork  # the same copy again: identical, one write
+    first, second = pickle.loads(returned[0]), pickle.loads(returned[1])
+    assert first is not fork and second is not first
+    with pytest.raises(SessionStateError, match="already merged"):
+        s.merge(first, pickle.loads(returned[0]))  # the same change-set twice
     with pytest.raises(ConflictError) as ei:
-        pickle.loads(returned[1])
+        s.merge(first, second)
     assert ei.value.path == "g/old" and ei.value.chunk_coords == [(0, 1)]
-    s.merge(fork)
+    assert not s.has_uncommitted_changes  # all or nothing
+    s.merge(first)
     s.commit("first copy")
     got = zarr.open_array(repo_with_base.readonly_session("main").store, path="g/old")[:]
     np.testing.assert_array_equal(got[0:5, 5:10], np.ones((5, 5)))

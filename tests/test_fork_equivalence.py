@@ -111,8 +111,8 @@ class ForkEquivalence(RuleBasedStateMachine):
                 job(remote.store, 0)
                 back_blob = mod.dumps(remote)
             back = pickle.loads(back_blob)
-            # sent back to the process holding it: the same object, carrying the writes
-            assert back is parent
+            # sent back to the process holding the fork: a copy of its own, with the writes
+            assert back is not parent
             self.forked.merge(back)
             return
         returned: list[ForkSession] = []

@@ -1,6 +1,6 @@
 """Garbage collection racing real writers never corrupts a commit (issue 10, bug 2).
 
-The guarantee (docs/maintenance.md, docs/design/004-gc-vs-writers.md): a commit whose new
+The guarantee (docs/maintenance.md, docs/design/005-gc-vs-writers.md): a commit whose new
 chunks or reused manifests a collection deleted fails with GCConflictError before its ref
 write, and the branch keeps its last good snapshot; a commit the collection did not touch
 lands normally.

@@ -1,6 +1,6 @@
 """Branch tips are read in O(1) requests in the length of the history (issue 9), and the
 create-only protocol stays safe: exactly one winner, a writer that read an old tip loses,
-whatever the tip hint says (docs/design/009-o1-branch-tips.md). Requests are counted with
+whatever the tip hint says (docs/design/006-o1-branch-tips.md). Requests are counted with
 FaultyStorage (no faults), never timed."""
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ class GCRecordData(msgspec.Struct, frozen=True):
 
     Written before the run deletes anything (``finished_at`` None) and again when it has
     finished deleting. Commits read these to decide whether to verify that the objects they
-    reference still exist (docs/design/004-gc-vs-writers.md); incremental runs read the
+    reference still exist (docs/design/005-gc-vs-writers.md); incremental runs read the
     last ``done`` record.
     """
 

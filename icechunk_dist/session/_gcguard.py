@@ -1,6 +1,6 @@
 """Garbage-collection run records, and the commit's check against them.
 
-The protocol and its proof are in ``docs/design/004-gc-vs-writers.md``; in short:
+The protocol and its proof are in ``docs/design/005-gc-vs-writers.md``; in short:
 
 - a collector writes ``gc/<run id>/start`` before it moves any branch or deletes anything,
   then moves every branch by one no-op version, marks, deletes, moves every branch again,

@@ -86,7 +86,7 @@ async def commit_with_retries(session: CommitTarget, message: str, meta: dict[st
             if (e.actual_parent is not None and e.actual_parent == e.expected_parent
                     and noop_moves < _MAX_NOOP_MOVES):
                 # the branch moved without changing snapshot (garbage collection fences
-                # writers this way, docs/design/004-gc-vs-writers.md): nothing to rebase
+                # writers this way, docs/design/005-gc-vs-writers.md): nothing to rebase
                 noop_moves += 1
                 continue
             if solver is None or e.actual_parent is None:

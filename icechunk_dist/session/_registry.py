@@ -1,101 +1,81 @@
-"""The per-process registry of shared forks (docs/design/003-shared-forks.md)."""
+"""Per-process registry of the copies of each fork made by ``Session.fork()``.
+
+``icechunk_dist.dask.gather_forks`` pulls every worker's copies of a fork (the recipe of plain
+``dask.array.to_zarr`` on ``fork.store``, where task results are discarded). Copies are never
+resolved to one object: each keeps its own change-set (docs/design/004-fork-copies.md).
+"""
 
 from __future__ import annotations
 
 import threading
-import weakref
-from collections.abc import Iterable
-from typing import Protocol, TypeVar
+from collections import OrderedDict
+from typing import TYPE_CHECKING
 
-__all__ = ["_REGISTRY", "_REGISTRY_LOCK", "SharedFork", "_hold", "_register", "_release"]
+from icechunk_dist.changeset import ChangeSet
 
+if TYPE_CHECKING:
+    from icechunk_dist.session._session import ForkSession
 
-class SharedFork(Protocol):
-    """What the registry needs from a fork (``SharedFork``)."""
-
-    @property
-    def fork_id(self) -> str: ...
-
-    @property
-    def has_uncommitted_changes(self) -> bool: ...
+__all__ = ["_REGISTRY", "_REGISTRY_LOCK", "_register", "_release"]
 
 
-F = TypeVar("F", bound=SharedFork)
+class _Copies:
+    """The copies of one fork (one fork id) that live in this process.
 
-
-class _ForkRegistry:
-    """fork id -> the shared fork of this process (docs/design/003-shared-forks.md).
-
-    A fork that has recorded writes is held strongly until it is released (merged, or
-    pulled by ``gather_forks``): dropping it would lose those writes silently. A fork without
-    writes is held weakly: while a task uses it, it stays; once nobody does, a copy that
-    arrives later is an equivalent fresh object. There is no size-based eviction.
-    Callers hold ``_REGISTRY_LOCK``.
+    ``gather_forks`` collects them from every worker (``_as_contribution``); they are not
+    resolved to one object, so every copy (a task's argument) keeps only its own writes.
     """
 
+    __slots__ = ("forks",)
+
     def __init__(self) -> None:
-        self._weak: weakref.WeakValueDictionary[str, SharedFork] = (
-            weakref.WeakValueDictionary())
-        self._holding: dict[str, SharedFork] = {}
+        self.forks: list[ForkSession] = []
 
-    def get(self, fork_id: str, default: SharedFork | None = None) -> SharedFork | None:
-        f = self._holding.get(fork_id)
-        return f if f is not None else self._weak.get(fork_id, default)
-
-    def __setitem__(self, fork_id: str, f: SharedFork) -> None:
-        self._weak[fork_id] = f
-        if f.has_uncommitted_changes:
-            self._holding[fork_id] = f
-
-    def hold(self, f: SharedFork) -> None:
-        """Keep ``f`` until released: it has recorded writes."""
-        if self._weak.get(f.fork_id) is f:
-            self._holding[f.fork_id] = f
-
-    def pop(self, fork_id: str, default: SharedFork | None = None) -> SharedFork | None:
-        held = self._holding.pop(fork_id, None)
-        weak = self._weak.pop(fork_id, None)
-        if held is not None:
-            return held
-        return weak if weak is not None else default
-
-    def items(self) -> list[tuple[str, SharedFork]]:
-        return list(self._weak.items())
-
-    def update(self, pairs: Iterable[tuple[str, SharedFork]]) -> None:
-        for k, v in pairs:
-            self[k] = v
-
-    def clear(self) -> None:
-        self._weak.clear()
-        self._holding.clear()
-
-    def __contains__(self, fork_id: object) -> bool:
-        return fork_id in self._holding or fork_id in self._weak
-
-    def __len__(self) -> int:
-        return len(self._weak)
+    def _as_contribution(self) -> ForkSession | None:
+        """Every write of these copies as one plain fork (identical writes count once)."""
+        parts = [f for f in self.forks if not f._changes.is_empty()]
+        if not parts:
+            return None
+        out = parts[0].child()
+        names: dict[str, str] = {}
+        for f in parts:
+            names.update({rec.node_id: path for path, rec in f._all_nodes().items()})
+        with out._lock:
+            out._changes = ChangeSet().merge_many(
+                [(f._changes, f._inherited) for f in parts], describe=names)
+            out._contributors = {out._own}
+        return out
 
 
-_REGISTRY = _ForkRegistry()
+_REGISTRY: OrderedDict[str, _Copies] = OrderedDict()
 _REGISTRY_LOCK = threading.Lock()
+_REGISTRY_MAX = 10_000
 
 
-def _register(f: F) -> F:
+def _register(f: ForkSession) -> ForkSession:
     with _REGISTRY_LOCK:
-        existing = _REGISTRY.get(f.fork_id)
-        if existing is not None:
-            return existing  # type: ignore[return-value]  # same fork id: same class
-        _REGISTRY[f.fork_id] = f
+        group = _REGISTRY.get(f._fork_id)
+        if group is None:
+            group = _REGISTRY[f._fork_id] = _Copies()
+        else:
+            _REGISTRY.move_to_end(f._fork_id)
+        if not any(g is f for g in group.forks):
+            group.forks.append(f)
+        if len(_REGISTRY) > _REGISTRY_MAX:
+            # bound the registry by dropping the oldest groups whose copies hold no writes;
+            # a copy with writes is never evicted (its writes would be lost silently)
+            for key in [k for k, g in _REGISTRY.items()
+                        if all(c._changes.is_empty() for c in g.forks)]:
+                if len(_REGISTRY) <= _REGISTRY_MAX:
+                    break
+                del _REGISTRY[key]
     return f
 
 
-def _hold(f: SharedFork) -> None:
+def _release(f: ForkSession) -> None:
     with _REGISTRY_LOCK:
-        _REGISTRY.hold(f)
-
-
-def _release(f: SharedFork) -> None:
-    with _REGISTRY_LOCK:
-        if _REGISTRY.get(f.fork_id) is f:
-            _REGISTRY.pop(f.fork_id)
+        group = _REGISTRY.get(f._fork_id)
+        if group is not None:
+            group.forks = [g for g in group.forks if g is not f]
+            if not group.forks:
+                del _REGISTRY[f._fork_id]

@@ -25,13 +25,10 @@ from icechunk_dist.session._core import SessionCore
 from icechunk_dist.session._diff import Diff, diff_from_logs
 from icechunk_dist.session._gcguard import check_before_ref_write
 from icechunk_dist.session._io import read_snapshot
-from icechunk_dist.session._registry import (
-    _REGISTRY,
-    _REGISTRY_LOCK,
-    _hold,
-    _register,
-    _release,
-)
+from icechunk_dist.session._parity import SessionParity
+from icechunk_dist.session._registry import _REGISTRY as _REGISTRY
+from icechunk_dist.session._registry import _REGISTRY_LOCK as _REGISTRY_LOCK
+from icechunk_dist.session._registry import _register, _release
 from icechunk_dist.storage import Storage
 
 if TYPE_CHECKING:
@@ -59,7 +56,7 @@ async def _load_snapshot_cached(storage: Storage, snapshot_id: str) -> SnapshotD
     return snap
 
 
-class Session(SessionCore):
+class Session(SessionParity, SessionCore):
     """A view of the repository through which zarr reads and (if writable) writes.
 
     Obtain one from :meth:`Repository.writable_session` or
@@ -86,6 +83,7 @@ class Session(SessionCore):
         self._state = "open"
         # every object this session writes is younger than this (docs/design/004-...)
         self._started_at = datetime.now(UTC)
+        self._default_commit_metadata: dict[str, Any] = {}  # Repository's, at opening
         # manifests written by earlier attempts of this session's commit (see write_commit)
         self._manifest_reuse: dict[Any, Any] = {}
         # snapshots whose ref write had an unknown outcome (see _try_commit_once)
@@ -131,6 +129,7 @@ class Session(SessionCore):
         self._started_at = datetime.now(UTC)
         self._merged_forks = set()
         self._state = "open"
+        self._default_commit_metadata = {}
         self._manifest_reuse = {}
         self._unsettled = set()
 
@@ -201,6 +200,7 @@ class Session(SessionCore):
                 raise InvalidInputError(
                     f"Session.merge takes ForkSession objects, got {type(f).__name__}"
                 )
+        forks = _distinct(forks)
         with self._lock:
             seen = set(self._merged_forks)
             names = _node_names(self)
@@ -276,7 +276,7 @@ class Session(SessionCore):
             raise SessionStateError("cannot commit: " + self._read_only_reason())
         if not isinstance(message, str):
             raise InvalidInputError("commit message must be a string")
-        meta = dict(metadata or {})
+        meta = {**self._default_commit_metadata, **dict(metadata or {})}
         if self._changes.is_empty() and not allow_empty:
             raise SessionStateError(
                 "nothing to commit: this session has no changes (pass allow_empty=True to "
@@ -394,25 +394,10 @@ class _CommitHandle:
 
 
 # ---------------------------------------------------------------------- forks
-# the per-process registry of shared forks lives in ``_registry`` (docs/design/003);
-# ``icechunk_dist.dask`` imports ``_REGISTRY`` and ``_REGISTRY_LOCK`` from this module
-def _hold_if_shared(f: ForkSession) -> None:
-    if f._shared:
-        _hold(f)
-
-
 def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
+    # every unpickled copy is its own object with its own change-set (a task's argument
+    # must carry back only that task's writes, see docs/design/004-fork-copies.md)
     shared = state.get("shared", False)
-    if shared:
-        with _REGISTRY_LOCK:
-            found = _REGISTRY.get(state["fork_id"])
-        existing = found if isinstance(found, ForkSession) else None
-        if existing is not None:
-            # a copy coming back (e.g. from a worker process) carries writes this process's
-            # copy does not have: keep them (identical writes are one write), or they would
-            # be silently replaced by the local copy's change-set
-            existing._absorb(state["changes"], state["contributors"])
-            return existing
     f = ForkSession.__new__(ForkSession)
     f._setup(
         storage=state["storage"], config=state["config"], base=None,
@@ -420,7 +405,21 @@ def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
         inherited=state["inherited"], changes=state["changes"],
         contributors=set(state["contributors"]), shared=shared,
     )
+    f._carried = frozenset(f._contributors)
     return _register(f) if shared else f
+
+
+def _distinct(forks: tuple[ForkSession, ...]) -> tuple[ForkSession, ...]:
+    """``forks`` with repeats of the fork ``Session.fork()`` returned dropped: thread pools
+    (and dask's threaded scheduler) hand every task that very object, so the recipe
+    ``session.merge(*results)`` receives it once per task. Any other repeat is refused by
+    the merge as a double merge."""
+    out: list[ForkSession] = []
+    for f in forks:
+        if f._original and any(g is f for g in out):
+            continue
+        out.append(f)
+    return tuple(out)
 
 
 def _node_names(core: SessionCore) -> dict[str, str]:
@@ -463,7 +462,9 @@ class ForkSession(SessionCore):
         fid = new_id()
         f._setup(storage=storage, config=config, base=base, base_id=base.id,
                  lineage_id=lineage_id, fork_id=fid, inherited=inherited,
-                 changes=ChangeSet(), contributors={fid}, shared=True)
+                 changes=ChangeSet(), contributors=set(), shared=True)
+        f._own = fid
+        f._original = True
         return _register(f)
 
     def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
@@ -477,14 +478,25 @@ class ForkSession(SessionCore):
         self._base_id = base_id
         self._lineage_id = lineage_id
         self._fork_id = fork_id
+        # ids of the change-sets this fork holds; its own writes are known as ``_own``
+        # (fresh per object), added on the first write. ``_carried``: the ids it held when
+        # it was last pickled (or unpickled); a write after that starts a new change-set
+        # identity (see _note_write and docs/design/004-fork-copies.md)
         self._contributors = contributors
-        # a fork from Session.fork() is "shared": every unpickled copy in one process is the
-        # same object (so zarr tasks writing through its store share one change-set);
-        # children, task results and merges are plain values
+        self._own = new_id()
+        self._carried: frozenset[str] | None = None
+        self._original = False  # the very object Session.fork() returned (see _distinct)
+        # a fork from Session.fork() is "shared": its copies in each process are listed in
+        # the registry (for gather_forks); children, task results and merges are not
         self._shared = shared
 
     def __reduce__(self) -> Any:
         with self._lock:
+            # from now on this change-set is also held by the copy: a later write here is a
+            # new change-set, and a written copy handed over leaves this process's registry
+            if self._own in self._contributors and self._shared:
+                _release(self)
+            self._carried = frozenset(self._contributors)
             state = {
                 "storage": self._storage, "config": self._config, "base_id": self._base_id,
                 "lineage_id": self._lineage_id, "fork_id": self._fork_id,
@@ -537,23 +549,40 @@ class ForkSession(SessionCore):
         f._setup(storage=self._storage, config=self._config,
                  base=self._base if self._base_loaded else None, base_id=self._base_id,
                  lineage_id=self._lineage_id, fork_id=fid, inherited=self._inherited,
-                 changes=ChangeSet(), contributors={fid})
+                 changes=ChangeSet(), contributors=set())
+        f._own = fid
         return f
 
-    def _absorb(self, changes: ChangeSet, contributors: Any) -> None:
-        """Add the changes of another copy of this fork (same fork id) to this one."""
-        if changes.is_empty():
-            return
+    def fork(self) -> ForkSession:
+        """Icechunk's name for :meth:`child`: a fresh, empty fork of the same parent session
+        (same base snapshot and pending metadata), to hand to another worker; merge it back
+        with :meth:`merge` or into the parent with :meth:`Session.merge`."""
+        return self.child()
+
+    def _note_write(self) -> None:
+        """Called before each write: give this object's writes an identity of their own.
+
+        A copy's first write after it was pickled or unpickled starts a new change-set
+        identity: the ids it carried stay with the other copies, so copies of one fork
+        written by different tasks merge, while a copy merged twice (or the same copy
+        pickled twice) is refused as a double merge.
+        """
         with self._lock:
-            self._changes = self._changes.merge(changes, describe=_node_names(self))
-            self._contributors |= set(contributors)
-        _hold_if_shared(self)
+            if self._carried is not None:
+                self._contributors = (self._contributors - self._carried) - {self._own}
+                self._own = new_id()
+                self._carried = None
+                if self._shared:
+                    _register(self)
+            self._contributors.add(self._own)
 
     def _as_contribution(self) -> ForkSession:
         """This fork's changes under a new contributor id (for copies sharing a fork id)."""
         c = self.child()
         with self._lock:
             c._changes = self._changes
+        if not c._changes.is_empty():
+            c._contributors = {c._own}
         return c
 
     def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> ForkSession:
@@ -575,6 +604,7 @@ class ForkSession(SessionCore):
                 )
             if not isinstance(f, ForkSession):
                 raise InvalidInputError(f"cannot merge a {type(f).__name__} into a fork")
+        forks = _distinct(forks)
         try:
             with self._lock:
                 seen = set(self._contributors)
@@ -601,7 +631,6 @@ class ForkSession(SessionCore):
             raise self._named_conflict(e) from None
         for f in forks:
             _release(f)
-        _hold_if_shared(self)
         return self
 
     def _named_conflict(self, e: ConflictError) -> ConflictError:
@@ -634,19 +663,22 @@ class ForkSession(SessionCore):
 
     async def set_key(self, key: str, data: bytes) -> None:
         await self._ensure_base()
+        self._check_writable()
+        self._note_write()
         await super().set_key(key, data)
-        _hold_if_shared(self)
 
     async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
                               etag: str | None) -> None:
         await self._ensure_base()
+        self._check_writable()
+        self._note_write()
         await super().set_virtual_key(key, url, offset, length, etag)
-        _hold_if_shared(self)
 
     async def delete_key(self, key: str) -> None:
         await self._ensure_base()
+        self._check_writable()
+        self._note_write()
         await super().delete_key(key)
-        _hold_if_shared(self)
 
     async def iter_keys(self, prefix: str = "") -> Any:
         await self._ensure_base()
