@@ -23,8 +23,9 @@ from icechunk_dist.session import Session
 from icechunk_dist.session._io import read_snapshot
 from icechunk_dist.storage import Storage
 
-if TYPE_CHECKING:
-    from icechunk_dist.repository import Repository, SnapshotInfo
+# typed loosely on purpose: importing the higher module here would close an import cycle
+Repository = Any
+SnapshotInfo = Any
 
 __all__ = ["RepositoryParity", "load_config"]
 
@@ -256,10 +257,8 @@ class RepositoryParity:
         InvalidInputError
             If ``config`` is not a RepositoryConfig.
         """
-        from icechunk_dist.repository import Repository
-
         new = self._config.copy() if config is None else self._config.merge(config)
-        repo = Repository(self._storage, self._info, new)
+        repo = type(self)(self._storage, self._info, new)  # the Repository this mixin is in  # type: ignore[call-arg]
         repo._default_commit_metadata = dict(self._default_commit_metadata)
         return repo
 

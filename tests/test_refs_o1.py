@@ -16,6 +16,7 @@ import zarr
 
 from icechunk_dist import ConflictError, NotFoundError, Repository, refs
 from icechunk_dist._sync import run
+from icechunk_dist._types import new_id
 from icechunk_dist.format import ObjectType, RefData, encode_object
 from icechunk_dist.storage import Fault, FaultyStorage, local_filesystem_storage
 
@@ -53,7 +54,7 @@ def version_key(name: str, version: int) -> str:
 
 def plant_version(storage: FaultyStorage, name: str, version: int, snapshot_id: str) -> None:
     """Create a version the way a writer that died before its hint write leaves it."""
-    ref = RefData(snapshot_id=snapshot_id, write_id="planted", written_at=datetime.now(UTC))
+    ref = RefData(snapshot_id=snapshot_id, write_id=new_id(), written_at=datetime.now(UTC))
     storage.inner.put_sync(version_key(name, version), encode_object(ref, ObjectType.REF),
                            mode="create")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -32,8 +32,8 @@ from icechunk_dist.format import (
     TxChunks,
 )
 
-if TYPE_CHECKING:
-    from icechunk_dist.session._session import Session
+# typed loosely on purpose: importing the higher module here would close an import cycle
+Session = Any
 
 __all__ = ["SessionParity", "combine_transaction_logs"]
 

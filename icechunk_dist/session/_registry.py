@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import TYPE_CHECKING
+from typing import Any
 
 from icechunk_dist.changeset import ChangeSet
 
-if TYPE_CHECKING:
-    from icechunk_dist.session._session import ForkSession
+# typed loosely on purpose: importing the higher module here would close an import cycle
+ForkSession = Any
 
 __all__ = ["_REGISTRY", "_REGISTRY_LOCK", "_register", "_release"]
 

@@ -465,7 +465,8 @@ class ForkSession(SessionCore):
                  changes=ChangeSet(), contributors=set(), shared=True)
         f._own = fid
         f._original = True
-        return _register(f)
+        _register(f)
+        return f
 
     def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
                base_id: str, lineage_id: str, fork_id: str, inherited: ChangeSet,
