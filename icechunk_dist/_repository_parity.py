@@ -258,7 +258,7 @@ class RepositoryParity:
             If ``config`` is not a RepositoryConfig.
         """
         new = self._config.copy() if config is None else self._config.merge(config)
-        repo = type(self)(self._storage, self._info, new)  # the Repository this mixin is in  # type: ignore[call-arg]
+        repo = type(self)(self._storage, self._info, new)  # type: ignore[call-arg]
         repo._default_commit_metadata = dict(self._default_commit_metadata)
         return repo
 
