@@ -8,10 +8,23 @@ from collections.abc import Sequence
 
 from icechunk_dist import __version__
 from icechunk_dist.cli import _ingest, _maintenance, _repo
-from icechunk_dist.cli._common import EXIT_ERROR, common_parser
-from icechunk_dist.errors import IcechunkDistError
+from icechunk_dist.cli._common import (
+    EXIT_CONFLICT,
+    EXIT_ERROR,
+    EXIT_STORAGE,
+    EXIT_USAGE,
+    common_parser,
+)
+from icechunk_dist.errors import (
+    ConflictError,
+    FormatError,
+    IcechunkDistError,
+    InvalidInputError,
+    NotFoundError,
+    StorageError,
+)
 
-__all__ = ["main"]
+__all__ = ["exit_code_for", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,14 +41,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit status for an error (see the README's exit-code table).
+
+    0 ok, 2 usage or bad input (including unreadable, corrupt or missing inputs), 3 a conflict
+    that rebase did not solve, 4 storage unreachable or a transient failure (worth retrying),
+    1 anything else.
+    """
+    if isinstance(exc, ConflictError):
+        return EXIT_CONFLICT
+    if isinstance(exc, StorageError):
+        return EXIT_STORAGE
+    if isinstance(exc, InvalidInputError | NotFoundError | FormatError):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 1 error, 2 usage)."""
+    """Run the CLI; returns the exit status (0 ok, 1 error, 2 usage/bad input, 3 conflict,
+    4 storage unreachable or transient)."""
     args = _parser().parse_args(argv)
     try:
         rc: int = args.func(args)
     except IcechunkDistError as e:
         print(f"icechunk-dist: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+        return exit_code_for(e)
     except ImportError as e:
         print(f"icechunk-dist: error: {e} (pip install 'icechunk_dist[dask]')", file=sys.stderr)
         return EXIT_ERROR
