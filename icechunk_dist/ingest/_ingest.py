@@ -146,10 +146,9 @@ class _Runner:
                 parts = [self.client.submit(_merge_forks, *parts[i:i + split_every],
                                             pure=False)
                          for i in range(0, len(parts), split_every)]
-            merged = parts[0].result()
-            assert isinstance(merged, ForkSession)
+            merged: ForkSession = parts[0].result()
             return merged
-        forks = self.map(fn, units, *args, what=what)
+        forks: list[ForkSession] = self.map(fn, units, *args, what=what)
         while len(forks) > 1:
             forks = [_merge_forks(*forks[i:i + split_every])
                      for i in range(0, len(forks), split_every)]

@@ -90,7 +90,8 @@ def _open_zarr(src: SourceFile, storage_options: Mapping[str, Any] | None) -> xr
         raise InvalidInputError(f"{src.url}: Zarr stores on S3 are not supported as sources "
                                 "yet; copy the store to a local path or ingest NetCDF files")
     consolidated = os.path.exists(os.path.join(src.url, ".zmetadata"))
-    return xr.open_zarr(src.url, consolidated=consolidated, chunks=None)
+    ds: xr.Dataset = xr.open_zarr(src.url, consolidated=consolidated, chunks=None)
+    return ds
 
 
 def open_source(src: SourceFile, storage_options: Mapping[str, Any] | None = None,
