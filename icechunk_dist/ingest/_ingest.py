@@ -119,10 +119,11 @@ class _Runner:
         if self.client is not None:
             from distributed import as_completed
 
-            futs = [self.client.submit(fn, item, *args, pure=False) for item in items]
-            for done, _f in enumerate(as_completed(futs), 1):
-                self._report(what, done, total, last)
-            return list(self.client.gather(futs))
+            with self.client.as_current():
+                futs = [self.client.submit(fn, item, *args, pure=False) for item in items]
+                for done, _f in enumerate(as_completed(futs), 1):
+                    self._report(what, done, total, last)
+                return list(self.client.gather(futs))
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
             futures = [pool.submit(fn, item, *args) for item in items]
             out = []
@@ -139,15 +140,17 @@ class _Runner:
         if self.client is not None:
             from distributed import as_completed
 
-            parts = [self.client.submit(fn, u, *args, pure=False) for u in units]
-            for done, _f in enumerate(as_completed(parts), 1):
-                self._report(what, done, total, last)
-            while len(parts) > 1:
-                parts = [self.client.submit(_merge_forks, *parts[i:i + split_every],
-                                            pure=False)
-                         for i in range(0, len(parts), split_every)]
-            merged: ForkSession = parts[0].result()
-            return merged
+            with self.client.as_current():
+                writes = [self.client.submit(fn, u, *args, pure=False) for u in units]
+                parts = writes
+                while len(parts) > 1:  # the merge tree runs on the workers as writes finish
+                    parts = [self.client.submit(_merge_forks, *parts[i:i + split_every],
+                                                pure=False)
+                             for i in range(0, len(parts), split_every)]
+                for done, _f in enumerate(as_completed(writes), 1):
+                    self._report(what, done, total, last)
+                merged: ForkSession = parts[0].result()
+                return merged
         forks: list[ForkSession] = self.map(fn, units, *args, what=what)
         while len(forks) > 1:
             forks = [_merge_forks(*forks[i:i + split_every])
