@@ -199,7 +199,7 @@ def _ingest_commits(path: Path) -> int:
 
 
 def test_killed_mid_ingestion_then_rerun_equals_a_clean_run(tmp_path: Path) -> None:
-    n = 30
+    n = 8
     files = write_files(tmp_path / "src", n, steps=2, nlat=3, nlon=4)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = _cli(str(killed), str(tmp_path / "src"), "--batch-size", "1", "--no-progress")
