@@ -28,6 +28,12 @@ EXPECT: dict[str, list[str]] = {
         r"read-back check: OK",
     ],
     "concurrent_writers.py": [r"concurrent writers check: OK"],
+    "ingest_netcdf.py": [
+        r"run 1: ingested 4 file\(s\) along 'time' in 1 commit",
+        r"run 2: ingested 2 file\(s\).*skipped 4 already landed",
+        r"run 3: nothing new to ingest",
+        r"open_mfdataset check: OK",
+    ],
     "quickstart.py": [
         r"commit 1 on main: [0-9A-Z]{20}",
         r"tags: \['v1'\]",
