@@ -31,7 +31,12 @@ import sys
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from icechunk_dist.errors import IcechunkDistError, InvalidInputError, ReadOnlyError
+from icechunk_dist.errors import (
+    IcechunkDistError,
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+)
 from icechunk_dist.session import Session
 
 if TYPE_CHECKING:
@@ -225,7 +230,10 @@ def to_icechunk(
     InvalidInputError
         On a bad mode, region or encoding, an existing target with ``mode="w-"``, a
         variable missing with ``mode="r+"``, or a dataset that does not fit what is stored.
-        xarray's own ``ValueError``/``KeyError`` are reported as this error.
+        xarray's and zarr's own ``ValueError``/``KeyError``/``TypeError``/
+        ``FileExistsError`` are reported as this error.
+    NotFoundError
+        With ``mode="a"``/``"r+"`` or ``region`` where there is no dataset yet.
     ConflictError
         If two tasks wrote the same chunk (only with ``safe_chunks=False``).
 
@@ -250,10 +258,13 @@ def to_icechunk(
                open_kwargs=open_kwargs)
     except BaseException as e:
         session.rollback_to(savepoint)
-        if isinstance(e, IcechunkDistError) or not isinstance(e, ValueError | KeyError |
-                                                              TypeError):
+        if isinstance(e, IcechunkDistError):
             raise
-        raise InvalidInputError(f"to_icechunk: {e}") from e
+        if isinstance(e, FileNotFoundError):  # mode "a"/"r+" on nothing, or a missing group
+            raise NotFoundError(f"to_icechunk: {e}") from e
+        if isinstance(e, ValueError | KeyError | TypeError | FileExistsError):
+            raise InvalidInputError(f"to_icechunk: {e}") from e
+        raise
 
 
 def _open_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -348,8 +359,6 @@ def open_dataset(session: Any, *, group: str | None = None, chunks: Any = None,
     NotFoundError
         If there is no dataset at ``group``.
     """
-    from icechunk_dist.errors import NotFoundError
-
     xarray_mod = _require_xarray()
     if chunks is None and _has_dask():
         chunks = {}  # dask arrays with the Zarr chunks
