@@ -35,5 +35,6 @@ def _fail_block(block: np.ndarray) -> np.ndarray:
 def fails_on_workers(ds: Any) -> Any:
     """Lazy until computed: the failure happens while the result is written."""
     out = ds.copy()
-    out["precip"] = ds["precip"].copy(data=ds["precip"].data.map_blocks(_fail_block, dtype=ds["precip"].dtype))
+    data = ds["precip"].data.map_blocks(_fail_block, dtype=ds["precip"].dtype)
+    out["precip"] = ds["precip"].copy(data=data)
     return out

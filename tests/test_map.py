@@ -8,8 +8,6 @@ run against the moto S3 server.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -113,7 +111,7 @@ def test_rechunk_from_a_tag_keeps_values_and_encodings(seeded: Any) -> None:
 
 
 def test_cli_func_and_rechunk(seeded: Any, capsys: Any) -> None:
-    repo, nc, sid = seeded
+    repo, _nc, sid = seeded
     root = _repo_path(repo)
     rc = main(["map", root, "--from", "main", "--to-branch", "celsius-daily",
                "--func", "map_funcs:to_celsius", "--rechunk", "time=2,lon=-1",
@@ -173,17 +171,17 @@ def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
     assert _refs(repo) == before
 
 
-def test_cli_with_worker_processes(seeded: Any) -> None:
+@pytest.mark.dask
+def test_cli_on_a_running_scheduler(seeded: Any, dask_client: Any, capsys: Any) -> None:
+    """``--scheduler ADDR --wait-for-workers 2``: the 2-process LocalCluster of conftest."""
     repo, nc, sid = seeded
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(TESTS.parent)]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "icechunk_dist.cli", "map", _repo_path(repo), "--from", "v1",
-         "--to-branch", "celsius", "--func", "map_funcs:to_celsius", "--workers", "2",
-         "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    address = dask_client.scheduler.address
+    rc = main(["map", _repo_path(repo), "--from", "v1", "--to-branch", "celsius",
+               "--func", "map_funcs:to_celsius", "--scheduler", address,
+               "--wait-for-workers", "2", "--timeout", "60", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
     assert _history(repo, "celsius")[1] == sid
+    assert repo.lookup_branch("main") == sid
     want = map_funcs.to_celsius(xr.open_dataset(nc))
     xr.testing.assert_allclose(_open(repo, "celsius").load(), want, atol=0.006, rtol=0)
 
