@@ -34,6 +34,11 @@ EXPECT: dict[str, list[str]] = {
         r"run 3: nothing new to ingest",
         r"open_mfdataset check: OK",
     ],
+    "reprocess.py": [
+        r"job 1 \(function\) : [0-9A-Z]{20} on daily \(new branch\)",
+        r"job 2 \(rechunk\)  : [0-9A-Z]{20} on by-time",
+        r"reprocess check: OK",
+    ],
     "quickstart.py": [
         r"commit 1 on main: [0-9A-Z]{20}",
         r"tags: \['v1'\]",
