@@ -209,7 +209,8 @@ def gcs_storage(
         plain HTTP is permitted.
     from_env
         Let obstore read ``GOOGLE_*`` variables; without it and without credentials requests
-        are anonymous.
+        are anonymous. (obstore's GCS client reads ``GOOGLE_*`` variables even so; every
+        explicit argument takes precedence over them.)
     config
         Further obstore ``GCSConfig`` options by name (``{"skip_signature": "true"}``); they
         are kept with the secrets (never shown).
@@ -274,7 +275,8 @@ def azure_storage(
         ``http://127.0.0.1:10000/devstoreaccount1``, and whether plain HTTP is permitted.
     from_env
         Let obstore read ``AZURE_*`` variables; without it and without credentials requests
-        are anonymous.
+        are anonymous. (obstore's Azure client reads ``AZURE_*`` variables even so; every
+        explicit argument takes precedence over them.)
     config
         Further obstore ``AzureConfig`` options by name (``{"use_emulator": "true"}``); they
         are kept with the secrets (never shown).

@@ -33,7 +33,7 @@ from lossy_proxy import LossyProxy
 from test_storage import StorageTests, keys_of, run_race
 
 from icechunk_dist import BasicConflictSolver, ConflictError, Repository, StorageError
-from icechunk_dist.storage import Storage, gcs_storage, s3_storage
+from icechunk_dist.storage import ObjectExistsError, Storage, gcs_storage, s3_storage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -79,6 +79,25 @@ class TestAzureStorage(StorageTests):
     async def test_conditional_writes_are_honored(self, storage: Storage) -> None:
         await storage.check_conditional_writes()
         assert await keys_of(storage) == []  # the probe cleaned up after itself
+
+    async def test_obstore_config_pass_through(self, azurite_server: Emulator,
+                                               make_azure_storage: Callable[..., Storage]
+                                               ) -> None:
+        """Icechunk-style ``config``: obstore options by name, kept out of ``repr``."""
+        from cloud_emulators import AZURITE_KEY
+
+        from icechunk_dist.storage import azure_storage
+
+        container = make_azure_storage(prefix="x").describe().split("/")[3]
+        storage = azure_storage(account="devstoreaccount1", container=container, prefix="cfg",
+                                endpoint_url=f"{azurite_server.url}/devstoreaccount1",
+                                allow_http=True, config={"account_key": AZURITE_KEY})
+        await storage.put("k", b"v", mode="create")
+        with pytest.raises(ObjectExistsError):
+            await storage.put("k", b"w", mode="create")
+        assert await storage.get("k") == b"v"
+        assert AZURITE_KEY not in repr(storage) and AZURITE_KEY not in storage.describe()
+        assert pickle.loads(pickle.dumps(storage)).get_sync("k") == b"v"
 
     async def test_wrong_key_is_a_storage_error(self, azurite_server: Emulator,
                                                 make_azure_storage: Callable[..., Storage]
@@ -316,3 +335,37 @@ def test_a_server_without_conditional_writes_is_refused(s3_server: str, s3_bucke
         assert [m.key for m in storage.list_sync()] == ["k"]  # no repository, no probe left
     finally:
         proxy.stop()
+
+
+# ------------------------------------------------------------------------------------------
+# the factories' new options, without a server
+
+
+def test_factory_options_are_checked() -> None:
+    from icechunk_dist import InvalidInputError
+    from icechunk_dist.storage import azure_storage
+
+    with pytest.raises(InvalidInputError, match=r"bad azure storage config: .*bogus"):
+        azure_storage(account="a", container="c", prefix="p", config={"bogus": "1"})
+    with pytest.raises(InvalidInputError, match="bad gcs storage config"):
+        gcs_storage(bucket="b", prefix="p", config={"use_emulator": "true"})
+    with pytest.raises(InvalidInputError, match="config value of 'use_emulator'"):
+        azure_storage(account="a", container="c", prefix="p",
+                      config={"use_emulator": 1})  # type: ignore[dict-item]
+    with pytest.raises(InvalidInputError, match="anonymous=True cannot be combined"):
+        gcs_storage(bucket="b", prefix="p", anonymous=True, bearer_token="t")
+    a = azure_storage(account="a", container="c", prefix="p", bearer_token="SECRET",
+                      config={"use_emulator": True})
+    g = gcs_storage(bucket="b", prefix="p", anonymous=True, endpoint_url="http://h:1")
+    assert "SECRET" not in repr(a) and "use_emulator" not in repr(a)
+    assert g.describe() == "gs://b/p at http://h:1"
+    assert pickle.loads(pickle.dumps(a)) == a and pickle.loads(pickle.dumps(g)) == g
+    assert a != azure_storage(account="a", container="c", prefix="p", bearer_token="SECRET")
+
+
+async def test_local_and_memory_need_no_probe(tmp_path: Any) -> None:
+    from icechunk_dist.storage import in_memory_storage, local_filesystem_storage
+
+    for storage in (in_memory_storage(), local_filesystem_storage(tmp_path / "r")):
+        await storage.check_conditional_writes()
+        assert await keys_of(storage) == []
