@@ -301,7 +301,7 @@ class ObstoreStorage(Storage):
                 await self.put(key, b"second", mode="create")
             except ObjectExistsError:
                 return  # the backend refused to overwrite: conditional writes work
-        except StorageError as exc:
+        except (StorageError, NotFoundError) as exc:  # not found: no such bucket/container
             raise StorageError(
                 f"{what}: a create-if-absent write failed: {str(exc).splitlines()[0]}",
                 key=key, cause=exc,

@@ -99,6 +99,17 @@ class TestAzureStorage(StorageTests):
         assert AZURITE_KEY not in repr(storage) and AZURITE_KEY not in storage.describe()
         assert pickle.loads(pickle.dumps(storage)).get_sync("k") == b"v"
 
+    def test_missing_container_is_a_storage_error(self, azurite_server: Emulator) -> None:
+        from cloud_emulators import AZURITE_KEY
+
+        from icechunk_dist.storage import azure_storage
+
+        storage = azure_storage(account="devstoreaccount1", container="no-such-container",
+                                prefix="r", access_key=AZURITE_KEY, allow_http=True,
+                                endpoint_url=f"{azurite_server.url}/devstoreaccount1")
+        with pytest.raises(StorageError, match=r"cannot hold a repository.*not found"):
+            Repository.create(storage)
+
     async def test_wrong_key_is_a_storage_error(self, azurite_server: Emulator,
                                                 make_azure_storage: Callable[..., Storage]
                                                 ) -> None:
