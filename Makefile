@@ -96,7 +96,7 @@ lint: $(VENV)/.stamp-test
 	$(VENV)/bin/mypy
 
 pytest: $(VENV)/.stamp-test $(HELM) $(AZURITE)
-	$(VENV_PY) -m pytest -q
+	ICECHUNK_DIST_NODE_DIR=$(abspath $(VENV))/node $(VENV_PY) -m pytest -q
 
 test: lint pytest
 
