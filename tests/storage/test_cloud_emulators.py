@@ -179,17 +179,18 @@ class TestAzureCommits:
             barrier = threading.Barrier(n)
             outcomes: list[str | None] = [None] * n
 
-            def go(i: int, s: Any = None, barrier: threading.Barrier = barrier,
-                   outcomes: list[str | None] = outcomes, sessions: list[Any] = sessions,
-                   rnd: int = rnd) -> None:
+            def go(i: int, session: Any, message: str, barrier: threading.Barrier,
+                   outcomes: list[str | None]) -> None:
                 barrier.wait(timeout=60)
                 try:
-                    sessions[i].commit(f"round{rnd}-writer{i}")
+                    session.commit(message)
                     outcomes[i] = "won"
                 except ConflictError:
                     outcomes[i] = "conflict"
 
-            threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+            threads = [threading.Thread(target=go, args=(i, s, f"round{rnd}-writer{i}",
+                                                         barrier, outcomes))
+                       for i, s in enumerate(sessions)]
             for t in threads:
                 t.start()
             for t in threads:
