@@ -269,6 +269,30 @@ class TestAzureCommits:
         assert (read_array(repo, "a") == 1).all() and (read_array(repo, "b") == 2).all()
 
 
+@pytest.mark.dask
+def test_distributed_write_on_azure(make_azure_storage: Callable[..., Storage],
+                                    dask_client: Any) -> None:
+    """The main job on Azure: forks pickled to Dask worker processes write chunks straight to
+    Azurite, the driver makes one commit."""
+    da = pytest.importorskip("dask.array")
+    from icechunk_dist.dask import store_dask
+
+    repo = Repository.create(make_azure_storage(prefix="dask"))
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="t", shape=(32, 32), chunks=(8, 8), dtype="f8")
+    fork = s.fork()
+    src = np.arange(32 * 32, dtype="f8").reshape(32, 32)
+    target = zarr.open_array(fork.store, path="t", mode="r+")
+    with dask_client.as_current():
+        merged = store_dask(sources=[da.from_array(src, chunks=(8, 8))], targets=[target],
+                            progress=False)
+    s.merge(merged)
+    s.commit("distributed")
+    again = Repository.open(make_azure_storage(prefix="dask"))
+    assert history(again) == ["distributed", "Repository initialized"]
+    np.testing.assert_array_equal(read_array(again, "t"), src)
+
+
 # ------------------------------------------------------------------------------------------
 # GCS on fake-gcs-server: what obstore can and cannot do there
 
