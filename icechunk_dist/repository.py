@@ -101,6 +101,8 @@ class Repository(RepositoryParity):
             raise InvalidInputError("config must be a RepositoryConfig")
         if await storage.exists(REPO_KEY):
             raise AlreadyExistsError(f"a repository already exists at {storage.describe()}")
+        # refs rely on create-if-absent: refuse a backend that ignores it (StorageError)
+        await storage.check_conditional_writes()
         now = datetime.now(UTC)
         sid = new_id()
         snap = SnapshotData(id=sid, parent_id=None, written_at=now,

@@ -119,3 +119,70 @@ def dask_client() -> Iterator[object]:
     finally:
         client.close()
         cluster.close()
+
+
+# =============================================================================================
+# Azure (Azurite) and GCS (fake-gcs-server) emulators, see tests/cloud_emulators.py
+#
+#   azurite_server       session: Azurite's blob service on 127.0.0.1 (skips if node/npm
+#                        are missing; installs azurite with npm into .venv/node on first use)
+#   make_azure_storage   function: make_azure_storage(prefix="repo") -> Storage in a fresh
+#                        container of that server
+#   fake_gcs             session: fake-gcs-server on 127.0.0.1 (from its PyPI wheel)
+#   gcs_bucket           function: a fresh bucket on it
+# =============================================================================================
+
+
+@pytest.fixture(scope="session")
+def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from cloud_emulators import EmulatorUnavailable, azurite
+
+    try:
+        with azurite(tmp_path_factory.mktemp("azurite")) as emu:
+            yield emu
+    except EmulatorUnavailable as exc:
+        pytest.skip(f"Azurite unavailable: {exc}")
+
+
+@pytest.fixture
+def make_azure_storage(azurite_server: object) -> Callable[..., Storage]:
+    from cloud_emulators import AZURITE_ACCOUNT, AZURITE_KEY, Emulator, azurite_create_container
+
+    from icechunk_dist.storage import azure_storage
+
+    assert isinstance(azurite_server, Emulator)
+    container = f"test-{uuid.uuid4().hex[:24]}"
+    azurite_create_container(azurite_server, container)
+
+    def make(prefix: str = "repo") -> Storage:
+        return azure_storage(
+            account=AZURITE_ACCOUNT,
+            container=container,
+            prefix=prefix,
+            access_key=AZURITE_KEY,
+            endpoint_url=f"{azurite_server.url}/{AZURITE_ACCOUNT}",
+            allow_http=True,
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fake_gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    from cloud_emulators import EmulatorUnavailable, fake_gcs_server
+
+    try:
+        with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs")) as emu:
+            yield emu
+    except EmulatorUnavailable as exc:
+        pytest.skip(f"fake-gcs-server unavailable: {exc}")
+
+
+@pytest.fixture
+def gcs_bucket(fake_gcs: object) -> str:
+    from cloud_emulators import Emulator, fake_gcs_create_bucket
+
+    assert isinstance(fake_gcs, Emulator)
+    name = f"test-{uuid.uuid4().hex[:24]}"
+    fake_gcs_create_bucket(fake_gcs, name)
+    return name

@@ -262,6 +262,23 @@ class Storage(abc.ABC):
             If the backend fails.
         """
 
+    async def check_conditional_writes(self) -> None:
+        """Prove that ``put(mode="create")`` is a real create-if-absent on this backend.
+
+        Network backends write one unique probe key twice with ``mode="create"`` (the second
+        must fail) and delete it; local disk and memory are safe by construction and do
+        nothing. :meth:`Repository.create <icechunk_dist.Repository.create>` calls this before
+        it writes anything, so a server that ignores ``If-None-Match`` (or cannot do
+        conditional writes at all) is refused instead of silently losing commits.
+
+        Raises
+        ------
+        StorageError
+            If the second create succeeded (the backend overwrote the key) or the probe
+            could not be written.
+        """
+        return None
+
     @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Delete the object; a missing key is not an error.

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Mapping
 
 from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.storage._base import Storage
 from icechunk_dist.storage._obstore import ObstoreStorage
-from icechunk_dist.storage._spec import StorageSpec
+from icechunk_dist.storage._spec import StorageSpec, make_store
 
 __all__ = [
     "azure_storage",
@@ -133,6 +134,43 @@ def s3_storage(
     return ObstoreStorage(spec)
 
 
+def _config(config: Mapping[str, str | bool] | None) -> dict[str, str]:
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise InvalidInputError(
+            f"config must be a mapping of str to str, got {type(config).__name__}"
+        )
+    out: dict[str, str] = {}
+    for key, value in config.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidInputError(f"config keys must be non-empty str, got {key!r}")
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        if not isinstance(value, str):
+            raise InvalidInputError(f"config value of {key!r} must be a str, got {value!r}")
+        out[key] = value
+    return out
+
+
+def _checked(spec: StorageSpec) -> Storage:
+    """Fail now, not at first use, on a ``config`` key that obstore does not know.
+
+    Only the pass-through options are tried (credentials are not parsed or fetched); building
+    an obstore client does no I/O.
+    """
+    extra = tuple((k, v) for k, v in spec.secrets if k.startswith("config:"))
+    if extra:
+        where = tuple((k, v) for k, v in spec.options if k in ("account", "bucket", "container"))
+        try:
+            make_store(StorageSpec(spec.backend, where, extra))
+        except Exception as exc:  # obstore's error for an unknown or malformed option
+            raise InvalidInputError(
+                f"bad {spec.backend} storage config: {str(exc).splitlines()[0]}"
+            ) from exc
+    return ObstoreStorage(spec)
+
+
 def gcs_storage(
     *,
     bucket: str,
@@ -140,9 +178,20 @@ def gcs_storage(
     service_account_file: str | None = None,
     service_account_key: str | None = None,
     application_credentials: str | None = None,
+    bearer_token: str | None = None,
+    anonymous: bool = False,
+    endpoint_url: str | None = None,
+    allow_http: bool = False,
     from_env: bool = False,
+    config: Mapping[str, str | bool] | None = None,
 ) -> Storage:
     """Storage under ``prefix`` of a Google Cloud Storage bucket.
+
+    Create-if-absent uses a generation precondition (``x-goog-if-generation-match: 0``) on the
+    GCS XML API, which GCS honors. The ``fake-gcs-server`` emulator does not implement XML API
+    uploads, so obstore cannot write to it (reads, listings and deletes work):
+    :meth:`Repository.create <icechunk_dist.Repository.create>` then fails with a clear
+    :class:`~icechunk_dist.StorageError` (see ``docs/storage.md``).
 
     Parameters
     ----------
@@ -150,15 +199,31 @@ def gcs_storage(
         Where the repository lives.
     service_account_file, service_account_key, application_credentials
         A service account JSON file path, its JSON text, or an application-credentials file.
+    bearer_token
+        A static OAuth bearer token.
+    anonymous
+        Send unsigned requests (public buckets, emulators). Also the default when neither
+        credentials nor ``from_env`` are given.
+    endpoint_url, allow_http
+        A GCS-compatible server (``http://127.0.0.1:4443``) instead of Google's, and whether
+        plain HTTP is permitted.
     from_env
         Let obstore read ``GOOGLE_*`` variables; without it and without credentials requests
-        are anonymous.
+        are anonymous. (obstore's GCS client reads ``GOOGLE_*`` variables even so; every
+        explicit argument takes precedence over them.)
+    config
+        Further obstore ``GCSConfig`` options by name (``{"skip_signature": "true"}``); they
+        are kept with the secrets (never shown).
 
     Raises
     ------
     InvalidInputError
-        If the bucket is malformed.
+        If the bucket is malformed, an option is unknown, or ``anonymous`` is combined with
+        credentials.
     """
+    if anonymous and (service_account_file or service_account_key or application_credentials
+                      or bearer_token):
+        raise InvalidInputError("anonymous=True cannot be combined with GCS credentials")
     spec = StorageSpec(
         "gcs",
         _options(
@@ -166,11 +231,18 @@ def gcs_storage(
             prefix=_prefix(prefix),
             service_account_file=service_account_file,
             application_credentials=application_credentials,
+            endpoint_url=endpoint_url,
+            allow_http=bool(allow_http) or None,
+            anonymous=bool(anonymous) or None,
         ),
-        _secrets(service_account_key=service_account_key),
+        _secrets(
+            service_account_key=service_account_key,
+            bearer_token=bearer_token,
+            **{f"config:{k}": v for k, v in _config(config).items()},
+        ),
         from_env=bool(from_env),
     )
-    return ObstoreStorage(spec)
+    return _checked(spec)
 
 
 def azure_storage(
@@ -180,24 +252,39 @@ def azure_storage(
     prefix: str,
     access_key: str | None = None,
     sas_token: str | None = None,
+    bearer_token: str | None = None,
+    endpoint_url: str | None = None,
+    allow_http: bool = False,
     from_env: bool = False,
+    config: Mapping[str, str | bool] | None = None,
 ) -> Storage:
     """Storage under ``prefix`` of an Azure Blob Storage container.
+
+    Create-if-absent uses ``If-None-Match: *``, which Azure Blob Storage and the Azurite
+    emulator honor (tested against Azurite: ``tests/storage/test_cloud_emulators.py``).
 
     Parameters
     ----------
     account, container, prefix
         Where the repository lives.
-    access_key, sas_token
-        A storage account key or a (percent-encoded) shared access signature.
+    access_key, sas_token, bearer_token
+        A storage account key, a (percent-encoded) shared access signature, or a static
+        OAuth bearer token.
+    endpoint_url, allow_http
+        A blob endpoint other than ``https://<account>.blob.core.windows.net``, e.g. Azurite's
+        ``http://127.0.0.1:10000/devstoreaccount1``, and whether plain HTTP is permitted.
     from_env
         Let obstore read ``AZURE_*`` variables; without it and without credentials requests
-        are anonymous.
+        are anonymous. (obstore's Azure client reads ``AZURE_*`` variables even so; every
+        explicit argument takes precedence over them.)
+    config
+        Further obstore ``AzureConfig`` options by name (``{"use_emulator": "true"}``); they
+        are kept with the secrets (never shown).
 
     Raises
     ------
     InvalidInputError
-        If the account or container is malformed.
+        If the account or container is malformed or an option is unknown.
     """
     spec = StorageSpec(
         "azure",
@@ -205,8 +292,15 @@ def azure_storage(
             account=_name("account", account),
             container=_name("container", container),
             prefix=_prefix(prefix),
+            endpoint_url=endpoint_url,
+            allow_http=bool(allow_http) or None,
         ),
-        _secrets(access_key=access_key, sas_token=sas_token),
+        _secrets(
+            access_key=access_key,
+            sas_token=sas_token,
+            bearer_token=bearer_token,
+            **{f"config:{k}": v for k, v in _config(config).items()},
+        ),
         from_env=bool(from_env),
     )
-    return ObstoreStorage(spec)
+    return _checked(spec)

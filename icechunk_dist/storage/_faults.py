@@ -336,6 +336,10 @@ class FaultyStorage(Storage):
     async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> None:
         await self._run("put", key, lambda: self.inner.put(key, data, mode=mode), mode)
 
+    async def check_conditional_writes(self) -> None:
+        # a property of the backend, not of this wrapper: ask it without injecting faults
+        await self.inner.check_conditional_writes()
+
     async def delete(self, key: str) -> None:
         await self._run("delete", key, lambda: self.inner.delete(key))
 

@@ -14,6 +14,7 @@ import builtins
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC
 from itertools import islice
@@ -23,8 +24,9 @@ import obstore
 import obstore.exceptions as obe
 from obstore.store import LocalStore, MemoryStore
 
-from icechunk_dist.errors import InvalidInputError, StorageError
+from icechunk_dist.errors import InvalidInputError, NotFoundError, StorageError
 from icechunk_dist.storage._base import (
+    ObjectExistsError,
     ObjectMeta,
     PutMode,
     Storage,
@@ -52,6 +54,9 @@ _DELETE_BATCH = 1000  # S3 DeleteObjects limit; also bounds memory for huge key 
 _DELETE_CONCURRENCY = 16  # per-key deletes when a backend refuses bulk deletes of missing keys
 _LIST_CHUNK = 1000
 _SORTED_LISTINGS = frozenset({"s3", "gcs", "azure"})  # lexicographic: resumable with `offset`
+_NO_SUFFIX_RANGES = frozenset({"azure"})  # object_store: "Azure does not support suffix range"
+_NETWORK_BACKENDS = frozenset({"s3", "gcs", "azure"})
+_PROBE_PREFIX = "probes"  # check_conditional_writes: one unique key, deleted right after
 
 
 # obstore runs its I/O on a process-wide tokio runtime that does not survive os.fork: a forked
@@ -148,8 +153,11 @@ class ObstoreStorage(Storage):
             endpoint = s.option("endpoint_url")
             return f"{url} at {endpoint}" if endpoint else url
         if s.backend == "gcs":
-            return f"gs://{s.option('bucket')}/{prefix}".rstrip("/")
-        return f"azure://{s.option('account')}/{s.option('container')}/{prefix}".rstrip("/")
+            url = f"gs://{s.option('bucket')}/{prefix}".rstrip("/")
+        else:
+            url = f"azure://{s.option('account')}/{s.option('container')}/{prefix}".rstrip("/")
+        endpoint = s.option("endpoint_url")
+        return f"{url} at {endpoint}" if endpoint else url
 
     def __repr__(self) -> str:
         return f"<Storage {self.describe()}>"
@@ -232,12 +240,16 @@ class ObstoreStorage(Storage):
         store = self._client()
 
         async def call() -> bytes:
-            try:
-                result = await obstore.get_async(store, key, options={"range": {"suffix": length}})
-                return bytes(await result.bytes_async())
-            except obe.GenericError as exc:
-                if not _is_range_error(exc):
-                    raise
+            if self._spec.backend not in _NO_SUFFIX_RANGES:
+                try:
+                    result = await obstore.get_async(
+                        store, key, options={"range": {"suffix": length}}
+                    )
+                    return bytes(await result.bytes_async())
+                except obe.GenericError as exc:
+                    if not _is_range_error(exc):
+                        raise
+            # the size first: a backend without suffix ranges, or a suffix past the start
             size = (await obstore.head_async(store, key))["size"]
             if size == 0:
                 return b""
@@ -275,6 +287,33 @@ class ObstoreStorage(Storage):
             await obstore.put_async(store, key, data, mode=mode)
 
         await self._io(call, key, "put")
+
+    async def check_conditional_writes(self) -> None:
+        if self._spec.backend not in _NETWORK_BACKENDS:
+            return  # local disk (hard links) and memory: create-if-absent by construction
+        key = f"{_PROBE_PREFIX}/{uuid.uuid4().hex}"
+        what = f"{self.describe()} cannot hold a repository"
+        try:
+            # an ObjectExistsError here is our own write whose response was lost (unique key)
+            with contextlib.suppress(ObjectExistsError):
+                await self.put(key, b"first", mode="create")
+            try:
+                await self.put(key, b"second", mode="create")
+            except ObjectExistsError:
+                return  # the backend refused to overwrite: conditional writes work
+        except (StorageError, NotFoundError) as exc:  # not found: no such bucket/container
+            raise StorageError(
+                f"{what}: a create-if-absent write failed: {str(exc).splitlines()[0]}",
+                key=key, cause=exc,
+            ) from exc
+        finally:
+            with contextlib.suppress(StorageError, NotFoundError):
+                await self.delete(key)
+        raise StorageError(
+            f"{what}: it does not honor create-if-absent writes (a second put(mode='create') "
+            "of one key succeeded), so concurrent commits could overwrite each other",
+            key=key,
+        )
 
     async def delete(self, key: str) -> None:
         validate_key(key)

@@ -131,6 +131,25 @@ def _s3_store(spec: StorageSpec) -> S3Store:
     )
 
 
+def _extra_config(spec: StorageSpec) -> dict[str, str]:
+    """The ``config={...}`` pass-through options, kept among the secrets as ``config:<key>``."""
+    return {k.partition(":")[2]: v for k, v in spec.secrets if k.startswith("config:")}
+
+
+# words in obstore config keys (with or without their azure_/google_ prefixes) that bring
+# credentials of their own, or decide signing: then we do not add skip_signature
+_CREDENTIAL_WORDS = ("key", "token", "secret", "client_id", "emulator", "cli", "msi",
+                     "signature", "federated", "credential", "service_account")
+
+
+def _config_has_credentials(config: dict[str, str]) -> bool:
+    return any(word in k.lower() for k in config for word in _CREDENTIAL_WORDS)
+
+
+def _client_options(spec: StorageSpec) -> dict[str, Any] | None:
+    return {"allow_http": True} if spec.option("allow_http") else None
+
+
 def _gcs_store(spec: StorageSpec) -> GCSStore:
     kw: dict[str, Any] = {}
     if spec.option("service_account_file"):
@@ -139,11 +158,20 @@ def _gcs_store(spec: StorageSpec) -> GCSStore:
         kw["application_credentials"] = spec.option("application_credentials")
     if spec.secret("service_account_key"):
         kw["service_account_key"] = spec.secret("service_account_key")
-    if not kw and not spec.from_env:
+    if spec.secret("bearer_token"):
+        kw["bearer_token"] = spec.secret("bearer_token")
+    extra = _extra_config(spec)
+    if spec.option("anonymous") or (
+        not kw and not spec.from_env and not _config_has_credentials(extra)
+    ):
         kw["skip_signature"] = True
+    if spec.option("endpoint_url"):
+        kw["base_url"] = spec.option("endpoint_url")
     return GCSStore(
         spec.option("bucket"),
         prefix=spec.option("prefix") or None,
+        config=extra or None,  # type: ignore[arg-type]
+        client_options=_client_options(spec),  # type: ignore[arg-type]
         retry_config=_OBSTORE_RETRY,
         **kw,
     )
@@ -155,11 +183,18 @@ def _azure_store(spec: StorageSpec) -> AzureStore:
         kw["account_key"] = spec.secret("access_key")
     if spec.secret("sas_token"):
         kw["sas_key"] = spec.secret("sas_token")
-    if len(kw) == 1 and not spec.from_env:
+    if spec.secret("bearer_token"):
+        kw["token"] = spec.secret("bearer_token")
+    extra = _extra_config(spec)
+    if len(kw) == 1 and not spec.from_env and not _config_has_credentials(extra):
         kw["skip_signature"] = True
+    if spec.option("endpoint_url"):
+        kw["endpoint"] = spec.option("endpoint_url")
     return AzureStore(
         spec.option("container"),
         prefix=spec.option("prefix") or None,
+        config=extra or None,  # type: ignore[arg-type]
+        client_options=_client_options(spec),  # type: ignore[arg-type]
         retry_config=_OBSTORE_RETRY,
         **kw,
     )
