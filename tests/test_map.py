@@ -153,7 +153,7 @@ def test_cli_bad_input_exits_2_and_changes_nothing(seeded: Any, capsys: Any,
     assert _refs(repo) == before  # no branch created, nothing committed
 
 
-def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
+def test_bad_refs_and_failures_on_workers(seeded: Any, capsys: Any) -> None:
     repo, _, _ = seeded
     before = _refs(repo)
     with pytest.raises(NotFoundError):
@@ -168,6 +168,14 @@ def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
     with dask.config.set(scheduler="threads"), pytest.raises(RuntimeError, match="worker"):
         reprocess(repo, source="main", branch="x", func=map_funcs.fails_on_workers,
                   progress=False)
+    assert _refs(repo) == before
+    # the CLI: one line and exit 1 for a job that fails on the workers
+    rc = main(["map", _repo_path(repo), "--from", "main", "--to-branch", "x",
+               "--func", "map_funcs:fails_on_workers", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith("icechunk-dist: error:") and "failed on a worker" in err, err
+    assert "Traceback" not in err
     assert _refs(repo) == before
 
 
