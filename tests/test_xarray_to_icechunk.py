@@ -271,3 +271,22 @@ def test_dataarray_and_open_dataset(tmp_path: Path) -> None:
     back = open_dataset(repo.readonly_session("main"))
     assert back["precip"].chunks is not None
     xr.testing.assert_identical(back["precip"].load(), da.load())
+
+
+def test_several_appends_in_one_session_one_commit(tmp_path: Path, dask_client: Any) -> None:
+    """Appends that start inside a chunk this same session wrote (not yet committed): the
+    partial boundary chunk is written on the driver, the rest through forks."""
+    files = [write_netcdf(tmp_path / f"{i}.nc", start, n)
+             for i, (start, n) in enumerate([(0, 6), (6, 5), (11, 3)])]
+    repo = _repo(tmp_path)
+    s = repo.writable_session("main")
+    with dask_client.as_current():
+        to_icechunk(xr.open_dataset(files[0], chunks={"time": 4}), s, progress=False)
+        for f in files[1:]:
+            to_icechunk(xr.open_dataset(f, chunks={"time": 4}), s, append_dim="time",
+                        safe_chunks=False, progress=False)
+    s.commit("three files, one commit")
+    assert _ncommits(repo) == 2
+    want = xr.open_mfdataset(files, combine="nested", concat_dim="time",
+                             data_vars="minimal", coords="minimal", compat="override")
+    xr.testing.assert_identical(_read(repo).load(), want.load())
