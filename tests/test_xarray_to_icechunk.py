@@ -19,6 +19,8 @@ import pytest
 import icechunk_dist as icd
 from icechunk_dist.errors import InvalidInputError, ReadOnlyError
 
+zarr = pytest.importorskip("zarr")
+
 xr = pytest.importorskip("xarray")
 dask = pytest.importorskip("dask")
 pytest.importorskip("h5netcdf")
@@ -290,3 +292,21 @@ def test_several_appends_in_one_session_one_commit(tmp_path: Path, dask_client: 
     want = xr.open_mfdataset(files, combine="nested", concat_dim="time",
                              data_vars="minimal", coords="minimal", compat="override")
     xr.testing.assert_identical(_read(repo).load(), want.load())
+
+
+def test_session_savepoint_and_rollback() -> None:
+    repo = icd.Repository.create(icd.in_memory_storage())
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="a", shape=(4,), chunks=(2,), dtype="i4")[:] = 1
+    sp = s.savepoint()
+    zarr.open_array(s.store, path="a", mode="r+")[:2] = 7
+    zarr.create_array(s.store, name="b", shape=(2,), chunks=(2,), dtype="i4")
+    s.rollback_to(sp)
+    assert s.status().new_arrays == {"/a"}
+    np.testing.assert_array_equal(zarr.open_array(s.store, path="a", mode="r")[:], [1] * 4)
+    other = repo.writable_session("main")
+    with pytest.raises(InvalidInputError):
+        other.rollback_to(sp)  # a savepoint of another session
+    s.commit("a")
+    with pytest.raises(ReadOnlyError):
+        s.rollback_to(sp)  # committed: read-only
