@@ -218,3 +218,19 @@ def _repo_path(repo: icd.Repository) -> str:
 
 
 _PATHS: dict[int, str] = {}
+
+
+def test_cli_group(tmp_path: Path, capsys: Any) -> None:
+    nc = write_netcdf(tmp_path / "src.nc", ntime=4)
+    repo = icd.Repository.create(icd.local_filesystem_storage(str(tmp_path / "repo")))
+    s = repo.writable_session("main")
+    to_icechunk(xr.open_dataset(nc).load(), s, group="obs/station")
+    sid = s.commit("in a group")
+    rc = main(["map", str(tmp_path / "repo"), "--from", sid, "--to-branch", "g",
+               "--group", "obs/station", "--rechunk", "time=1", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    back = xr.open_zarr(repo.readonly_session("g").store, group="obs/station",
+                        consolidated=False)
+    assert back["temp"].encoding["chunks"] == (1, 6, 8)
+    xr.testing.assert_identical(back.load(), xr.open_dataset(nc).load())
+    assert repo.lookup_branch("main") == sid
