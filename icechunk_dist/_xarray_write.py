@@ -42,7 +42,7 @@ from icechunk_dist.session import Session
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["open_dataset", "to_icechunk"]
+__all__ = ["open_dataset", "require_xarray", "to_icechunk"]
 
 ZarrWriteModes = Literal["w", "w-", "a", "a-", "r+"]
 Region = Mapping[str, "slice | Literal['auto']"] | Literal["auto"] | None
@@ -54,7 +54,7 @@ _MODES = ("w", "w-", "a", "a-", "r+")
 _PASSTHROUGH = ("safe_chunks", "align_chunks", "write_empty_chunks")
 
 
-def _require_xarray() -> Any:
+def require_xarray() -> Any:
     try:
         import xarray
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
@@ -93,7 +93,7 @@ def _choose_mode(mode: str | None, append_dim: Hashable | None, region: Any) -> 
 
 
 def _as_dataset(obj: Any) -> Any:
-    xr = _require_xarray()
+    xr = require_xarray()
     if isinstance(obj, xr.Dataset):
         return obj
     if isinstance(obj, xr.DataArray):
@@ -263,7 +263,7 @@ def to_icechunk(
     On any error the session's uncommitted changes are restored to what they were before the
     call: nothing of the failed write reaches a later commit.
     """
-    xr = _require_xarray()
+    xr = require_xarray()
     if not isinstance(session, Session):
         raise InvalidInputError(
             f"to_icechunk writes into an icechunk_dist Session, got {type(session).__name__}"
@@ -392,7 +392,7 @@ def open_dataset(session: Any, *, group: str | None = None, chunks: Any = None,
     NotFoundError
         If there is no dataset at ``group``.
     """
-    xarray_mod = _require_xarray()
+    xarray_mod = require_xarray()
     if chunks is None and _has_dask():
         chunks = {}  # dask arrays with the Zarr chunks
     try:
