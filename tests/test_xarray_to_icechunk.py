@@ -80,9 +80,16 @@ def test_cf_roundtrip_on_a_distributed_cluster_one_commit(tmp_path: Path,
     before = _ncommits(repo)
     src = xr.open_dataset(nc, chunks={"time": 4})
     assert src["temp"].chunks is not None  # dask-backed: written on the workers
+    from distributed import get_task_stream
+
     session = repo.writable_session("main")
-    with dask_client.as_current():
+    with dask_client.as_current(), get_task_stream(client=dask_client) as ts:
         to_icechunk(src, session, progress=False)
+    # the chunks were written by tasks on the cluster's worker processes, through forks
+    workers = set(dask_client.scheduler_info()["workers"])
+    writes = [t for t in ts.data if str(t["key"]).startswith("icechunk-write")]
+    assert len(writes) >= 3 * 3  # temp, precip, count: 3 blocks each (12 steps / 4)
+    assert {t["worker"] for t in writes} <= workers
     with pytest.raises((FileNotFoundError, KeyError, ValueError)):
         _read(repo)  # invisible before the commit
     session.commit("from NetCDF")
