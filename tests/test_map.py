@@ -234,3 +234,30 @@ def test_cli_group(tmp_path: Path, capsys: Any) -> None:
     assert back["temp"].encoding["chunks"] == (1, 6, 8)
     xr.testing.assert_identical(back.load(), xr.open_dataset(nc).load())
     assert repo.lookup_branch("main") == sid
+
+
+def test_another_writer_on_the_branch_mid_job_is_rebased(tmp_path: Path) -> None:
+    """A commit lands on the target branch while the job writes (outside the job's group):
+    the job's one commit is rebased onto it and both survive."""
+    nc = write_netcdf(tmp_path / "src.nc", ntime=8)
+    root = str(tmp_path / "repo")
+    repo = icd.Repository.create(icd.local_filesystem_storage(root))
+    s = repo.writable_session("main")
+    to_icechunk(xr.open_dataset(nc).load(), s, group="ds")
+    sid = s.commit("source data in group ds")
+    repo.create_branch("work", sid)
+    map_funcs._LANDED.clear()
+    with dask.config.set(scheduler="threads"):
+        result = reprocess(repo, source="main", branch="work", group="ds",
+                           func=map_funcs.with_concurrent_writer(root, "work"),
+                           progress=False)
+    assert map_funcs._LANDED  # the other writer did land first
+    history = list(repo.ancestry(branch="work"))
+    assert history[0].id == result.snapshot_id
+    assert history[1].message == "another writer, while the map job runs"
+    assert history[2].id == sid  # one commit of ours, rebased onto the other writer's
+    store = repo.readonly_session("work").store
+    assert zarr.open_array(store, path="side/notes", mode="r").shape == (2,)
+    xr.testing.assert_identical(xr.open_zarr(store, group="ds", consolidated=False).load(),
+                                xr.open_dataset(nc).load())
+    assert repo.lookup_branch("main") == sid
