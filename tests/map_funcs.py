@@ -38,3 +38,31 @@ def fails_on_workers(ds: Any) -> Any:
     data = ds["precip"].data.map_blocks(_fail_block, dtype=ds["precip"].dtype)
     out["precip"] = ds["precip"].copy(data=data)
     return out
+
+
+_LANDED: list[str] = []
+
+
+def _commit_elsewhere_once(block: np.ndarray, root: str, branch: str) -> np.ndarray:
+    """Task: the first call lands a commit on ``branch`` (another writer, mid-job)."""
+    if not _LANDED:
+        _LANDED.append("x")
+        import zarr
+
+        import icechunk_dist as icd
+
+        repo = icd.Repository.open(icd.local_filesystem_storage(root))
+        s = repo.writable_session(branch)
+        zarr.create_array(s.store, name="side/notes", shape=(2,), chunks=(2,), dtype="i4")
+        s.commit("another writer, while the map job runs")
+    return block
+
+
+def with_concurrent_writer(root: str, branch: str) -> Any:
+    def func(ds: Any) -> Any:
+        out = ds.copy()
+        data = ds["precip"].data.map_blocks(_commit_elsewhere_once, root, branch,
+                                            dtype=ds["precip"].dtype)
+        out["precip"] = ds["precip"].copy(data=data)
+        return out
+    return func

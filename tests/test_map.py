@@ -153,7 +153,7 @@ def test_cli_bad_input_exits_2_and_changes_nothing(seeded: Any, capsys: Any,
     assert _refs(repo) == before  # no branch created, nothing committed
 
 
-def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
+def test_bad_refs_and_failures_on_workers(seeded: Any, capsys: Any) -> None:
     repo, _, _ = seeded
     before = _refs(repo)
     with pytest.raises(NotFoundError):
@@ -168,6 +168,14 @@ def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
     with dask.config.set(scheduler="threads"), pytest.raises(RuntimeError, match="worker"):
         reprocess(repo, source="main", branch="x", func=map_funcs.fails_on_workers,
                   progress=False)
+    assert _refs(repo) == before
+    # the CLI: one line and exit 1 for a job that fails on the workers
+    rc = main(["map", _repo_path(repo), "--from", "main", "--to-branch", "x",
+               "--func", "map_funcs:fails_on_workers", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith("icechunk-dist: error:") and "failed on a worker" in err, err
+    assert "Traceback" not in err
     assert _refs(repo) == before
 
 
@@ -210,3 +218,46 @@ def _repo_path(repo: icd.Repository) -> str:
 
 
 _PATHS: dict[int, str] = {}
+
+
+def test_cli_group(tmp_path: Path, capsys: Any) -> None:
+    nc = write_netcdf(tmp_path / "src.nc", ntime=4)
+    repo = icd.Repository.create(icd.local_filesystem_storage(str(tmp_path / "repo")))
+    s = repo.writable_session("main")
+    to_icechunk(xr.open_dataset(nc).load(), s, group="obs/station")
+    sid = s.commit("in a group")
+    rc = main(["map", str(tmp_path / "repo"), "--from", sid, "--to-branch", "g",
+               "--group", "obs/station", "--rechunk", "time=1", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    back = xr.open_zarr(repo.readonly_session("g").store, group="obs/station",
+                        consolidated=False)
+    assert back["temp"].encoding["chunks"] == (1, 6, 8)
+    xr.testing.assert_identical(back.load(), xr.open_dataset(nc).load())
+    assert repo.lookup_branch("main") == sid
+
+
+def test_another_writer_on_the_branch_mid_job_is_rebased(tmp_path: Path) -> None:
+    """A commit lands on the target branch while the job writes (outside the job's group):
+    the job's one commit is rebased onto it and both survive."""
+    nc = write_netcdf(tmp_path / "src.nc", ntime=8)
+    root = str(tmp_path / "repo")
+    repo = icd.Repository.create(icd.local_filesystem_storage(root))
+    s = repo.writable_session("main")
+    to_icechunk(xr.open_dataset(nc).load(), s, group="ds")
+    sid = s.commit("source data in group ds")
+    repo.create_branch("work", sid)
+    map_funcs._LANDED.clear()
+    with dask.config.set(scheduler="threads"):
+        result = reprocess(repo, source="main", branch="work", group="ds",
+                           func=map_funcs.with_concurrent_writer(root, "work"),
+                           progress=False)
+    assert map_funcs._LANDED  # the other writer did land first
+    history = list(repo.ancestry(branch="work"))
+    assert history[0].id == result.snapshot_id
+    assert history[1].message == "another writer, while the map job runs"
+    assert history[2].id == sid  # one commit of ours, rebased onto the other writer's
+    store = repo.readonly_session("work").store
+    assert zarr.open_array(store, path="side/notes", mode="r").shape == (2,)
+    xr.testing.assert_identical(xr.open_zarr(store, group="ds", consolidated=False).load(),
+                                xr.open_dataset(nc).load())
+    assert repo.lookup_branch("main") == sid
