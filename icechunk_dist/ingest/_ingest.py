@@ -338,6 +338,12 @@ def _existing(store: Any, group: str | None, dim: str) -> tuple[FileSummary | No
 def _zarr_encoding(var: xr.Variable, chunks: tuple[int, ...]) -> dict[str, Any]:
     enc = {k: v for k, v in var.encoding.items() if k not in _NETCDF_ONLY}
     enc["chunks"] = chunks
+    if var.dtype.kind in "mM" and "units" not in enc:
+        # times without CF units: xarray would pick units from the (empty) template; pick
+        # exact ones so that any later time step encodes without loss
+        enc["units"] = ("nanoseconds since 1970-01-01" if var.dtype.kind == "M"
+                        else "nanoseconds")
+        enc["dtype"] = np.dtype("int64")
     return enc
 
 
