@@ -173,7 +173,7 @@ def test_xarrays_own_example_file(tmp_path: Path) -> None:
         pytest.skip("this xarray wheel does not ship xarray/tests/data/example_1.nc")
     src = tmp_path / "example_1.nc"
     shutil.copy(data, src)
-    result = ingest(str(tmp_path / "repo"), [str(src)], progress=False)
+    result = ingest(tmp_path / "repo", src, progress=False)  # os.PathLike works too
     assert result.concat_dim == "time" and len(result.snapshot_ids) == 1
     with xr.open_dataset(src) as want:
         xr.testing.assert_identical(_ds(_repo(tmp_path / "repo")), want.load())

@@ -107,6 +107,8 @@ class _Runner:
             print(f"icechunk-dist ingest: {text}", flush=True)
 
     def _report(self, what: str, done: int, total: int, last: list[int]) -> None:
+        if total < 2:
+            return
         step = max(1, total // 10)
         if done == total or done - last[0] >= step:
             last[0] = done
@@ -401,18 +403,19 @@ def _units(batch: list[FileSummary], start: int, dim: str, chunks: list[int]
     return units
 
 
-def _as_repo(repo_or_url: Repository | Storage | str, storage_options: Mapping[str, Any],
+def _as_repo(repo_or_url: Repository | Storage | str | os.PathLike[str],
+             storage_options: Mapping[str, Any],
              ) -> tuple[Repository | None, Storage]:
     if isinstance(repo_or_url, Repository):
         return repo_or_url, repo_or_url.storage
     storage = (repo_or_url if isinstance(repo_or_url, Storage)
-               else storage_from_url(str(repo_or_url), storage_options=storage_options))
+               else storage_from_url(os.fspath(repo_or_url), storage_options=storage_options))
     return (Repository.open(storage) if Repository.exists(storage) else None), storage
 
 
 def ingest(
-    repo_or_url: Repository | Storage | str,
-    sources: str | Iterable[str],
+    repo_or_url: Repository | Storage | str | os.PathLike[str],
+    sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
     concat_dim: str | None = None,
     group: str | None = None,
@@ -491,7 +494,7 @@ def ingest(
     opts = {k: v for k, v in opts.items() if v is not None}
     t0 = time.perf_counter()
     runner = _Runner(_resolve_client(client), progress)
-    src_list = [sources] if isinstance(sources, str) else list(sources)
+    src_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     files = expand_sources(src_list, storage_options=opts)
     repo, storage = _as_repo(repo_or_url, opts)
     landed, recorded_dim = _landed(repo, branch, group)
@@ -586,7 +589,9 @@ def ingest(
             text = f"{text} (batch {b}/{len(batches)})"
         sid = session.commit(text, meta, rebase_with=ConflictDetector())
         ids.append(sid)
-        runner._say(f"committed {sid} on {branch} ({len(names)} file(s))")
+        if len(batches) > 1:
+            runner._say(f"committed {sid} on {branch} (batch {b}/{len(batches)}, "
+                        f"{len(names)} file(s))")
     elapsed = time.perf_counter() - t0
     return result(ids, ordered, f"ingested {len(ordered)} file(s) along {dim!r} in "
                                 f"{len(ids)} commit(s) on branch {branch!r} ({elapsed:.1f} s); "
