@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from icechunk_dist.errors import InvalidInputError, StorageError
+from icechunk_dist.errors import IcechunkDistError, InvalidInputError, StorageError
 from icechunk_dist.ingest._readers import FileSummary, VarSummary, describe, open_source, summarize
 from icechunk_dist.ingest._sources import SourceFile, expand_sources, storage_from_url
 from icechunk_dist.repository import Repository
@@ -189,8 +189,15 @@ def _write_unit(unit: tuple[list[SourceFile], int], fork: ForkSession, concat_di
     ds.attrs = {}
     # xarray drops indexes from region writes; without its index the coordinate is written
     ds = ds.drop_indexes([d for d in ds.xindexes if d in ds.coords])
-    ds.to_zarr(child.store, group=group, region={concat_dim: slice(start, start + n)},
-               consolidated=False, safe_chunks=False)
+    try:
+        ds.to_zarr(child.store, group=group, region={concat_dim: slice(start, start + n)},
+                   consolidated=False, safe_chunks=False)
+    except IcechunkDistError:
+        raise
+    except Exception as e:  # e.g. values that do not encode like the repository's
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        names = ", ".join(s.url for s in sources)
+        raise InvalidInputError(f"{names}: cannot write into the repository: {msg}") from None
     return child
 
 
