@@ -173,7 +173,7 @@ def test_xarrays_own_example_file(tmp_path: Path) -> None:
         pytest.skip("this xarray wheel does not ship xarray/tests/data/example_1.nc")
     src = tmp_path / "example_1.nc"
     shutil.copy(data, src)
-    result = ingest(str(tmp_path / "repo"), [str(src)], progress=False)
+    result = ingest(tmp_path / "repo", src, progress=False)  # os.PathLike works too
     assert result.concat_dim == "time" and len(result.snapshot_ids) == 1
     with xr.open_dataset(src) as want:
         xr.testing.assert_identical(_ds(_repo(tmp_path / "repo")), want.load())
@@ -312,3 +312,16 @@ def test_expand_sources(tmp_path: Path) -> None:
         with pytest.raises(icd.InvalidInputError):
             expand_sources(bad)
 
+
+
+def test_a_landed_file_that_changed_is_an_error(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "src", 2)
+    repo_path = str(tmp_path / "repo")
+    ingest(repo_path, [str(tmp_path / "src")], progress=False)
+    tip = _repo(tmp_path / "repo").lookup_branch("main")
+    before = files[1].stat().st_size
+    make_dataset(1, steps=40).to_netcdf(files[1], engine="h5netcdf")  # rewritten in place
+    assert files[1].stat().st_size != before
+    with pytest.raises(icd.InvalidInputError, match=r"data_0001\.nc: changed since"):
+        ingest(repo_path, [str(tmp_path / "src")], progress=False)
+    assert _repo(tmp_path / "repo").lookup_branch("main") == tip

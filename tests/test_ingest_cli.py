@@ -222,9 +222,7 @@ def test_killed_mid_ingestion_then_rerun_equals_a_clean_run(tmp_path: Path) -> N
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
     assert f"skipped {landed} already landed" in out
-    once = _cli(str(clean), str(tmp_path / "src"), "--no-progress")
-    _, err = once.communicate(timeout=120)
-    assert once.returncode == 0, err
+    assert main(["ingest", str(clean), str(tmp_path / "src"), "--no-progress"]) == 0
     got, want = _ds(r), _ds(_repo(clean))
     xr.testing.assert_identical(got, want)
     xr.testing.assert_identical(got, _mf(files))
@@ -232,3 +230,15 @@ def test_killed_mid_ingestion_then_rerun_equals_a_clean_run(tmp_path: Path) -> N
             for f in h.metadata[METADATA_KEY]["files"]]
     assert sorted(urls) == [str(p) for p in files]  # each file landed exactly once
 
+
+
+@pytest.mark.dask
+def test_running_scheduler_and_wait_for_workers(tmp_path: Path, dask_client: object,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    files = write_files(tmp_path / "src", 3)
+    address = dask_client.scheduler.address  # type: ignore[attr-defined]
+    assert main(["ingest", str(tmp_path / "repo"), str(tmp_path / "src"),
+                 "--scheduler", address, "--wait-for-workers", "2", "--timeout", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "files written 3/3" in out and "ingested 3 file(s)" in out
+    xr.testing.assert_identical(_ds(_repo(tmp_path / "repo")), _mf(files))

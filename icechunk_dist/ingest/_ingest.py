@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from icechunk_dist.errors import InvalidInputError, StorageError
+from icechunk_dist.errors import IcechunkDistError, InvalidInputError, StorageError
 from icechunk_dist.ingest._readers import FileSummary, VarSummary, describe, open_source, summarize
 from icechunk_dist.ingest._sources import SourceFile, expand_sources, storage_from_url
 from icechunk_dist.repository import Repository
@@ -107,6 +107,8 @@ class _Runner:
             print(f"icechunk-dist ingest: {text}", flush=True)
 
     def _report(self, what: str, done: int, total: int, last: list[int]) -> None:
+        if total < 2:
+            return
         step = max(1, total // 10)
         if done == total or done - last[0] >= step:
             last[0] = done
@@ -187,8 +189,15 @@ def _write_unit(unit: tuple[list[SourceFile], int], fork: ForkSession, concat_di
     ds.attrs = {}
     # xarray drops indexes from region writes; without its index the coordinate is written
     ds = ds.drop_indexes([d for d in ds.xindexes if d in ds.coords])
-    ds.to_zarr(child.store, group=group, region={concat_dim: slice(start, start + n)},
-               consolidated=False, safe_chunks=False)
+    try:
+        ds.to_zarr(child.store, group=group, region={concat_dim: slice(start, start + n)},
+                   consolidated=False, safe_chunks=False)
+    except IcechunkDistError:
+        raise
+    except Exception as e:  # e.g. values that do not encode like the repository's
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        names = ", ".join(s.url for s in sources)
+        raise InvalidInputError(f"{names}: cannot write into the repository: {msg}") from None
     return child
 
 
@@ -338,6 +347,12 @@ def _existing(store: Any, group: str | None, dim: str) -> tuple[FileSummary | No
 def _zarr_encoding(var: xr.Variable, chunks: tuple[int, ...]) -> dict[str, Any]:
     enc = {k: v for k, v in var.encoding.items() if k not in _NETCDF_ONLY}
     enc["chunks"] = chunks
+    if var.dtype.kind in "mM" and "units" not in enc:
+        # times without CF units: xarray would pick units from the (empty) template; pick
+        # exact ones so that any later time step encodes without loss
+        enc["units"] = ("nanoseconds since 1970-01-01" if var.dtype.kind == "M"
+                        else "nanoseconds")
+        enc["dtype"] = np.dtype("int64")
     return enc
 
 
@@ -395,18 +410,19 @@ def _units(batch: list[FileSummary], start: int, dim: str, chunks: list[int]
     return units
 
 
-def _as_repo(repo_or_url: Repository | Storage | str, storage_options: Mapping[str, Any],
+def _as_repo(repo_or_url: Repository | Storage | str | os.PathLike[str],
+             storage_options: Mapping[str, Any],
              ) -> tuple[Repository | None, Storage]:
     if isinstance(repo_or_url, Repository):
         return repo_or_url, repo_or_url.storage
     storage = (repo_or_url if isinstance(repo_or_url, Storage)
-               else storage_from_url(str(repo_or_url), storage_options=storage_options))
+               else storage_from_url(os.fspath(repo_or_url), storage_options=storage_options))
     return (Repository.open(storage) if Repository.exists(storage) else None), storage
 
 
 def ingest(
-    repo_or_url: Repository | Storage | str,
-    sources: str | Iterable[str],
+    repo_or_url: Repository | Storage | str | os.PathLike[str],
+    sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
     *,
     concat_dim: str | None = None,
     group: str | None = None,
@@ -485,7 +501,7 @@ def ingest(
     opts = {k: v for k, v in opts.items() if v is not None}
     t0 = time.perf_counter()
     runner = _Runner(_resolve_client(client), progress)
-    src_list = [sources] if isinstance(sources, str) else list(sources)
+    src_list = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     files = expand_sources(src_list, storage_options=opts)
     repo, storage = _as_repo(repo_or_url, opts)
     landed, recorded_dim = _landed(repo, branch, group)
@@ -501,6 +517,11 @@ def ingest(
                 f"{f.url}: changed since it was ingested in snapshot {rec['snapshot']} "
                 f"(size {rec.get('size')} -> {f.size}); ingest a new file instead"
             )
+        if rec.get("etag") and f.etag and rec["etag"] != f.etag:
+            raise InvalidInputError(
+                f"{f.url}: changed since it was ingested in snapshot {rec['snapshot']} "
+                f"(etag {rec['etag']} -> {f.etag}); ingest a new file instead"
+            )
         skipped.append(f.url)
     dim = concat_dim or recorded_dim
 
@@ -512,8 +533,9 @@ def ingest(
         return result([], [], f"nothing new to ingest: all {len(files)} source file(s) "
                               f"already landed on branch {branch!r}")
     runner._say(f"{len(todo)} file(s) to ingest, {len(skipped)} already landed")
-    if dim is None:  # the driver opens ONE file to tell the concat dimension
-        dim = _infer_dim(_raise_bad([summarize(todo[0], None, opts)])[0])
+    if dim is None:  # one file, on a worker, tells the concat dimension
+        dim = _infer_dim(_raise_bad(runner.map(summarize, todo[:1], None, opts,
+                                               what="files opened"))[0])
     summaries = runner.map(summarize, todo, dim, opts, what="files checked")
     _raise_bad(summaries)
     for s in summaries:
@@ -574,7 +596,9 @@ def ingest(
             text = f"{text} (batch {b}/{len(batches)})"
         sid = session.commit(text, meta, rebase_with=ConflictDetector())
         ids.append(sid)
-        runner._say(f"committed {sid} on {branch} ({len(names)} file(s))")
+        if len(batches) > 1:
+            runner._say(f"committed {sid} on {branch} (batch {b}/{len(batches)}, "
+                        f"{len(names)} file(s))")
     elapsed = time.perf_counter() - t0
     return result(ids, ordered, f"ingested {len(ordered)} file(s) along {dim!r} in "
                                 f"{len(ids)} commit(s) on branch {branch!r} ({elapsed:.1f} s); "

@@ -180,7 +180,7 @@ def run_head(storage: Storage, key: str) -> Any:
     return run(storage.head(key))
 
 
-def expand_sources(sources: Iterable[str], *,
+def expand_sources(sources: Iterable[str | os.PathLike[str]], *,
                    storage_options: Mapping[str, Any] | None = None) -> list[SourceFile]:
     """Expand paths, ``file://``/``s3://`` URLs and globs of either into files (each once).
 
@@ -196,10 +196,12 @@ def expand_sources(sources: Iterable[str], *,
         If S3 cannot be reached.
     """
     out: dict[str, SourceFile] = {}
-    given = list(sources)
+    given: list[Any] = list(sources)
     if not given:
         raise InvalidInputError("no sources given: name files, directories, globs or URLs")
     for src in given:
+        if isinstance(src, os.PathLike):
+            src = os.fspath(src)
         if not isinstance(src, str) or not src:
             raise InvalidInputError(f"source must be a non-empty string, got {src!r}")
         parsed = urlparse(src)
