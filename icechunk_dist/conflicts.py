@@ -16,6 +16,7 @@ import abc
 import json
 from collections.abc import Iterable, Sequence
 from enum import Enum
+from itertools import chain
 
 import numpy as np
 
@@ -177,6 +178,12 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
                 continue
             touched = (path in their_upd_arr or path in their_upd_grp or path in their_chunks
                        or path in their_new)
+            if not touched and rec.kind != "array":
+                # deleting a group deletes its subtree: nodes they created or changed inside
+                # it (and chunks they wrote there) would vanish silently on replay
+                inside = path + "/" if path else ""
+                touched = any(p.startswith(inside) for p in chain(
+                    their_new, their_upd_arr, their_upd_grp, their_chunks))
             if touched:
                 add(ConflictType.DeleteOfUpdatedArray if rec.kind == "array"
                     else ConflictType.DeleteOfUpdatedGroup, path)

@@ -182,6 +182,17 @@ CASES: dict[str, tuple[Edit, Edit, list[tuple[ConflictType, str, list[tuple[int,
         lambda s: root(s).__delitem__("g"),
         [(ConflictType.DeleteOfUpdatedGroup, "/g", None)],
     ),
+    "delete of group they added a node in": (
+        lambda s: zarr.create_array(s.store, name="g/new", shape=(2,), dtype="i4"),
+        lambda s: root(s).__delitem__("g"),
+        [(ConflictType.DeleteOfUpdatedGroup, "/g", None)],
+    ),
+    "replace of group they wrote inside (xarray mode='w')": (
+        lambda s: write(zarr.create_array(s.store, name="g/new", shape=(4,), chunks=(2,),
+                                          dtype="i4"), slice(0, 4), 7),
+        lambda s: (root(s).__delitem__("g"), zarr.create_group(s.store, path="g")),
+        [(ConflictType.DeleteOfUpdatedGroup, "/g", None)],
+    ),
     "other key double update": (
         lambda s: set_key(s, "notes/readme", b"theirs"),
         lambda s: set_key(s, "notes/readme", b"ours"),
