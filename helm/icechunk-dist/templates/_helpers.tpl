@@ -11,13 +11,13 @@ characters) from it, and every Kubernetes name and label value stops at 63.
 */}}
 {{- define "icechunk-dist.fullname" -}}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 37 | trimSuffix "-" }}
+{{- .Values.fullnameOverride | replace "." "-" | trunc 37 | trimSuffix "-" }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 37 | trimSuffix "-" }}
+{{- .Release.Name | replace "." "-" | trunc 37 | trimSuffix "-" }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 37 | trimSuffix "-" }}
+{{- printf "%s-%s" .Release.Name $name | replace "." "-" | trunc 37 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
 {{- end }}
