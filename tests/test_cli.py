@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,33 +71,6 @@ def test_ingest_synthetic_is_one_commit(tmp_path: Path,
     assert np.all((data >= 0) & (data < 100)) and np.unique(data).size > 100
 
 
-def test_ingest_from_config_and_second_run_is_a_new_commit(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "repo"
-    cfg = {
-        "storage": {"url": path.as_uri()},
-        "branch": "main",
-        "message": "from config",
-        "arrays": [
-            {"path": "a", "shape": [20], "chunks": [5], "dtype": "int32", "source": "ones"},
-            {"path": "b", "shape": [4, 4], "chunks": [2, 2], "dtype": "float64",
-             "source": "zeros"},
-        ],
-    }
-    cfg_file = tmp_path / "ingest.json"
-    cfg_file.write_text(json.dumps(cfg))
-    assert main(["ingest", "--config", str(cfg_file), "--no-progress"]) == 0
-    assert main(["ingest", "--config", str(cfg_file), "--no-progress", "-m", "again"]) == 0
-    capsys.readouterr()
-    repo = _repo(path)
-    assert [h.message for h in repo.ancestry(branch="main")][:2] == ["again", "from config"]
-    store = repo.readonly_session("main").store
-    np.testing.assert_array_equal(zarr.open_array(store, path="a", mode="r")[:],
-                                  np.ones(20, dtype="int32"))
-    np.testing.assert_array_equal(zarr.open_array(store, path="b", mode="r")[:],
-                                  np.zeros((4, 4)))
-
-
 def test_ingest_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = str(tmp_path / "repo")
     assert main(["ingest", path, "--synthetic", "10,10", "--no-progress"]) == 2
@@ -107,6 +79,8 @@ def test_ingest_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
                  "--no-progress"]) == 2
     assert main(["ingest", path, "--no-progress"]) == 2
     assert "nothing to ingest" in capsys.readouterr().err
+    assert main(["ingest", path, str(tmp_path / "missing.nc"), "--no-progress"]) == 2
+    assert "missing.nc" in capsys.readouterr().err
     assert main(["ingest", path, "--no-create", "--synthetic", "4", "--chunks", "2"]) == 2
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -121,8 +95,9 @@ def test_ingest_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_yaml_config(tmp_path: Path) -> None:
     pytest.importorskip("yaml")
     p = tmp_path / "c.yaml"
-    p.write_text("storage:\n  url: s3://bucket/prefix\narrays: []\n")
-    assert load_ingest_config(p) == {"storage": {"url": "s3://bucket/prefix"}, "arrays": []}
+    p.write_text("repo: s3://bucket/prefix\nsources: ['s3://raw/*.nc']\nbatch_size: 5\n")
+    cfg = load_ingest_config(p)
+    assert (cfg.repo, cfg.sources, cfg.batch_size) == ("s3://bucket/prefix", ["s3://raw/*.nc"], 5)
 
 
 def test_storage_urls(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ Each subcommand lives in its own private module with a ``register(sub, common)``
 """
 
 from icechunk_dist.cli._common import storage_from_url
-from icechunk_dist.cli._ingest import load_ingest_config
 from icechunk_dist.cli._main import main
+from icechunk_dist.ingest import load_config as load_ingest_config
 
 __all__ = ["load_ingest_config", "main", "storage_from_url"]

@@ -1,49 +1,23 @@
-"""``icechunk-dist ingest``: write arrays through Dask forks and land them as one commit."""
+"""``icechunk-dist ingest``: NetCDF/HDF5/GRIB files or Zarr stores in, one commit per batch.
+
+``icechunk-dist ingest REPO SOURCE... [--concat-dim DIM] [--group G] [--branch B]
+[--batch-size K] [-m MSG] [--workers N | --scheduler ADDR] [--dry-run] [--config FILE]``
+runs :func:`icechunk_dist.ingest.ingest`. ``--synthetic SHAPE --chunks CHUNKS`` instead
+writes random data (a demo of distributed writes through forks).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from icechunk_dist.cli._common import REPO_HELP, add_dask_options, client_for, storage_from_url
 from icechunk_dist.errors import InvalidInputError
+from icechunk_dist.ingest import IngestConfig, load_config
 from icechunk_dist.repository import Repository
 
-__all__ = ["load_ingest_config", "register"]
-
-_SOURCES = ("random", "zeros", "ones")
-
-
-def load_ingest_config(path: str | Path) -> dict[str, Any]:
-    """Read an ingestion config (JSON; YAML if the file ends in .yaml/.yml and PyYAML exists).
-
-    Raises
-    ------
-    InvalidInputError
-        If the file is missing, unparsable or not a mapping.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InvalidInputError(f"cannot read ingestion config {str(p)!r}: {e}") from None
-    try:
-        if p.suffix in (".yaml", ".yml"):
-            import yaml  # type: ignore[import-untyped]
-
-            doc = yaml.safe_load(text)
-        else:
-            doc = json.loads(text)
-    except ImportError:
-        raise InvalidInputError("YAML configs need PyYAML; use JSON or install pyyaml") from None
-    except Exception as e:  # json.JSONDecodeError, yaml.YAMLError (not a ValueError)
-        raise InvalidInputError(f"cannot parse ingestion config {str(p)!r}: {e}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInputError(f"ingestion config {str(p)!r} must be a mapping")
-    return doc
+__all__ = ["register"]
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -56,88 +30,100 @@ def _ints(text: str, what: str) -> list[int]:
     return values
 
 
-def _array_specs(args: argparse.Namespace, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    if args.synthetic:
-        if not args.chunks:
-            raise InvalidInputError("--synthetic needs --chunks")
-        specs = [{"path": args.array, "shape": _ints(args.synthetic, "--synthetic"),
-                  "chunks": _ints(args.chunks, "--chunks"), "dtype": args.dtype,
-                  "source": "random"}]
-    else:
-        specs = list(cfg.get("arrays") or [])
-    if not specs:
-        raise InvalidInputError("nothing to ingest: give --synthetic SHAPE --chunks CHUNKS "
-                                "or a config with 'arrays'")
-    for s in specs:
-        if not isinstance(s, dict) or not s.get("path") or "shape" not in s or "chunks" not in s:
-            raise InvalidInputError(f"array spec needs path, shape and chunks: {s!r}")
-        if len(s["shape"]) != len(s["chunks"]):
-            raise InvalidInputError(f"shape and chunks differ in length: {s!r}")
-        if s.get("source", "random") not in _SOURCES:
-            raise InvalidInputError(f"array source must be one of {_SOURCES}: {s!r}")
-    return specs
-
-
-def _dask_source(spec: dict[str, Any], seed: int) -> Any:
+def _synthetic(args: argparse.Namespace) -> int:
+    """The demo: random data of --synthetic SHAPE written through forks, one commit."""
+    if not args.repo:
+        raise InvalidInputError("--synthetic needs REPO")
+    if args.sources:
+        raise InvalidInputError("give SOURCE files or --synthetic, not both")
+    if not args.chunks:
+        raise InvalidInputError("--synthetic needs --chunks")
     import dask.array as da
     import numpy as np
-
-    shape = tuple(int(v) for v in spec["shape"])
-    chunks = tuple(int(v) for v in spec["chunks"])
-    dtype = np.dtype(spec.get("dtype", "float32"))
-    source = spec.get("source", "random")
-    if source == "zeros":
-        return da.zeros(shape, chunks=chunks, dtype=dtype)
-    if source == "ones":
-        return da.ones(shape, chunks=chunks, dtype=dtype)
-    rng = da.random.default_rng(seed)  # type: ignore[no-untyped-call]
-    return (rng.random(shape, chunks=chunks) * 100).astype(dtype)
-
-
-def _cmd_ingest(args: argparse.Namespace) -> int:
-    cfg = load_ingest_config(args.config) if args.config else {}
-    st = cfg.get("storage") or {}
-    url = args.repo or st.get("url")
-    if not url:
-        raise InvalidInputError("no repository: give REPO or storage.url in the config")
-    storage = storage_from_url(
-        url,
-        endpoint_url=args.endpoint_url or st.get("endpoint_url") or None,
-        allow_http=bool(args.allow_http or st.get("allow_http")),
-        region=args.region or st.get("region") or None,
-    )
-    specs = _array_specs(args, cfg)
-    branch = args.branch or cfg.get("branch") or "main"
-    message = args.message or cfg.get("message") or f"icechunk-dist ingest of {len(specs)} array(s)"
-    create = cfg.get("create", True) and not args.no_create
-    rebase = cfg.get("rebase", True) and not args.no_rebase
-
     import zarr
 
     from icechunk_dist.conflicts import ConflictDetector
     from icechunk_dist.dask import to_zarr
 
-    repo = Repository.open_or_create(storage) if create else Repository.open(storage)
+    shape = _ints(args.synthetic, "--synthetic")
+    chunks = _ints(args.chunks, "--chunks")
+    if len(shape) != len(chunks):
+        raise InvalidInputError("--synthetic and --chunks differ in length")
+    storage = storage_from_url(args.repo, endpoint_url=args.endpoint_url or None,
+                               allow_http=bool(args.allow_http), region=args.region or None)
+    repo = Repository.open(storage) if args.no_create else Repository.open_or_create(storage)
+    branch = args.branch or "main"
     session = repo.writable_session(branch)
     start = time.perf_counter()
     client, cluster = client_for(args)
     try:
-        zarr.open_group(session.store, mode="a")  # the root group, if the repo has none yet
-        for i, spec in enumerate(specs):
-            arr = _dask_source(spec, args.seed + i)
-            to_zarr(arr, session, str(spec["path"]),
-                    chunks=tuple(int(c) for c in spec["chunks"]),
-                    progress=not args.no_progress, overwrite=True)
-            print(f"wrote {spec['path']}: shape {tuple(arr.shape)}, chunks "
-                  f"{tuple(spec['chunks'])}, {arr.dtype}, {arr.nbytes / 2**20:.1f} MiB")
+        zarr.open_group(session.store, mode="a")
+        rng = da.random.default_rng(args.seed)  # type: ignore[no-untyped-call]
+        arr = (rng.random(tuple(shape), chunks=tuple(chunks)) * 100).astype(np.dtype(args.dtype))
+        to_zarr(arr, session, args.array, chunks=tuple(chunks),
+                progress=not args.no_progress, overwrite=True)
+        print(f"wrote {args.array}: shape {tuple(arr.shape)}, chunks {tuple(chunks)}, "
+              f"{arr.dtype}, {arr.nbytes / 2**20:.1f} MiB")
     finally:
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
-    sid = session.commit(message, rebase_with=ConflictDetector() if rebase else None)
-    elapsed = time.perf_counter() - start
-    print(f"committed {sid} on {branch} ({len(specs)} array(s), {elapsed:.1f} s)")
+    sid = session.commit(args.message or "icechunk-dist ingest --synthetic",
+                         rebase_with=ConflictDetector())
+    print(f"committed {sid} on {branch} (1 array(s), {time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> IngestConfig:
+    """The config file (if any) with the command line's values on top."""
+    base: dict[str, Any] = {}
+    if args.config:
+        cfg = load_config(args.config)
+        base = {f: getattr(cfg, f) for f in cfg.__struct_fields__}
+    overrides = {
+        "repo": args.repo, "sources": list(args.sources) or None,
+        "concat_dim": args.concat_dim, "group": args.group, "branch": args.branch,
+        "batch_size": args.batch_size, "message": args.message,
+        "endpoint_url": args.endpoint_url, "region": args.region,
+        "allow_http": True if args.allow_http else None,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if not base.get("repo"):
+        raise InvalidInputError("no repository: give REPO (or repo in --config)")
+    if not base.get("sources"):
+        raise InvalidInputError("nothing to ingest: give SOURCE files, directories, globs or "
+                                "URLs (or sources in --config), or --synthetic SHAPE")
+    if base.get("batch_size") is not None and base["batch_size"] < 1:
+        raise InvalidInputError(f"--batch-size must be >= 1, got {base['batch_size']}")
+    return IngestConfig(**base)
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    if args.synthetic:
+        return _synthetic(args)
+    cfg = _config(args)
+    from icechunk_dist.ingest import ingest
+
+    client, cluster = (None, None) if args.dry_run else client_for(args)
+    try:
+        result = ingest(
+            cfg.repo, cfg.sources, concat_dim=cfg.concat_dim, group=cfg.group,
+            branch=cfg.branch, batch_size=cfg.batch_size, message=cfg.message,
+            client=client, dry_run=bool(args.dry_run), progress=not args.no_progress,
+            endpoint_url=cfg.endpoint_url, allow_http=cfg.allow_http, region=cfg.region,
+        )
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    print(result.message)
+    if args.dry_run:
+        for url in result.ingested:
+            print(f"  would ingest {url}")
+    for sid in result.snapshot_ids:
+        print(f"committed {sid} on {result.branch}")
     return 0
 
 
@@ -145,26 +131,39 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``ingest`` to ``sub`` (an argparse subparsers action)."""
     s = sub.add_parser(
         "ingest", parents=[common],
-        help="write arrays through Dask forks and land them as one commit",
-        description="Create/overwrite arrays in one writable session, write their data on Dask "
-                    "workers through forks, merge, and commit once. Uses a distributed "
-                    "scheduler at --scheduler or $DASK_SCHEDULER_ADDRESS, a LocalCluster with "
-                    "--workers N, else Dask's threaded scheduler.",
+        help="ingest NetCDF/HDF5/GRIB files or Zarr stores as one commit (per batch)",
+        description="Ingest files into a repository: open them on Dask workers, check them "
+                    "against each other and the repository, write them through forks and "
+                    "commit once per batch. The first run creates the repository and group; "
+                    "later runs append along --concat-dim and skip files already landed on "
+                    "the branch. Exit codes: 0 ok (also: nothing new), 2 bad input, "
+                    "3 conflict, 4 storage unreachable, 1 other.",
     )
-    s.add_argument("repo", metavar="PATH_OR_URL", nargs="?", default=None,
-                   help=REPO_HELP + " (default: storage.url of --config)")
-    s.add_argument("--config", help="ingestion config (JSON, or YAML with PyYAML)")
-    s.add_argument("--synthetic", metavar="SHAPE",
-                   help="write random data of this shape, e.g. 100,100")
-    s.add_argument("--chunks", metavar="CHUNKS", help="chunk shape for --synthetic, e.g. 10,10")
-    s.add_argument("--array", default="data", help="array path for --synthetic (default data)")
-    s.add_argument("--dtype", default="float32", help="dtype for --synthetic (default float32)")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("repo", metavar="REPO", nargs="?", default=None,
+                   help=REPO_HELP + " (default: repo of --config)")
+    s.add_argument("sources", metavar="SOURCE", nargs="*", default=[],
+                   help="files, directories, file:// or s3:// URLs, or globs of either "
+                        "(quote globs: 's3://raw/2024/*.nc')")
+    s.add_argument("--config", help="ingestion config (JSON, or YAML); flags override it")
+    s.add_argument("--concat-dim", default=None,
+                   help="dimension to concatenate/append along (default: time, or the "
+                        "files' unlimited dimension)")
+    s.add_argument("--group", default=None, help="zarr group of the dataset (default: root)")
     s.add_argument("--branch", default=None, help="branch to commit to (default main)")
+    s.add_argument("--batch-size", type=int, default=None, metavar="K",
+                   help="commit every K files separately (a crash loses one batch at most)")
     s.add_argument("-m", "--message", default=None, help="commit message")
+    s.add_argument("--dry-run", action="store_true",
+                   help="check the sources and report what would be ingested; write nothing")
     add_dask_options(s)
-    s.add_argument("--no-create", action="store_true", help="fail if the repository is missing")
-    s.add_argument("--no-rebase", action="store_true",
-                   help="fail with ConflictError if the branch moved (default: rebase)")
     s.add_argument("--no-progress", action="store_true", help="no progress display")
+    demo = s.add_argument_group("demo: random data instead of files")
+    demo.add_argument("--synthetic", metavar="SHAPE",
+                      help="write random data of this shape, e.g. 100,100")
+    demo.add_argument("--chunks", metavar="CHUNKS", help="chunk shape, e.g. 10,10")
+    demo.add_argument("--array", default="data", help="array path (default data)")
+    demo.add_argument("--dtype", default="float32", help="dtype (default float32)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--no-create", action="store_true",
+                      help="fail if the repository is missing")
     s.set_defaults(func=_cmd_ingest)

@@ -1,0 +1,34 @@
+"""Ingestion of files into a repository: NetCDF/HDF5/GRIB files or Zarr stores in, one
+committed, versioned dataset out (one commit per batch), with safe re-runs.
+
+Quick use::
+
+    from icechunk_dist.ingest import ingest
+
+    result = ingest("s3://bucket/repo", ["s3://raw/2024/*.nc"], concat_dim="time",
+                    group="era5", batch_size=100)
+    print(result.message, result.snapshot_ids)
+
+Files are opened on the workers (a ``distributed`` client, or threads in this process),
+checked against each other and against the repository before anything is written, sorted
+along the concat dimension, and written through forks of one session: see
+``docs/ingestion.md``. Every ingestion commit records its inputs under
+:data:`METADATA_KEY` in its metadata, so a re-run skips what already landed.
+"""
+
+from icechunk_dist.ingest._config import IngestConfig, load_config
+from icechunk_dist.ingest._ingest import METADATA_KEY, IngestResult, ingest
+from icechunk_dist.ingest._readers import open_source
+from icechunk_dist.ingest._sources import SourceFile, expand_sources, storage_from_url
+
+__all__ = [
+    "METADATA_KEY",
+    "IngestConfig",
+    "IngestResult",
+    "SourceFile",
+    "expand_sources",
+    "ingest",
+    "load_config",
+    "open_source",
+    "storage_from_url",
+]
