@@ -17,6 +17,9 @@ xr = pytest.importorskip("xarray")
 pytest.importorskip("h5netcdf")
 pytest.importorskip("scipy")
 
+from conftest import S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY  # noqa: E402
+from netcdf_data import make_dataset, write_files  # noqa: E402
+
 import icechunk_dist as icd  # noqa: E402
 from icechunk_dist.ingest import (  # noqa: E402
     METADATA_KEY,
@@ -25,9 +28,6 @@ from icechunk_dist.ingest import (  # noqa: E402
     ingest,
     load_config,
 )
-from netcdf_data import make_dataset, write_files  # noqa: E402
-
-from conftest import S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY  # noqa: E402
 
 
 def _mf(files: list[Path] | list[str], **kw: Any) -> xr.Dataset:
@@ -255,7 +255,7 @@ def test_mismatch_between_new_files_before_anything_is_written(tmp_path: Path) -
     good = write_files(tmp_path / "src", 2)
     wide = tmp_path / "src" / "data_0009.nc"
     make_dataset(9, nlat=7).to_netcdf(wide, engine="h5netcdf")
-    with pytest.raises(icd.InvalidInputError, match="data_0009.nc.*lat=7"):
+    with pytest.raises(icd.InvalidInputError, match=r"data_0009\.nc.*lat=7"):
         ingest(str(tmp_path / "repo"), [str(tmp_path / "src")], progress=False)
     assert not icd.Repository.exists(icd.local_filesystem_storage(tmp_path / "repo"))
     assert good
@@ -297,7 +297,7 @@ def test_config_json_yaml_and_unknown_keys(tmp_path: Path) -> None:
     p.write_text(json.dumps({**doc, "batch_size": 0}))
     with pytest.raises(icd.InvalidInputError, match="batch_size"):
         load_config(p)
-    with pytest.raises(icd.InvalidInputError, match="nothing.json"):
+    with pytest.raises(icd.InvalidInputError, match=r"nothing\.json"):
         load_config(tmp_path / "nothing.json")
 
 
