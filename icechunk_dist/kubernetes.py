@@ -322,10 +322,10 @@ def runner_args(
     """The job runner's arguments after ``icechunk-dist`` (the chart's ``args``).
 
     ``kind="ingest"`` reads the mounted config; ``kind="map"`` needs ``map_options`` with
-    ``repo``, ``to_branch`` and ``func`` (``module:function``), and optionally ``from``
-    (default ``main``), ``group``, ``rechunk`` ({dim: size}) and ``message``. Both connect to
-    the operator's ``$(DASK_SCHEDULER_ADDRESS)`` and wait ``timeout`` seconds for
-    ``wait_for_workers`` workers.
+    ``repo``, ``to_branch`` and ``func`` (``module:function``) and/or ``rechunk``
+    ({dim: size}), and optionally ``from`` (default ``main``), ``group`` and ``message``.
+    Both connect to the operator's ``$(DASK_SCHEDULER_ADDRESS)`` and wait ``timeout``
+    seconds for ``wait_for_workers`` workers.
 
     Raises
     ------
@@ -342,10 +342,15 @@ def runner_args(
             raise InvalidInputError(f"unknown map option(s) {unknown}")
         if not opts.get("repo") or not opts.get("to_branch"):
             raise InvalidInputError("kind='map' needs map_options repo and to_branch")
-        if not _FUNC.match(str(opts.get("func", ""))):
-            raise InvalidInputError("kind='map' needs map_options func as module:function")
+        if not opts.get("func") and not opts.get("rechunk"):
+            raise InvalidInputError("kind='map' needs map_options func (module:function) "
+                                    "and/or rechunk")
+        if opts.get("func") and not _FUNC.match(str(opts["func"])):
+            raise InvalidInputError(f"map func must be module:function, got {opts['func']!r}")
         args = ["map", str(opts["repo"]), "--from", str(opts.get("from") or "main"),
-                "--to-branch", str(opts["to_branch"]), "--func", str(opts["func"])]
+                "--to-branch", str(opts["to_branch"])]
+        if opts.get("func"):
+            args += ["--func", str(opts["func"])]
         if opts.get("group"):
             args += ["--group", str(opts["group"])]
         rechunk = opts.get("rechunk") or {}

@@ -199,7 +199,11 @@ def test_map_job(tmp_path: Path) -> None:
         "--allow-http", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-for-workers",
         "2", "--timeout", "600"]
     assert "volumeMounts" not in runner
+    rechunk_only = by_kind(render("job.kind=map", "map.toBranch=r", "map.rechunk.time=8"))
+    args = containers(rechunk_only["DaskJob"]["spec"]["job"]["spec"])["job"]["args"]
+    assert "--func" not in args and args[args.index("--rechunk") + 1] == "time=8"
     for bad, msg in ((["job.kind=map"], "map.toBranch is required"),
+                     (["job.kind=map", "map.toBranch=b"], "map.func (module:function) and/or"),
                      (["job.kind=map", "map.toBranch=b", "map.func=nocolon"], "module:function")):
         done = helm("template", "rel", str(CHART), *[a for s in bad for a in ("--set", s)],
                     check=False)

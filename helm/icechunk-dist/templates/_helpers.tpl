@@ -72,8 +72,11 @@ credentials so they can never be rendered into a manifest.
 {{- if not .Values.map.toBranch }}
 {{- fail "map.toBranch is required for job.kind=map" }}
 {{- end }}
-{{- if not (regexMatch "^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$" .Values.map.func) }}
-{{- fail "map.func is required for job.kind=map, as module:function" }}
+{{- if and (not .Values.map.func) (not .Values.map.rechunk) }}
+{{- fail "job.kind=map needs map.func (module:function) and/or map.rechunk" }}
+{{- end }}
+{{- if and .Values.map.func (not (regexMatch "^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$" .Values.map.func)) }}
+{{- fail "map.func must be module:function" }}
 {{- end }}
 {{- end }}
 {{- end }}
@@ -122,8 +125,10 @@ The ingestion config as JSON: icechunk_dist.ingest.IngestConfig, what
 - {{ $v.map.from | quote }}
 - --to-branch
 - {{ $v.map.toBranch | quote }}
+{{- with $v.map.func }}
 - --func
-- {{ $v.map.func | quote }}
+- {{ . | quote }}
+{{- end }}
 {{- with $v.map.group }}
 - --group
 - {{ . | quote }}
