@@ -28,6 +28,11 @@ EXPECT: dict[str, list[str]] = {
         r"read-back check: OK",
     ],
     "concurrent_writers.py": [r"concurrent writers check: OK"],
+    "reprocess.py": [
+        r"job 1 \(function\) : [0-9A-Z]{20} on daily \(new branch\)",
+        r"job 2 \(rechunk\)  : [0-9A-Z]{20} on by-time",
+        r"reprocess check: OK",
+    ],
     "quickstart.py": [
         r"commit 1 on main: [0-9A-Z]{20}",
         r"tags: \['v1'\]",

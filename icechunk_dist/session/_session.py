@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -150,6 +151,41 @@ class Session(SessionParity, SessionCore):
         self._check_writable()
         with self._lock:
             self._changes = ChangeSet()
+
+    # ------------------------------------------------------------------ savepoints
+    def savepoint(self) -> SessionSavepoint:
+        """An opaque copy of this session's uncommitted changes, for :meth:`rollback_to`.
+
+        Used by multi-step writes (``icechunk_dist.xarray.to_icechunk``) so that a write that
+        fails half-way leaves the session exactly as it was before the write began.
+
+        Raises
+        ------
+        SessionStateError
+            If the session is read-only.
+        """
+        self._check_writable()
+        with self._lock:
+            return SessionSavepoint(self, copy.deepcopy(self._changes),
+                                    frozenset(self._merged_forks))
+
+    def rollback_to(self, savepoint: SessionSavepoint) -> None:
+        """Restore the uncommitted changes recorded by :meth:`savepoint` (chunk objects
+        written since become garbage, as with :meth:`discard_changes`).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``savepoint`` was taken from another session.
+        SessionStateError
+            If the session is read-only (for example it committed since).
+        """
+        if not isinstance(savepoint, SessionSavepoint) or savepoint._session is not self:
+            raise InvalidInputError("rollback_to takes a savepoint of this same session")
+        self._check_writable()
+        with self._lock:
+            self._changes = copy.deepcopy(savepoint._changes)
+            self._merged_forks = set(savepoint._merged_forks)
 
     # ------------------------------------------------------------------ fork / merge
     def fork(self) -> ForkSession:
@@ -344,6 +380,20 @@ class Session(SessionParity, SessionCore):
         if self._read_only or self._branch is None:
             raise SessionStateError("cannot rebase: " + self._read_only_reason())
         await _rebase.rebase_session(_CommitHandle(self), solver)
+
+
+class SessionSavepoint:
+    """What :meth:`Session.savepoint` returns; pass it to :meth:`Session.rollback_to`."""
+
+    __slots__ = ("_changes", "_merged_forks", "_session")
+
+    def __init__(self, session: Session, changes: ChangeSet, merged: frozenset[str]) -> None:
+        self._session = session
+        self._changes = changes
+        self._merged_forks = merged
+
+    def __repr__(self) -> str:
+        return f"<icechunk_dist.SessionSavepoint of {self._session!r}>"
 
 
 class _CommitHandle:

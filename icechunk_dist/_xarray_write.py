@@ -1,0 +1,377 @@
+"""The implementation of ``icechunk_dist.xarray.to_icechunk`` (import it from there).
+
+xarray through forks: :func:`to_icechunk` writes a Dataset into a session, one commit.
+
+The same call as Icechunk's ``icechunk.xarray.to_icechunk``::
+
+    session = repo.writable_session("main")
+    to_icechunk(ds, session)                      # metadata on the driver, data on workers
+    session.commit("one commit")
+
+How it works (see docs/xarray.md):
+
+1. On the driver, xarray's own Zarr backend writes the metadata into the session: every
+   array's ``zarr.json`` (created, resized for ``append_dim``, attributes, CF encodings such
+   as time units, ``_FillValue``, ``scale_factor``/``add_offset``).
+2. Variables held in memory (numpy) are written directly into the session.
+3. Variables backed by dask are encoded lazily by xarray (packing, time encoding...), then
+   written on the workers through forks of the session with
+   :func:`icechunk_dist.dask.store_dask`, whose change-sets are merged by a tree reduction
+   on the workers (``split_every`` at a time) and merged into the session.
+
+Any scheduler works: a ``distributed`` client (the current one), dask's threaded scheduler,
+or no dask at all for a numpy-only dataset. If anything fails, the session's uncommitted
+changes are rolled back to what they were before the call, so a later commit never shows a
+half-written dataset.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Hashable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from icechunk_dist.errors import (
+    IcechunkDistError,
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+)
+from icechunk_dist.session import Session
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["open_dataset", "to_icechunk"]
+
+ZarrWriteModes = Literal["w", "w-", "a", "a-", "r+"]
+Region = Mapping[str, "slice | Literal['auto']"] | Literal["auto"] | None
+
+_MODES = ("w", "w-", "a", "a-", "r+")
+# keyword arguments of Dataset.to_zarr that keep their meaning here
+_PASSTHROUGH = ("safe_chunks", "align_chunks", "write_empty_chunks")
+
+
+def _require_xarray() -> Any:
+    try:
+        import xarray
+    except ImportError as e:  # pragma: no cover - the extra is installed in tests
+        raise ImportError(
+            "icechunk_dist.xarray needs xarray: pip install 'icechunk_dist[xarray]'"
+        ) from e
+    return xarray
+
+
+def _choose_mode(mode: str | None, append_dim: Hashable | None, region: Any) -> str:
+    if mode is None:
+        if append_dim is not None:
+            mode = "a"
+        elif region is not None:
+            mode = "r+"
+        else:
+            mode = "w-"
+    if mode not in _MODES:
+        raise InvalidInputError(
+            f"to_icechunk: mode must be one of {', '.join(map(repr, _MODES))}, got {mode!r}"
+        )
+    if append_dim is not None and mode not in ("a", "a-"):
+        raise InvalidInputError(
+            f"to_icechunk: append_dim needs mode 'a' or 'a-' (or None), got {mode!r}"
+        )
+    if region is not None and mode not in ("a", "r+"):
+        raise InvalidInputError(
+            f"to_icechunk: region needs mode 'a' or 'r+' (or None), got {mode!r}"
+        )
+    if append_dim is not None and region is not None and region != "auto" and \
+            append_dim in region:
+        raise InvalidInputError(
+            f"to_icechunk: dimension {append_dim!r} cannot be both append_dim and in region"
+        )
+    return mode
+
+
+def _as_dataset(obj: Any) -> Any:
+    xr = _require_xarray()
+    if isinstance(obj, xr.Dataset):
+        return obj
+    if isinstance(obj, xr.DataArray):
+        from xarray.backends.api import DATAARRAY_NAME, DATAARRAY_VARIABLE
+
+        # the convention of DataArray.to_zarr, so xr.open_dataarray reads it back
+        if obj.name is None:
+            return obj.to_dataset(name=DATAARRAY_VARIABLE)
+        if obj.name in obj.coords or obj.name in obj.dims:
+            ds = obj.to_dataset(name=DATAARRAY_VARIABLE)
+            ds.attrs[DATAARRAY_NAME] = obj.name
+            return ds
+        return obj.to_dataset()
+    raise InvalidInputError(
+        f"to_icechunk writes an xarray Dataset or DataArray, got {type(obj).__name__}"
+    )
+
+
+def _is_dask(x: Any) -> bool:
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(x, da.Array)
+
+
+class _CollectingWriter:
+    """Stands in for xarray's ``ArrayWriter``: records every (source, target, region) that
+    xarray's Zarr backend would write, without writing; :func:`to_icechunk` writes them."""
+
+    def __init__(self) -> None:
+        self.eager: list[tuple[Any, Any, Any]] = []
+        self.lazy: list[tuple[Any, Any, Any]] = []
+
+    def add(self, source: Any, target: Any, region: Any = None) -> None:
+        if _is_dask(source):
+            self.lazy.append((source, target, region))
+        elif hasattr(source, "chunks") and callable(getattr(source, "compute", None)):
+            raise InvalidInputError(
+                f"to_icechunk writes numpy- or dask-backed variables, got a "
+                f"{type(source).__name__} for {getattr(target, 'path', '?')!r}"
+            )
+        else:
+            self.eager.append((source, target, region))
+
+    def sync(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - not used
+        return None
+
+
+def _region_tuple(target: Any, region: Any) -> tuple[slice, ...]:
+    if region is None:
+        return tuple(slice(0, n) for n in target.shape)
+    out = []
+    for sl, n in zip(region, target.shape, strict=True):
+        start, stop, _ = sl.indices(n)
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+def _check_pending_overlap(session: Session, lazy: list[tuple[Any, Any, Any]]) -> None:
+    """Forks see the session's base snapshot and pending metadata, not its pending chunk
+    writes: a block that covers part of a chunk this session already wrote (uncommitted)
+    would rewrite that chunk from stale data. Refuse that instead of losing data."""
+    if not session.has_uncommitted_changes:
+        return
+    pending = session.status().updated_chunks
+    for _src, target, region in lazy:
+        coords = pending.get("/" + target.path.strip("/"))
+        if not coords:
+            continue
+        reg = _region_tuple(target, region)
+        aligned = all(
+            (sl.start % c == 0) and (sl.stop % c == 0 or sl.stop == n)
+            for sl, c, n in zip(reg, target.chunks, target.shape, strict=True)
+        )
+        if not aligned:
+            raise InvalidInputError(
+                f"to_icechunk: {target.path!r} has uncommitted chunk writes in this session "
+                "and this write covers part of a chunk: commit the session first (or write "
+                "chunk-aligned regions)"
+            )
+
+
+def to_icechunk(
+    obj: xr.Dataset | xr.DataArray,
+    session: Session,
+    *,
+    group: str | None = None,
+    mode: ZarrWriteModes | None = None,
+    append_dim: Hashable | None = None,
+    region: Region = None,
+    encoding: Mapping[Any, Any] | None = None,
+    split_every: int | None = None,
+    progress: bool = True,
+    **kwargs: Any,
+) -> None:
+    """Write an xarray Dataset (or DataArray) into a writable session; commit it yourself.
+
+    The call of Icechunk's ``icechunk.xarray.to_icechunk`` and of ``Dataset.to_zarr``:
+    metadata goes into the session on the driver, numpy-backed variables are written there
+    directly, dask-backed variables are written on the workers through forks of the session
+    and merged back by a tree reduction (:func:`icechunk_dist.dask.store_dask`).
+
+    Parameters
+    ----------
+    obj
+        The Dataset or DataArray to write.
+    session
+        A writable :class:`~icechunk_dist.Session`. Nothing is visible to others until you
+        call ``session.commit(...)`` (once, for the whole write).
+    group
+        Zarr group path to write to (default: the root).
+    mode
+        ``"w"`` create, overwriting what is there; ``"w-"`` create, fail if it exists;
+        ``"a"`` overwrite variables that exist, create the others (with ``append_dim``:
+        append along it); ``"a-"`` append only the variables that have ``append_dim``;
+        ``"r+"`` modify existing values only (no metadata or shape change). Default: ``"a"``
+        with ``append_dim``, ``"r+"`` with ``region``, otherwise ``"w-"``.
+    append_dim
+        Extend existing arrays along this dimension.
+    region
+        ``"auto"`` or a mapping ``{dim: slice or "auto"}``: the part of existing arrays to
+        fill. Every variable must share a dimension with the region.
+    encoding
+        Per-variable encodings, e.g. ``{"t": {"dtype": "int16", "scale_factor": 0.01}}``.
+    split_every
+        Fan-in of the tree reduction that merges the workers' forks (default 8).
+    progress
+        Show a progress bar while dask-backed variables are written (default True).
+    **kwargs
+        ``safe_chunks``, ``align_chunks``, ``write_empty_chunks`` as in ``Dataset.to_zarr``;
+        ``zarr_format`` (only 3), ``consolidated`` (only False/None), ``compute`` (only
+        True) and ``chunkmanager_store_kwargs`` (ignored) are accepted for compatibility.
+
+    Raises
+    ------
+    ReadOnlyError
+        If ``session`` is read-only (for example already committed).
+    InvalidInputError
+        On a bad mode, region or encoding, an existing target with ``mode="w-"``, a
+        variable missing with ``mode="r+"``, or a dataset that does not fit what is stored.
+        xarray's and zarr's own ``ValueError``/``KeyError``/``TypeError``/
+        ``FileExistsError`` are reported as this error.
+    NotFoundError
+        With ``mode="a"``/``"r+"`` or ``region`` where there is no dataset yet.
+    ConflictError
+        If two tasks wrote the same chunk (only with ``safe_chunks=False``).
+
+    On any error the session's uncommitted changes are restored to what they were before the
+    call: nothing of the failed write reaches a later commit.
+    """
+    xr = _require_xarray()
+    if not isinstance(session, Session):
+        raise InvalidInputError(
+            f"to_icechunk writes into an icechunk_dist Session, got {type(session).__name__}"
+        )
+    if session.read_only:
+        raise ReadOnlyError("to_icechunk needs a writable session: " +
+                            session.read_only_reason())
+    concrete = _choose_mode(mode, append_dim, region)
+    open_kwargs = _open_kwargs(kwargs)
+    ds = _as_dataset(obj)
+    savepoint = session.savepoint()
+    try:
+        _write(xr, ds, session, group=group, mode=concrete, append_dim=append_dim,
+               region=region, encoding=encoding, split_every=split_every, progress=progress,
+               open_kwargs=open_kwargs)
+    except BaseException as e:
+        session.rollback_to(savepoint)
+        if isinstance(e, IcechunkDistError):
+            raise
+        if isinstance(e, FileNotFoundError):  # mode "a"/"r+" on nothing, or a missing group
+            raise NotFoundError(f"to_icechunk: {e}") from e
+        if isinstance(e, ValueError | KeyError | TypeError | FileExistsError):
+            raise InvalidInputError(f"to_icechunk: {e}") from e
+        raise
+
+
+def _open_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in _PASSTHROUGH:
+            out[key] = value
+        elif key == "zarr_format" and value not in (None, 3):
+            raise InvalidInputError("to_icechunk writes Zarr format 3 only")
+        elif key == "consolidated" and value:
+            raise InvalidInputError(
+                "to_icechunk: consolidated metadata is not used (a session lists its keys)"
+            )
+        elif key == "compute" and value is not True:
+            raise InvalidInputError(
+                "to_icechunk always writes (compute=False is not supported): for a "
+                "delayed write use icechunk_dist.dask.store_dask(..., compute=False)"
+            )
+        elif key not in ("zarr_format", "consolidated", "compute",
+                         "chunkmanager_store_kwargs"):
+            raise InvalidInputError(
+                f"to_icechunk got an unexpected keyword argument {key!r}"
+            )
+    if "write_empty_chunks" in out:
+        out["write_empty"] = out.pop("write_empty_chunks")
+    return out
+
+
+def _write(xr: Any, ds: xr.Dataset, session: Session, *, group: str | None, mode: str,
+           append_dim: Hashable | None, region: Any, encoding: Mapping[Any, Any] | None,
+           split_every: int | None, progress: bool, open_kwargs: dict[str, Any]) -> None:
+    import importlib
+
+    from xarray.backends.zarr import ZarrStore
+
+    # xarray's own Zarr writing machinery (as Icechunk uses it); in writers.py since 2025.7
+    try:
+        writers: Any = importlib.import_module("xarray.backends.writers")
+        validate_names, dump_to_store = writers._validate_dataset_names, writers.dump_to_store
+    except (ImportError, AttributeError):
+        api: Any = importlib.import_module("xarray.backends.api")
+        validate_names, dump_to_store = api._validate_dataset_names, api.dump_to_store
+
+    validate_names(ds)
+    for v in ds.variables.values():  # zero-length dask arrays: as xarray's to_zarr does
+        if v.size == 0:
+            v.load()
+    zstore: Any = ZarrStore.open_group(
+        store=session.store, group=group, mode=mode,  # type: ignore[arg-type]
+        zarr_format=3, append_dim=append_dim,
+        write_region=region, consolidated=False, consolidate_on_close=False,
+        **open_kwargs,
+    )
+    validate_region = getattr(zstore, "_validate_and_autodetect_region", None)
+    if validate_region is not None:
+        ds = validate_region(ds)
+    enc = dict(encoding or {})
+    zstore._validate_encoding(enc)
+    writer = _CollectingWriter()
+    # metadata of every array (created, resized for appends, attributes), on the driver
+    dump_to_store(ds, zstore, writer, encoding=enc)
+    # in-memory variables: straight into the session
+    for source, target, reg in writer.eager:
+        target[reg or ...] = source
+    if writer.lazy:
+        _write_lazy(session, writer.lazy, split_every=split_every, progress=progress)
+
+
+def _write_lazy(session: Session, lazy: list[tuple[Any, Any, Any]], *,
+                split_every: int | None, progress: bool) -> None:
+    import zarr
+
+    from icechunk_dist.dask import store_dask
+
+    _check_pending_overlap(session, lazy)
+    fork = session.fork()
+    targets = [zarr.open_array(fork.store, path=t.path, mode="r+") for _, t, _ in lazy]
+    merged = store_dask(sources=[s for s, _, _ in lazy], targets=targets,
+                        regions=[_region_tuple(t, r) for _, t, r in lazy],
+                        split_every=split_every, progress=progress)
+    session.merge(merged)
+
+
+def open_dataset(session: Any, *, group: str | None = None, chunks: Any = None,
+                 **kwargs: Any) -> xr.Dataset:
+    """``xr.open_zarr(session.store, group=group, consolidated=False, ...)``: the dataset in
+    a session (read-only or writable), lazily with dask when it is installed (``chunks=None``
+    means dask arrays with the Zarr chunks; other values as in ``xr.open_zarr``).
+
+    Raises
+    ------
+    NotFoundError
+        If there is no dataset at ``group``.
+    """
+    xarray_mod = _require_xarray()
+    if chunks is None and _has_dask():
+        chunks = {}  # dask arrays with the Zarr chunks
+    try:
+        ds: xr.Dataset = xarray_mod.open_zarr(session.store, group=group, consolidated=False,
+                                      chunks=chunks, **kwargs)
+    except (FileNotFoundError, KeyError) as e:
+        where = group or "/"
+        raise NotFoundError(f"no xarray dataset at group {where!r}: {e}") from None
+    return ds
+
+
+def _has_dask() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("dask") is not None
