@@ -212,18 +212,30 @@ def test_rendered_chart_run_lands_one_commit(tmp_path: Path, s3_server: str,
     assert all(w.argv[:2] == ["dask", "worker"] for w in workers)
     assert runner.argv[:2] == ["icechunk-dist", "ingest"]
     assert "AWS_SECRET_ACCESS_KEY" not in scheduler.env  # no credentials where not rendered
-    print("\n$ " + " ".join(runner.argv))
+    # the reprocessing job of the same release: job.kind=map, rechunk along time
+    map_values = {**values, "job": {**values["job"], "kind": "map"},
+                  "map": {"toBranch": "rechunked", "rechunk": {"time": 6},
+                          "message": "rendered-chart map", "extraArgs": ["--no-progress"]}}
+    map_job, map_cms = _render_for(map_values, tmp_path)
+    # its cluster is the same as the ingestion's: the running one stands in for a fresh one
+    assert map_job["spec"]["cluster"] == job["spec"]["cluster"]
+    map_runner = Pod("map-runner", map_job["spec"]["job"]["spec"],
+                     _operator_env(map_job, scheduler), map_cms, tmp_path / "pods")
+    assert map_runner.argv[:2] == ["icechunk-dist", "map"]
     try:
         scheduler.start().wait_ready()
         for w in workers:
             w.start()
-        runner.start()
-        rc = runner.wait(timeout=300)
-        out = runner.output()
-        print(out)
-        assert rc == 0, out + "\n--- workers ---\n" + "\n".join(w.output() for w in workers)
+        for r in (runner, map_runner):
+            print("\n$ " + " ".join(r.argv))
+            r.start()
+            rc = r.wait(timeout=300)
+            out = r.output()
+            print(out)
+            assert rc == 0, out + "\n--- workers ---\n" + "\n".join(w.output()
+                                                                      for w in workers)
     finally:
-        for p in (runner, *workers, scheduler):
+        for p in (map_runner, runner, *workers, scheduler):
             p.stop()
     # both workers served the job: the runner waited for both (--wait-for-workers 2)
     sched_log = scheduler.output()
@@ -246,6 +258,17 @@ def test_rendered_chart_run_lands_one_commit(tmp_path: Path, s3_server: str,
     xr.testing.assert_identical(got, want)
     print(f"committed {history[0].id} on main: {dict(got.sizes)}; "
           f"history {[s.message for s in history]}")
+    # the map job: one more commit, on its own branch, same values, time chunks of 6
+    mapped = list(repo.ancestry(branch="rechunked"))
+    assert [s.message for s in mapped[:2]] == ["rendered-chart map", "rendered-chart run"]
+    assert [s.id for s in repo.ancestry(branch="main")] == [s.id for s in history]
+    session = repo.readonly_session("rechunked")
+    with xr.open_zarr(session.store, consolidated=False) as ds:
+        xr.testing.assert_identical(ds.load(), want)
+    import zarr
+
+    assert zarr.open_array(session.store, path="temperature", mode="r").chunks[0] == 6
+    print(f"map committed {mapped[0].id} on rechunked")
 
 
 def test_rendered_runner_fails_clearly_when_no_worker_joins(tmp_path: Path) -> None:

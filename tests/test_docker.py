@@ -3,7 +3,8 @@
 No container runtime is needed: the ``RUN pip install ...`` line is parsed out of the
 Dockerfile and run, as written, in a fresh ``python -m venv`` (no system site-packages) with the
 checkout as the build context. The chart's containers then exec ``dask scheduler``,
-``dask worker`` and ``icechunk-dist ingest``/``map``; each must exist there (``--help`` exits 0).
+``dask worker`` and ``icechunk-dist ingest`` / ``map``; each must exist there (``--help``
+exits 0), and the NetCDF readers the ingestion needs must import.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ["dask", "scheduler", "--help"],
     ["dask", "worker", "--help"],
     ["icechunk-dist", "ingest", "--help"],
+    ["icechunk-dist", "map", "--help"],
     ["icechunk-dist", "--help"],
 ])
 def test_install_line_provides_the_chart_commands(image_venv: Path, command: list[str]) -> None:
@@ -91,3 +93,11 @@ def test_install_line_provides_the_chart_commands(image_venv: Path, command: lis
     assert "usage" in done.stdout.lower()
     # the venv is isolated: the package comes from the fresh install, not from this checkout's
     assert sys.prefix not in str(exe)
+
+
+@pytest.mark.slow
+def test_install_line_provides_the_netcdf_readers(image_venv: Path) -> None:
+    code = "import h5netcdf, scipy.io, xarray, distributed, dask_kubernetes, icechunk_dist.ingest"
+    done = subprocess.run([str(image_venv / "bin" / "python"), "-c", code], capture_output=True,
+                          text=True, timeout=120, check=False, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
