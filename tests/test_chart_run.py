@@ -291,3 +291,22 @@ def test_rendered_runner_fails_clearly_when_no_worker_joins(tmp_path: Path) -> N
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert lines[-1].startswith("icechunk-dist: error: only 0 of 2 Dask workers joined"), out
     assert "Traceback" not in out
+
+
+def test_rendered_runner_fails_clearly_without_a_scheduler(tmp_path: Path) -> None:
+    # the scheduler pod never came up: the Service has no endpoint (a closed loopback port)
+    values = {"storage": {"url": f"file://{tmp_path}/repo"},
+              "ingest": {"sources": [str(tmp_path / "none" / "*.nc")]},
+              "job": {"timeoutSeconds": 2}}
+    job, config_maps = _render_for(values, tmp_path)
+    scheduler, _, runner = _pods(job, config_maps, tmp_path / "pods", n_workers=0)
+    assert scheduler.proc is None  # never started
+    runner.start()
+    try:
+        rc = runner.wait(timeout=120)
+    finally:
+        runner.stop()
+    out = runner.output()
+    assert rc == 4, out
+    assert out.strip().splitlines()[-1].startswith(
+        "icechunk-dist: error: cannot reach the Dask scheduler at tcp://127.0.0.1:"), out
