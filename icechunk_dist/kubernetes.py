@@ -1,14 +1,18 @@
 """Kubernetes integration: DaskJob manifests for ingestions and a ``KubeCluster`` helper.
 
-:func:`make_dask_job_spec` builds the same ``DaskJob`` (``kubernetes.dask.org/v1``, the custom
-resource of the dask-kubernetes operator) that the ``helm/icechunk-dist`` chart renders, for
-submission from Python (``kubectl apply``, the Kubernetes client, a workflow engine). It is pure:
-no Kubernetes client is imported. :func:`kube_cluster` starts a Dask cluster through the operator
-and needs the ``k8s`` extra (``pip install 'icechunk_dist[k8s]'``); dask-kubernetes is imported
-inside it only.
+:func:`make_dask_job_spec` builds exactly the ``DaskJob`` (``kubernetes.dask.org/v1``, the
+custom resource of the dask-kubernetes operator) whose ``spec`` the ``helm/icechunk-dist`` chart
+renders (tests/test_kubernetes.py compares them), for submission from Python (``kubectl
+apply``, the Kubernetes client, a workflow engine): a job runner running ``icechunk-dist ingest
+--config ...`` (or ``map``) that waits for its workers with a timeout, ``dask scheduler`` and
+``dask worker`` pods, all under the restricted Pod Security profile, and only fields the CRD
+knows. :func:`make_ingest_config` / :func:`make_ingest_config_map` give the ingestion config
+(the ``IngestConfig`` JSON) the runner reads. It is pure: no Kubernetes client is imported.
+:func:`kube_cluster` starts a Dask cluster through the operator and needs the ``k8s`` extra
+(``pip install 'icechunk_dist[k8s]'``); dask-kubernetes is imported inside it only.
 
 Storage credentials never appear in a manifest: pods read them from a Kubernetes Secret named
-by ``credentials_secret`` (``envFrom: secretRef``).
+by ``credentials_secret`` (``envFrom: secretRef``). docs/kubernetes.md is the walk-through.
 """
 
 from __future__ import annotations
