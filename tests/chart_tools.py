@@ -25,10 +25,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "helm" / "icechunk-dist"
-CORE_KINDS = {"ServiceAccount", "ConfigMap", "CronJob", "Role", "RoleBinding"}
+CORE_KINDS = {"ServiceAccount", "ConfigMap", "CronJob", "Role", "RoleBinding",
+              "Pod", "Deployment", "Service"}
 
 __all__ = ["CHART", "CORE_KINDS", "HELM", "by_kind", "containers", "crd_schema", "helm",
-           "kubernetes_validate", "render", "require_helm", "validate_dask_job"]
+           "kubernetes_validate", "operator_objects", "render", "require_helm",
+           "validate_dask_job"]
 
 
 def _find_helm() -> str | None:
@@ -146,3 +148,23 @@ def kubernetes_validate(docs: list[dict[str, Any]], tmp_path: Path) -> str:
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
+
+
+def operator_objects(job: dict[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """The Pod, Deployments and Service the operator creates for ``job``, built by the
+    operator's own controller functions (dask_kubernetes.operator.controller)."""
+    from dask_kubernetes.operator.controller import controller as op
+
+    name = job["metadata"]["name"]
+    labels = dict(job["metadata"].get("labels", {}))
+    cluster = job["spec"]["cluster"]["spec"]
+    runner_labels = {**labels, **job["spec"]["job"].get("metadata", {}).get("labels", {})}
+    return [
+        op.build_job_pod_spec(job_name=name, cluster_name=name, namespace=namespace,
+                              spec=job["spec"]["job"]["spec"], annotations={},
+                              labels=runner_labels),
+        op.build_scheduler_deployment_spec(name, cluster["scheduler"]["spec"], {}, labels),
+        op.build_scheduler_service_spec(name, cluster["scheduler"]["service"], {}, labels),
+        op.build_worker_deployment_spec(f"{name}-default", namespace, name, "f" * 10,
+                                        cluster["worker"]["spec"], {}, labels),
+    ]

@@ -27,6 +27,7 @@ from chart_tools import (  # noqa: E402
     containers,
     helm,
     kubernetes_validate,
+    operator_objects,
     render,
     require_helm,
     validate_dask_job,
@@ -418,3 +419,28 @@ def test_crd_validation_rejects_unknown_fields() -> None:
     bad["spec"]["cluster"]["spec"]["worker"]["replicas"] = "two"
     with pytest.raises(jsonschema.ValidationError):
         validate_dask_job(bad)
+
+
+@pytest.mark.parametrize("release", ["rel", "a" * 51])
+def test_what_the_operator_creates_is_valid(release: str, tmp_path: Path) -> None:
+    """The runner Pod, scheduler Deployment and Service and worker Deployment, as the
+    operator's controller functions build them from the rendered DaskJob, pass
+    kubernetes-validate --strict, keep every name and label value within 63 characters and
+    run the commands the image installs."""
+    docs = render(values=REALISTIC, release=release, tmp_path=tmp_path)
+    objs = operator_objects(by_kind(docs)["DaskJob"], "data")
+    kubernetes_validate(objs, tmp_path)
+    pod, sched, svc, worker = objs
+    assert pod["kind"] == "Pod" and svc["kind"] == "Service"
+    for o in objs:
+        assert len(o["metadata"]["name"]) <= 63
+        assert all(len(str(v)) <= 63 for v in o["metadata"]["labels"].values())
+    (runner,) = pod["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in runner["env"]}
+    name = pod["metadata"]["labels"]["dask.org/cluster-name"]
+    assert env["DASK_SCHEDULER_ADDRESS"] == f"tcp://{name}-scheduler.data.svc.cluster.local:8786"
+    assert svc["metadata"]["name"] == f"{name}-scheduler"
+    # the Service selects the scheduler Deployment's pods
+    template_labels = sched["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= template_labels.items()
+    assert worker["spec"]["template"]["spec"]["containers"][0]["command"] == ["dask", "worker"]
