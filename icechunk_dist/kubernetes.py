@@ -197,9 +197,9 @@ def make_dask_cluster_spec(
         "name": "worker",
         "image": image,
         "imagePullPolicy": image_pull_policy,
-        "command": ["dask", "worker"],
-        "args": ["--name", "$(DASK_WORKER_NAME)", "--nthreads", str(worker_threads),
-                 "--memory-limit", "auto", "--dashboard", "--dashboard-address", ":8788"],
+        "args": ["dask", "worker", "--name", "$(DASK_WORKER_NAME)",
+                 "--nthreads", str(worker_threads), "--memory-limit", "auto",
+                 "--dashboard", "--dashboard-address", ":8788"],
         "ports": [{"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}],
         "securityContext": copy.deepcopy(dict(security_context)),
         **_container_extras(credentials_secret=credentials_secret, env=worker_env,
@@ -210,8 +210,7 @@ def make_dask_cluster_spec(
         "name": "scheduler",
         "image": image,
         "imagePullPolicy": image_pull_policy,
-        "command": ["dask", "scheduler"],
-        "args": ["--port", "8786", "--dashboard-address", ":8787"],
+        "args": ["dask", "scheduler", "--port", "8786", "--dashboard-address", ":8787"],
         "ports": [
             {"name": "tcp-comm", "containerPort": 8786, "protocol": "TCP"},
             {"name": "http-dashboard", "containerPort": 8787, "protocol": "TCP"},
@@ -323,7 +322,7 @@ def runner_args(
     region: str | None = None,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The job runner's arguments after ``icechunk-dist`` (the chart's ``args``).
+    """The job runner's arguments after ``icechunk-dist`` (the rest of the chart's ``args``).
 
     ``kind="ingest"`` reads the mounted config; ``kind="map"`` needs ``map_options`` with
     ``repo``, ``to_branch`` and ``func`` (``module:function``) and/or ``rechunk``
@@ -460,8 +459,7 @@ def make_dask_job_spec(
         "name": "job",
         "image": image,
         "imagePullPolicy": image_pull_policy,
-        "command": ["icechunk-dist"],
-        "args": args,
+        "args": ["icechunk-dist", *args],
         "securityContext": copy.deepcopy(dict(security_context)),
         **_container_extras(credentials_secret=credentials_secret, env=job_env,
                             resources=job_resources),

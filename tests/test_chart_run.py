@@ -98,6 +98,7 @@ class Pod:
             for key, text in config_maps[cm].items():
                 (d / key).write_text(text)
             mounts[m["mountPath"]] = str(d)
+        # the image has no ENTRYPOINT (tests/test_docker.py): command + args is the process
         argv = [_expand(a, env) for a in [*c.get("command", []), *c.get("args", [])]]
         for path, local in mounts.items():
             argv = [a.replace(path, local) for a in argv]

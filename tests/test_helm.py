@@ -99,8 +99,9 @@ def test_defaults_render_a_valid_dask_job(tmp_path: Path) -> None:
     assert job["metadata"]["name"] == "rel-icechunk-dist"
     assert "metadata" not in job["spec"]["cluster"]  # not a field of the CRD
     runner = containers(job["spec"]["job"]["spec"])["job"]
-    assert runner["command"] == ["icechunk-dist"]
-    assert runner["args"] == ["ingest", "--config", "/etc/icechunk-dist/ingest.json",
+    assert "command" not in runner  # the image has no ENTRYPOINT: args is the command line
+    assert runner["args"] == ["icechunk-dist", "ingest", "--config",
+                              "/etc/icechunk-dist/ingest.json",
                               "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
                               "--wait-for-workers", "2", "--timeout", "600"]
     assert "envFrom" not in runner  # no Secret named: ambient credentials
@@ -108,8 +109,8 @@ def test_defaults_render_a_valid_dask_job(tmp_path: Path) -> None:
     assert cluster["worker"]["replicas"] == 2
     worker = containers(cluster["worker"]["spec"])["worker"]
     scheduler = containers(cluster["scheduler"]["spec"])["scheduler"]
-    assert worker["command"] == ["dask", "worker"]
-    assert scheduler["command"] == ["dask", "scheduler"]
+    assert worker["args"][:2] == ["dask", "worker"]
+    assert scheduler["args"][:2] == ["dask", "scheduler"]
     assert cluster["scheduler"]["service"]["selector"]["dask.org/cluster-name"] == \
         "rel-icechunk-dist"
     cfg = json.loads(kinds["ConfigMap"]["data"]["ingest.json"])
@@ -194,8 +195,9 @@ def test_map_job(tmp_path: Path) -> None:
     assert "ConfigMap" not in kinds  # map takes everything on its command line
     runner = containers(kinds["DaskJob"]["spec"]["job"]["spec"])["job"]
     assert runner["args"] == [
-        "map", "s3://my-bucket/repos/my-dataset", "--from", "v1", "--to-branch", "rechunked",
-        "--func", "mypkg.fix:apply", "--group", "surface", "--rechunk", "lat=90,time=24",
+        "icechunk-dist", "map", "s3://my-bucket/repos/my-dataset", "--from", "v1",
+        "--to-branch", "rechunked", "--func", "mypkg.fix:apply", "--group", "surface",
+        "--rechunk", "lat=90,time=24",
         "-m", "rechunk for time series", "--endpoint-url", "http://minio:9000",
         "--allow-http", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-for-workers",
         "2", "--timeout", "600"]
@@ -443,4 +445,4 @@ def test_what_the_operator_creates_is_valid(release: str, tmp_path: Path) -> Non
     # the Service selects the scheduler Deployment's pods
     template_labels = sched["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= template_labels.items()
-    assert worker["spec"]["template"]["spec"]["containers"][0]["command"] == ["dask", "worker"]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"][:2] == ["dask", "worker"]

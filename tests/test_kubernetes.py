@@ -49,8 +49,8 @@ def test_dask_job_shape() -> None:
     assert runner["activeDeadlineSeconds"] == 21600
     (c,) = runner["containers"]
     assert c["image"] == "example/icechunk-dist:1"
-    assert c["command"] == ["icechunk-dist"]
-    assert c["args"] == ["ingest", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}",
+    assert "command" not in c
+    assert c["args"] == ["icechunk-dist", "ingest", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}",
                          "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-for-workers", "5",
                          "--timeout", "600", "--dry-run"]
     assert c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
@@ -63,9 +63,9 @@ def test_dask_job_shape() -> None:
     worker = _containers(cluster["worker"]["spec"])["worker"]
     assert worker["resources"] == RES
     assert worker["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
-    assert worker["command"] == ["dask", "worker"]
+    assert worker["args"][:2] == ["dask", "worker"]
     scheduler = _containers(cluster["scheduler"]["spec"])["scheduler"]
-    assert scheduler["command"] == ["dask", "scheduler"]
+    assert scheduler["args"][:2] == ["dask", "scheduler"]
     assert "envFrom" not in scheduler  # the scheduler never touches storage
     for pod in (runner, cluster["worker"]["spec"], cluster["scheduler"]["spec"]):
         assert pod["securityContext"] == DEFAULT_POD_SECURITY_CONTEXT

@@ -210,9 +210,10 @@ spec:
         - name: job
           image: {{ $image | quote }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
-          command:
-            - icechunk-dist
+          # args only (the image has no ENTRYPOINT): the whole command line, as the operator's
+          # examples write it
           args:
+            - icechunk-dist
             {{- include "icechunk-dist.runnerArgs" $ | trim | nindent 12 }}
           securityContext:
             {{- toYaml $v.securityContext | nindent 12 }}
@@ -267,10 +268,9 @@ spec:
             - name: worker
               image: {{ $image | quote }}
               imagePullPolicy: {{ $v.image.pullPolicy }}
-              command:
+              args:
                 - dask
                 - worker
-              args:
                 - --name
                 - $(DASK_WORKER_NAME)
                 - --nthreads
@@ -321,10 +321,9 @@ spec:
             - name: scheduler
               image: {{ $image | quote }}
               imagePullPolicy: {{ $v.image.pullPolicy }}
-              command:
+              args:
                 - dask
                 - scheduler
-              args:
                 - --port
                 - "8786"
                 - --dashboard-address
