@@ -29,4 +29,6 @@ USER 1000:1000
 WORKDIR /home/icechunk
 ENV HOME=/home/icechunk
 # `icechunk-dist`, `dask` (scheduler / worker) are console scripts in /usr/local/bin.
+# No ENTRYPOINT: the chart gives each container its whole command line as `args`
+# (`dask scheduler ...`, `dask worker ...`, `icechunk-dist ingest ...`), which replaces CMD.
 CMD ["icechunk-dist", "--help"]

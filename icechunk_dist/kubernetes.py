@@ -316,6 +316,7 @@ def runner_args(
     *,
     wait_for_workers: int,
     timeout: int = 600,
+    progress: bool = False,
     map_options: Mapping[str, Any] | None = None,
     endpoint_url: str | None = None,
     allow_http: bool = False,
@@ -328,7 +329,8 @@ def runner_args(
     ``repo``, ``to_branch`` and ``func`` (``module:function``) and/or ``rechunk``
     ({dim: size}), and optionally ``from`` (default ``main``), ``group`` and ``message``.
     Both connect to the operator's ``$(DASK_SCHEDULER_ADDRESS)`` and wait ``timeout``
-    seconds for ``wait_for_workers`` workers.
+    seconds for ``wait_for_workers`` workers; without ``progress`` they log plain lines
+    (``--no-progress``).
 
     Raises
     ------
@@ -374,7 +376,7 @@ def runner_args(
     _count("timeout", timeout, 1)
     return [*args, "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
             "--wait-for-workers", str(wait_for_workers), "--timeout", str(timeout),
-            *[str(a) for a in extra_args]]
+            *([] if progress else ["--no-progress"]), *[str(a) for a in extra_args]]
 
 
 def make_dask_job_spec(
@@ -388,6 +390,7 @@ def make_dask_job_spec(
     worker_threads: int = 2,
     wait_for_workers: int | None = None,
     timeout: int = 600,
+    progress: bool = False,
     active_deadline_seconds: int | None = 21600,
     idle_timeout: int = 0,
     credentials_secret: str | None = None,
@@ -452,7 +455,8 @@ def make_dask_job_spec(
     if active_deadline_seconds is not None:
         _count("active_deadline_seconds", active_deadline_seconds, 1)
     args = runner_args(kind, wait_for_workers=n_workers if wait_for_workers is None
-                       else wait_for_workers, timeout=timeout, map_options=map_options,
+                       else wait_for_workers, timeout=timeout, progress=progress,
+                       map_options=map_options,
                        endpoint_url=endpoint_url, allow_http=allow_http, region=region,
                        extra_args=extra_args)
     job_container: dict[str, Any] = {

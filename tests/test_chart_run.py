@@ -203,7 +203,7 @@ def test_rendered_chart_run_lands_one_commit(tmp_path: Path, s3_server: str,
         "storage": {"url": f"s3://{s3_bucket}/repos/era", "endpointUrl": s3_server,
                     "allowHttp": True, "region": S3_REGION, "credentialsSecret": SECRET_NAME},
         "ingest": {"sources": [f"s3://{s3_bucket}/incoming/2024/*.nc"], "concatDim": "time",
-                   "message": "rendered-chart run", "extraArgs": ["--no-progress"]},
+                   "message": "rendered-chart run"},
         "worker": {"replicas": 2, "threads": 1},
         "job": {"timeoutSeconds": 120},
     }
@@ -216,7 +216,7 @@ def test_rendered_chart_run_lands_one_commit(tmp_path: Path, s3_server: str,
     # the reprocessing job of the same release: job.kind=map, rechunk along time
     map_values = {**values, "job": {**values["job"], "kind": "map"},
                   "map": {"toBranch": "rechunked", "rechunk": {"time": 6},
-                          "message": "rendered-chart map", "extraArgs": ["--no-progress"]}}
+                          "message": "rendered-chart map"}}
     map_job, map_cms = _render_for(map_values, tmp_path)
     # its cluster is the same as the ingestion's: the running one stands in for a fresh one
     assert map_job["spec"]["cluster"] == job["spec"]["cluster"]
@@ -278,7 +278,7 @@ def test_rendered_runner_fails_clearly_when_no_worker_joins(tmp_path: Path) -> N
               "worker": {"replicas": 2}, "job": {"timeoutSeconds": 3}}
     job, config_maps = _render_for(values, tmp_path)
     scheduler, _, runner = _pods(job, config_maps, tmp_path / "pods", n_workers=0)
-    assert runner.argv[-4:] == ["--wait-for-workers", "2", "--timeout", "3"]
+    assert runner.argv[-5:] == ["--wait-for-workers", "2", "--timeout", "3", "--no-progress"]
     try:
         scheduler.start().wait_ready()
         runner.start()

@@ -103,7 +103,7 @@ def test_defaults_render_a_valid_dask_job(tmp_path: Path) -> None:
     assert runner["args"] == ["icechunk-dist", "ingest", "--config",
                               "/etc/icechunk-dist/ingest.json",
                               "--scheduler", "$(DASK_SCHEDULER_ADDRESS)",
-                              "--wait-for-workers", "2", "--timeout", "600"]
+                              "--wait-for-workers", "2", "--timeout", "600", "--no-progress"]
     assert "envFrom" not in runner  # no Secret named: ambient credentials
     cluster = job["spec"]["cluster"]["spec"]
     assert cluster["worker"]["replicas"] == 2
@@ -182,7 +182,10 @@ def test_runner_waits_for_every_worker_by_default() -> None:
     job = by_kind(render("worker.replicas=5", "job.waitForWorkers=0",
                          "job.timeoutSeconds=30"))["DaskJob"]
     runner = containers(job["spec"]["job"]["spec"])["job"]
-    assert runner["args"][-4:] == ["--wait-for-workers", "0", "--timeout", "30"]
+    assert runner["args"][-5:] == ["--wait-for-workers", "0", "--timeout", "30",
+                                   "--no-progress"]
+    job = by_kind(render("job.progress=true"))["DaskJob"]
+    assert "--no-progress" not in containers(job["spec"]["job"]["spec"])["job"]["args"]
 
 
 def test_map_job(tmp_path: Path) -> None:
@@ -200,7 +203,7 @@ def test_map_job(tmp_path: Path) -> None:
         "--rechunk", "lat=90,time=24",
         "-m", "rechunk for time series", "--endpoint-url", "http://minio:9000",
         "--allow-http", "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-for-workers",
-        "2", "--timeout", "600"]
+        "2", "--timeout", "600", "--no-progress"]
     assert "volumeMounts" not in runner
     rechunk_only = by_kind(render("job.kind=map", "map.toBranch=r", "map.rechunk.time=8"))
     args = containers(rechunk_only["DaskJob"]["spec"]["job"]["spec"])["job"]["args"]
@@ -257,7 +260,8 @@ def test_every_name_fits_63(release: str, sets: list[str]) -> None:
 @pytest.mark.parametrize("setting", [
     "worker.replicas=-3", "worker.replicas=eight", "worker.replicas=0", "worker.threads=0",
     "worker.threads=1.5", "job.kind=delete", "job.timeoutSeconds=0", "job.waitForWorkers=-1",
-    "job.activeDeadlineSeconds=0", "ingest.batchSize=0", "image.pullPolicy=Sometimes",
+    "job.activeDeadlineSeconds=0", "job.progress=maybe", "ingest.batchSize=0",
+    "image.pullPolicy=Sometimes",
     "scheduler.serviceType=Ingress", "worker.resources.limits.cpu=2", "workers.replicas=2",
     "ingest.concat_dim=time", "schedule.backoffLimit=-1", "schedule.enabled=yes",
     "storage.url=ftp://x/y", "fullnameOverride=Not_A_Name", "map.rechunk.time=0",

@@ -52,7 +52,7 @@ def test_dask_job_shape() -> None:
     assert "command" not in c
     assert c["args"] == ["icechunk-dist", "ingest", "--config", f"{CONFIG_MOUNT}/{CONFIG_FILE}",
                          "--scheduler", "$(DASK_SCHEDULER_ADDRESS)", "--wait-for-workers", "5",
-                         "--timeout", "600", "--dry-run"]
+                         "--timeout", "600", "--no-progress", "--dry-run"]
     assert c["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
     assert runner["volumes"] == [{"name": "ingest-config",
                                   "configMap": {"name": "nightly-ingest"}}]
@@ -163,6 +163,7 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"fullnameOverride": "era5", "serviceAccount": {"create": False, "name": "writer"},
       "image": {"pullPolicy": "Always", "pullSecrets": [{"name": "regcred"}]},
       "job": {"waitForWorkers": 4, "timeoutSeconds": 120, "activeDeadlineSeconds": None,
+              "progress": True,
               "resources": {"limits": {"memory": "2Gi"}}, "env": [{"name": "A", "value": "1"}],
               "nodeSelector": {"pool": "sys"},
               "tolerations": [{"key": "k", "operator": "Exists"}]},
@@ -176,6 +177,7 @@ CASES: list[tuple[dict[str, Any], dict[str, Any]]] = [
                                   "effect": "NoSchedule"}]},
       "storage": {"credentialsSecret": "s3"}},
      dict(name="era5", n_workers=6, worker_threads=3, wait_for_workers=4, timeout=120,
+          progress=True,
           active_deadline_seconds=None, service_account="writer", image_pull_policy="Always",
           image_pull_secrets=["regcred"], job_resources={"limits": {"memory": "2Gi"}},
           job_env={"A": "1"}, worker_env={"B": "2"}, job_node_selector={"pool": "sys"},

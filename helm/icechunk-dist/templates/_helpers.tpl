@@ -161,6 +161,9 @@ The ingestion config as JSON: icechunk_dist.ingest.IngestConfig, what
 - {{ include "icechunk-dist.waitForWorkers" . | quote }}
 - --timeout
 - {{ int $v.job.timeoutSeconds | quote }}
+{{- if not $v.job.progress }}
+- --no-progress
+{{- end }}
 {{- range (eq $v.job.kind "ingest" | ternary $v.ingest.extraArgs $v.map.extraArgs) }}
 - {{ . | quote }}
 {{- end }}
