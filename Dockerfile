@@ -8,6 +8,12 @@
 # node's instance role or from workload identity.
 FROM python:3.11-slim
 
+# The version is the package's (pyproject.toml) and the chart's appVersion, which is the
+# chart's default image tag: ghcr.io/icechunk-dist/icechunk-dist:0.1.0 (tests/test_docker.py).
+LABEL org.opencontainers.image.title="icechunk-dist" \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.description="icechunk_dist with dask, xarray (NetCDF/HDF5 readers) and dask-kubernetes: the image of the helm/icechunk-dist chart"
+
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

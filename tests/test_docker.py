@@ -57,6 +57,8 @@ def test_chart_image_matches_the_package() -> None:
     chart = yaml.safe_load((ROOT / "helm" / "icechunk-dist" / "Chart.yaml").read_text())
     values = yaml.safe_load((ROOT / "helm" / "icechunk-dist" / "values.yaml").read_text())
     assert chart["appVersion"] == version
+    label = re.search(r'org\.opencontainers\.image\.version="([^"]+)"', DOCKERFILE.read_text())
+    assert label and label.group(1) == version
     assert values["image"]["repository"] == "ghcr.io/icechunk-dist/icechunk-dist"
     assert values["image"]["tag"] == ""  # defaults to appVersion: the image built from here
     readme = (ROOT / "README.md").read_text()
