@@ -33,6 +33,12 @@ EXPECT: dict[str, list[str]] = {
         r"job 2 \(rechunk\)  : [0-9A-Z]{20} on by-time",
         r"reprocess check: OK",
     ],
+    "ingest_netcdf.py": [
+        r"run 1: ingested 4 file\(s\) along 'time' in 1 commit",
+        r"run 2: ingested 2 file\(s\).*skipped 4 already landed",
+        r"run 3: nothing new to ingest",
+        r"open_mfdataset check: OK",
+    ],
     "quickstart.py": [
         r"commit 1 on main: [0-9A-Z]{20}",
         r"tags: \['v1'\]",

@@ -312,3 +312,16 @@ def test_expand_sources(tmp_path: Path) -> None:
         with pytest.raises(icd.InvalidInputError):
             expand_sources(bad)
 
+
+
+def test_a_landed_file_that_changed_is_an_error(tmp_path: Path) -> None:
+    files = write_files(tmp_path / "src", 2)
+    repo_path = str(tmp_path / "repo")
+    ingest(repo_path, [str(tmp_path / "src")], progress=False)
+    tip = _repo(tmp_path / "repo").lookup_branch("main")
+    before = files[1].stat().st_size
+    make_dataset(1, steps=40).to_netcdf(files[1], engine="h5netcdf")  # rewritten in place
+    assert files[1].stat().st_size != before
+    with pytest.raises(icd.InvalidInputError, match=r"data_0001\.nc: changed since"):
+        ingest(repo_path, [str(tmp_path / "src")], progress=False)
+    assert _repo(tmp_path / "repo").lookup_branch("main") == tip

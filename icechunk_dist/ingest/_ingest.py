@@ -501,6 +501,11 @@ def ingest(
                 f"{f.url}: changed since it was ingested in snapshot {rec['snapshot']} "
                 f"(size {rec.get('size')} -> {f.size}); ingest a new file instead"
             )
+        if rec.get("etag") and f.etag and rec["etag"] != f.etag:
+            raise InvalidInputError(
+                f"{f.url}: changed since it was ingested in snapshot {rec['snapshot']} "
+                f"(etag {rec['etag']} -> {f.etag}); ingest a new file instead"
+            )
         skipped.append(f.url)
     dim = concat_dim or recorded_dim
 
@@ -512,8 +517,9 @@ def ingest(
         return result([], [], f"nothing new to ingest: all {len(files)} source file(s) "
                               f"already landed on branch {branch!r}")
     runner._say(f"{len(todo)} file(s) to ingest, {len(skipped)} already landed")
-    if dim is None:  # the driver opens ONE file to tell the concat dimension
-        dim = _infer_dim(_raise_bad([summarize(todo[0], None, opts)])[0])
+    if dim is None:  # one file, on a worker, tells the concat dimension
+        dim = _infer_dim(_raise_bad(runner.map(summarize, todo[:1], None, opts,
+                                               what="files opened"))[0])
     summaries = runner.map(summarize, todo, dim, opts, what="files checked")
     _raise_bad(summaries)
     for s in summaries:
