@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from icechunk_dist._xarray_write import to_icechunk
+from icechunk_dist._xarray_write import require_xarray, to_icechunk
 from icechunk_dist.conflicts import ConflictDetector
 from icechunk_dist.errors import IcechunkDistError, InvalidInputError, NotFoundError
 
@@ -257,8 +257,7 @@ def reprocess(
 
     On any error nothing is committed and a branch the call created is deleted again.
     """
-    import xarray as xr
-
+    xr = require_xarray()
     if func is None and rechunk is None:
         raise InvalidInputError("map needs a function (--func module:function), a --rechunk "
                                 "spec, or both")

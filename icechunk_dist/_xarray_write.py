@@ -42,17 +42,19 @@ from icechunk_dist.session import Session
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["open_dataset", "to_icechunk"]
+__all__ = ["open_dataset", "require_xarray", "to_icechunk"]
 
 ZarrWriteModes = Literal["w", "w-", "a", "a-", "r+"]
 Region = Mapping[str, "slice | Literal['auto']"] | Literal["auto"] | None
+
+Region_ = tuple[slice, ...]
 
 _MODES = ("w", "w-", "a", "a-", "r+")
 # keyword arguments of Dataset.to_zarr that keep their meaning here
 _PASSTHROUGH = ("safe_chunks", "align_chunks", "write_empty_chunks")
 
 
-def _require_xarray() -> Any:
+def require_xarray() -> Any:
     try:
         import xarray
     except ImportError as e:  # pragma: no cover - the extra is installed in tests
@@ -91,7 +93,7 @@ def _choose_mode(mode: str | None, append_dim: Hashable | None, region: Any) -> 
 
 
 def _as_dataset(obj: Any) -> Any:
-    xr = _require_xarray()
+    xr = require_xarray()
     if isinstance(obj, xr.Dataset):
         return obj
     if isinstance(obj, xr.DataArray):
@@ -148,28 +150,49 @@ def _region_tuple(target: Any, region: Any) -> tuple[slice, ...]:
     return tuple(out)
 
 
-def _check_pending_overlap(session: Session, lazy: list[tuple[Any, Any, Any]]) -> None:
-    """Forks see the session's base snapshot and pending metadata, not its pending chunk
-    writes: a block that covers part of a chunk this session already wrote (uncommitted)
-    would rewrite that chunk from stale data. Refuse that instead of losing data."""
-    if not session.has_uncommitted_changes:
-        return
-    pending = session.status().updated_chunks
-    for _src, target, region in lazy:
-        coords = pending.get("/" + target.path.strip("/"))
-        if not coords:
-            continue
+def _split_pending(session: Session, lazy: list[tuple[Any, Any, Any]]
+                   ) -> tuple[list[tuple[Any, Any, Region_]], list[tuple[Any, Any, Region_]]]:
+    """(pieces for the driver, pieces for the forks) of the dask-backed writes.
+
+    Forks see the session's base snapshot and pending metadata, not its pending chunk
+    writes: a block covering part of a chunk this session already wrote (uncommitted, e.g.
+    the last chunk of an earlier append in the same session) would rewrite that chunk from
+    stale data. Such partial boundary chunks along the one unaligned dimension are written
+    on the driver, into the session (at most one chunk thick at each end); the rest goes
+    through forks. Partial chunks along several dimensions at once are refused."""
+    pending = session.status().updated_chunks if session.has_uncommitted_changes else {}
+    driver: list[tuple[Any, Any, Region_]] = []
+    forks: list[tuple[Any, Any, Region_]] = []
+    for src, target, region in lazy:
         reg = _region_tuple(target, region)
-        aligned = all(
-            (sl.start % c == 0) and (sl.stop % c == 0 or sl.stop == n)
-            for sl, c, n in zip(reg, target.chunks, target.shape, strict=True)
-        )
-        if not aligned:
+        if not pending.get("/" + target.path.strip("/")):
+            forks.append((src, target, reg))
+            continue
+        ragged = [d for d, (sl, c, n) in enumerate(zip(reg, target.chunks, target.shape,
+                                                       strict=True))
+                  if sl.start % c or (sl.stop % c and sl.stop != n)]
+        if not ragged:
+            forks.append((src, target, reg))
+            continue
+        if len(ragged) > 1:
             raise InvalidInputError(
                 f"to_icechunk: {target.path!r} has uncommitted chunk writes in this session "
-                "and this write covers part of a chunk: commit the session first (or write "
-                "chunk-aligned regions)"
+                "and this write covers parts of chunks along several dimensions: commit the "
+                "session first (or write chunk-aligned regions)"
             )
+        d = ragged[0]
+        c, n = target.chunks[d], target.shape[d]
+        lo, hi = reg[d].start, reg[d].stop
+        head = min(hi, -(-lo // c) * c)
+        tail = hi if (hi % c == 0 or hi == n) else max(head, (hi // c) * c)
+        for a, b, where in ((lo, head, driver), (head, tail, forks), (tail, hi, driver)):
+            if b <= a:
+                continue
+            idx = tuple(slice(a - lo, b - lo) if k == d else slice(None)
+                        for k in range(src.ndim))
+            sub = tuple(slice(a, b) if k == d else sl for k, sl in enumerate(reg))
+            where.append((src[idx], target, sub))
+    return driver, forks
 
 
 def to_icechunk(
@@ -240,7 +263,7 @@ def to_icechunk(
     On any error the session's uncommitted changes are restored to what they were before the
     call: nothing of the failed write reaches a later commit.
     """
-    xr = _require_xarray()
+    xr = require_xarray()
     if not isinstance(session, Session):
         raise InvalidInputError(
             f"to_icechunk writes into an icechunk_dist Session, got {type(session).__name__}"
@@ -335,15 +358,25 @@ def _write(xr: Any, ds: xr.Dataset, session: Session, *, group: str | None, mode
 
 def _write_lazy(session: Session, lazy: list[tuple[Any, Any, Any]], *,
                 split_every: int | None, progress: bool) -> None:
+    import importlib
+
     import zarr
 
     from icechunk_dist.dask import store_dask
 
-    _check_pending_overlap(session, lazy)
+    dask: Any = importlib.import_module("dask")  # untyped
+
+    on_driver, on_forks = _split_pending(session, lazy)
+    if on_driver:  # thin slabs next to chunks this session wrote: computed, then written here
+        values = dask.compute(*(src for src, _, _ in on_driver))
+        for value, (_, target, reg) in zip(values, on_driver, strict=True):
+            target[reg] = value
+    if not on_forks:
+        return
     fork = session.fork()
-    targets = [zarr.open_array(fork.store, path=t.path, mode="r+") for _, t, _ in lazy]
-    merged = store_dask(sources=[s for s, _, _ in lazy], targets=targets,
-                        regions=[_region_tuple(t, r) for _, t, r in lazy],
+    targets = [zarr.open_array(fork.store, path=t.path, mode="r+") for _, t, _ in on_forks]
+    merged = store_dask(sources=[s for s, _, _ in on_forks], targets=targets,
+                        regions=[r for _, _, r in on_forks],
                         split_every=split_every, progress=progress)
     session.merge(merged)
 
@@ -359,7 +392,7 @@ def open_dataset(session: Any, *, group: str | None = None, chunks: Any = None,
     NotFoundError
         If there is no dataset at ``group``.
     """
-    xarray_mod = _require_xarray()
+    xarray_mod = require_xarray()
     if chunks is None and _has_dask():
         chunks = {}  # dask arrays with the Zarr chunks
     try:

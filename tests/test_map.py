@@ -153,7 +153,7 @@ def test_cli_bad_input_exits_2_and_changes_nothing(seeded: Any, capsys: Any,
     assert _refs(repo) == before  # no branch created, nothing committed
 
 
-def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
+def test_bad_refs_and_failures_on_workers(seeded: Any, capsys: Any) -> None:
     repo, _, _ = seeded
     before = _refs(repo)
     with pytest.raises(NotFoundError):
@@ -168,6 +168,14 @@ def test_bad_refs_and_failures_on_workers(seeded: Any) -> None:
     with dask.config.set(scheduler="threads"), pytest.raises(RuntimeError, match="worker"):
         reprocess(repo, source="main", branch="x", func=map_funcs.fails_on_workers,
                   progress=False)
+    assert _refs(repo) == before
+    # the CLI: one line and exit 1 for a job that fails on the workers
+    rc = main(["map", _repo_path(repo), "--from", "main", "--to-branch", "x",
+               "--func", "map_funcs:fails_on_workers", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.startswith("icechunk-dist: error:") and "failed on a worker" in err, err
+    assert "Traceback" not in err
     assert _refs(repo) == before
 
 
@@ -210,3 +218,19 @@ def _repo_path(repo: icd.Repository) -> str:
 
 
 _PATHS: dict[int, str] = {}
+
+
+def test_cli_group(tmp_path: Path, capsys: Any) -> None:
+    nc = write_netcdf(tmp_path / "src.nc", ntime=4)
+    repo = icd.Repository.create(icd.local_filesystem_storage(str(tmp_path / "repo")))
+    s = repo.writable_session("main")
+    to_icechunk(xr.open_dataset(nc).load(), s, group="obs/station")
+    sid = s.commit("in a group")
+    rc = main(["map", str(tmp_path / "repo"), "--from", sid, "--to-branch", "g",
+               "--group", "obs/station", "--rechunk", "time=1", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    back = xr.open_zarr(repo.readonly_session("g").store, group="obs/station",
+                        consolidated=False)
+    assert back["temp"].encoding["chunks"] == (1, 6, 8)
+    xr.testing.assert_identical(back.load(), xr.open_dataset(nc).load())
+    assert repo.lookup_branch("main") == sid

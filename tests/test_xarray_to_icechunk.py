@@ -19,6 +19,8 @@ import pytest
 import icechunk_dist as icd
 from icechunk_dist.errors import InvalidInputError, ReadOnlyError
 
+zarr = pytest.importorskip("zarr")
+
 xr = pytest.importorskip("xarray")
 dask = pytest.importorskip("dask")
 pytest.importorskip("h5netcdf")
@@ -78,9 +80,16 @@ def test_cf_roundtrip_on_a_distributed_cluster_one_commit(tmp_path: Path,
     before = _ncommits(repo)
     src = xr.open_dataset(nc, chunks={"time": 4})
     assert src["temp"].chunks is not None  # dask-backed: written on the workers
+    from distributed import get_task_stream
+
     session = repo.writable_session("main")
-    with dask_client.as_current():
+    with dask_client.as_current(), get_task_stream(client=dask_client) as ts:
         to_icechunk(src, session, progress=False)
+    # the chunks were written by tasks on the cluster's worker processes, through forks
+    workers = set(dask_client.scheduler_info()["workers"])
+    writes = [t for t in ts.data if str(t["key"]).startswith("icechunk-write")]
+    assert len(writes) >= 3 * 3  # temp, precip, count: 3 blocks each (12 steps / 4)
+    assert {t["worker"] for t in writes} <= workers
     with pytest.raises((FileNotFoundError, KeyError, ValueError)):
         _read(repo)  # invisible before the commit
     session.commit("from NetCDF")
@@ -271,3 +280,40 @@ def test_dataarray_and_open_dataset(tmp_path: Path) -> None:
     back = open_dataset(repo.readonly_session("main"))
     assert back["precip"].chunks is not None
     xr.testing.assert_identical(back["precip"].load(), da.load())
+
+
+def test_several_appends_in_one_session_one_commit(tmp_path: Path, dask_client: Any) -> None:
+    """Appends that start inside a chunk this same session wrote (not yet committed): the
+    partial boundary chunk is written on the driver, the rest through forks."""
+    files = [write_netcdf(tmp_path / f"{i}.nc", start, n)
+             for i, (start, n) in enumerate([(0, 6), (6, 5), (11, 3)])]
+    repo = _repo(tmp_path)
+    s = repo.writable_session("main")
+    with dask_client.as_current():
+        to_icechunk(xr.open_dataset(files[0], chunks={"time": 4}), s, progress=False)
+        for f in files[1:]:
+            to_icechunk(xr.open_dataset(f, chunks={"time": 4}), s, append_dim="time",
+                        safe_chunks=False, progress=False)
+    s.commit("three files, one commit")
+    assert _ncommits(repo) == 2
+    want = xr.open_mfdataset(files, combine="nested", concat_dim="time",
+                             data_vars="minimal", coords="minimal", compat="override")
+    xr.testing.assert_identical(_read(repo).load(), want.load())
+
+
+def test_session_savepoint_and_rollback() -> None:
+    repo = icd.Repository.create(icd.in_memory_storage())
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="a", shape=(4,), chunks=(2,), dtype="i4")[:] = 1
+    sp = s.savepoint()
+    zarr.open_array(s.store, path="a", mode="r+")[:2] = 7
+    zarr.create_array(s.store, name="b", shape=(2,), chunks=(2,), dtype="i4")
+    s.rollback_to(sp)
+    assert s.status().new_arrays == {"/a"}
+    np.testing.assert_array_equal(zarr.open_array(s.store, path="a", mode="r")[:], [1] * 4)
+    other = repo.writable_session("main")
+    with pytest.raises(InvalidInputError):
+        other.rollback_to(sp)  # a savepoint of another session
+    s.commit("a")
+    with pytest.raises(ReadOnlyError):
+        s.rollback_to(sp)  # committed: read-only

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from icechunk_dist.cli._common import REPO_HELP, add_dask_options, client_for, storage_for
-from icechunk_dist.errors import InvalidInputError
+from icechunk_dist.errors import IcechunkDistError, InvalidInputError
 from icechunk_dist.repository import Repository
 
 __all__ = ["register"]
@@ -34,6 +34,15 @@ def _cmd_map(args: argparse.Namespace) -> int:
         result = reprocess(repo, source=args.source, branch=args.branch, func=func,
                            rechunk=spec, group=args.group, message=args.message,
                            client=client, progress=not args.no_progress)
+    except IcechunkDistError:
+        raise
+    except Exception as e:  # a task of the job failed on a worker: one line, exit 1
+        job = " ".join(x for x in (args.func_spec,
+                                   args.rechunk and f"--rechunk {args.rechunk}") if x)
+        raise IcechunkDistError(
+            f"map {job} failed while writing {args.branch!r} (nothing committed): "
+            f"{type(e).__name__}: {e}"
+        ) from e
     finally:
         if client is not None:
             client.close()

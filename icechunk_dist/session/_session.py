@@ -161,7 +161,7 @@ class Session(SessionParity, SessionCore):
 
         Raises
         ------
-        SessionStateError
+        ReadOnlyError
             If the session is read-only.
         """
         self._check_writable()
@@ -177,7 +177,7 @@ class Session(SessionParity, SessionCore):
         ------
         InvalidInputError
             If ``savepoint`` was taken from another session.
-        SessionStateError
+        ReadOnlyError
             If the session is read-only (for example it committed since).
         """
         if not isinstance(savepoint, SessionSavepoint) or savepoint._session is not self:
