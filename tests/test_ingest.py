@@ -325,3 +325,18 @@ def test_a_landed_file_that_changed_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(icd.InvalidInputError, match=r"data_0001\.nc: changed since"):
         ingest(repo_path, [str(tmp_path / "src")], progress=False)
     assert _repo(tmp_path / "repo").lookup_branch("main") == tip
+
+
+def test_files_of_one_step_with_a_scalar_time(tmp_path: Path) -> None:
+    paths = []
+    for i in range(3):
+        ds = make_dataset(i, steps=1).isel(time=0)  # time is a scalar coordinate
+        ds = ds.drop_vars("elevation")
+        p = tmp_path / f"step{i}.nc"
+        ds.to_netcdf(p, engine="h5netcdf")
+        paths.append(p)
+    result = ingest(str(tmp_path / "repo"), [str(p) for p in paths], progress=False)
+    assert result.concat_dim == "time"
+    got = _ds(_repo(tmp_path / "repo"))
+    assert got.sizes["time"] == 3 and got["precip"].dims == ("time", "lat", "lon")
+    xr.testing.assert_identical(got, _mf(paths))

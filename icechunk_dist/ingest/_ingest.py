@@ -180,7 +180,7 @@ def _write_unit(unit: tuple[list[SourceFile], int], fork: ForkSession, concat_di
 
     sources, start = unit
     child = fork.child()
-    parts = [open_source(s, storage_options) for s in sources]
+    parts = [open_source(s, storage_options, concat_dim=concat_dim) for s in sources]
     ds = parts[0] if len(parts) == 1 else xr.concat(
         parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
         join="override", combine_attrs="override")
@@ -304,7 +304,7 @@ def _check_order(prev_last: Any, s: FileSummary, dim: str, after: str) -> None:
 
 
 def _infer_dim(s: FileSummary) -> str:
-    if "time" in s.dims:
+    if "time" in s.dims or "time" in s.scalar_coords:
         return "time"
     if len(s.unlimited) == 1:
         return s.unlimited[0]
@@ -360,7 +360,7 @@ def _create_dataset(session: Session, first: SourceFile, group: str | None, dim:
                     chunk: int, storage_options: Mapping[str, Any] | None) -> None:
     """Create the group's arrays (length 0 along ``dim``) from one file: metadata, CF
     encodings and the variables without ``dim`` (written here, on the driver)."""
-    ds = open_source(first, storage_options, load=False)
+    ds = open_source(first, storage_options, load=False, concat_dim=dim)
     try:
         tmpl = ds.isel({dim: slice(0, 0)})
         for name, var in tmpl.variables.items():
