@@ -165,6 +165,10 @@ def test_sources_and_repository_on_s3(tmp_path: Path, s3_server: str, s3_bucket:
     xr.testing.assert_identical(_ds(repo), _mf(files))
     rec = _history(repo)[0].metadata[METADATA_KEY]
     assert all(f.get("etag") and f["size"] > 0 for f in rec["files"])
+    # an S3 "directory" stands for the objects in it: the .nc files landed, README.txt is
+    # not data
+    with pytest.raises(icd.InvalidInputError, match=r"README\.txt: not a NetCDF"):
+        ingest(url, [f"s3://{s3_bucket}/raw/2024/"], **kw)
 
 
 def test_xarrays_own_example_file(tmp_path: Path) -> None:
