@@ -165,6 +165,10 @@ def test_sources_and_repository_on_s3(tmp_path: Path, s3_server: str, s3_bucket:
     xr.testing.assert_identical(_ds(repo), _mf(files))
     rec = _history(repo)[0].metadata[METADATA_KEY]
     assert all(f.get("etag") and f["size"] > 0 for f in rec["files"])
+    # an S3 "directory" stands for the objects in it: the .nc files landed, README.txt is
+    # not data
+    with pytest.raises(icd.InvalidInputError, match=r"README\.txt: not a NetCDF"):
+        ingest(url, [f"s3://{s3_bucket}/raw/2024/"], **kw)
 
 
 def test_xarrays_own_example_file(tmp_path: Path) -> None:
@@ -325,3 +329,49 @@ def test_a_landed_file_that_changed_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(icd.InvalidInputError, match=r"data_0001\.nc: changed since"):
         ingest(repo_path, [str(tmp_path / "src")], progress=False)
     assert _repo(tmp_path / "repo").lookup_branch("main") == tip
+
+
+def test_files_of_one_step_with_a_scalar_time(tmp_path: Path) -> None:
+    paths = []
+    for i in range(3):
+        ds = make_dataset(i, steps=1).isel(time=0)  # time is a scalar coordinate
+        ds = ds.drop_vars("elevation")
+        p = tmp_path / f"step{i}.nc"
+        ds.to_netcdf(p, engine="h5netcdf")
+        paths.append(p)
+    result = ingest(str(tmp_path / "repo"), [str(p) for p in paths], progress=False)
+    assert result.concat_dim == "time"
+    got = _ds(_repo(tmp_path / "repo"))
+    assert got.sizes["time"] == 3 and got["precip"].dims == ("time", "lat", "lon")
+    xr.testing.assert_identical(got, _mf(paths))
+
+
+def test_a_racing_ingestion_is_replanned_not_duplicated(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import icechunk_dist.ingest._ingest as mod
+
+    files = write_files(tmp_path / "src", 4)
+    repo_path = str(tmp_path / "repo")
+    ingest(repo_path, [str(files[0])], progress=False)
+    original = mod._Runner.write_and_merge
+    raced: list[bool] = []
+
+    def racing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        if not raced:  # another job lands file 1 while this one writes files 1-3
+            raced.append(True)
+            monkeypatch.setattr(mod._Runner, "write_and_merge", original)
+            ingest(repo_path, [str(files[1])], progress=False)
+            monkeypatch.setattr(mod._Runner, "write_and_merge", racing)
+        return out
+
+    monkeypatch.setattr(mod._Runner, "write_and_merge", racing)
+    result = ingest(repo_path, [str(p) for p in files], progress=False)
+    assert raced and len(result.snapshot_ids) == 1
+    assert result.ingested == [str(p) for p in files[2:]]
+    assert set(result.skipped) == {str(files[0]), str(files[1])}
+    repo = _repo(tmp_path / "repo")
+    xr.testing.assert_identical(_ds(repo), _mf(files))
+    urls = [f["url"] for h in repo.ancestry(branch="main") if METADATA_KEY in h.metadata
+            for f in h.metadata[METADATA_KEY]["files"]]
+    assert sorted(urls) == [str(p) for p in files]

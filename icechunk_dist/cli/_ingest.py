@@ -105,7 +105,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     cfg = _config(args)
     from icechunk_dist.ingest import ingest
 
-    client, cluster = (None, None) if args.dry_run else client_for(args)
+    client, cluster = client_for(args)
     try:
         result = ingest(
             cfg.repo, cfg.sources, concat_dim=cfg.concat_dim, group=cfg.group,

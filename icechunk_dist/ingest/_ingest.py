@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
-from icechunk_dist.errors import IcechunkDistError, InvalidInputError, StorageError
+from icechunk_dist.errors import (
+    ConflictError,
+    IcechunkDistError,
+    InvalidInputError,
+    StorageError,
+)
 from icechunk_dist.ingest._readers import FileSummary, VarSummary, describe, open_source, summarize
 from icechunk_dist.ingest._sources import SourceFile, expand_sources, storage_from_url
 from icechunk_dist.repository import Repository
@@ -180,7 +185,7 @@ def _write_unit(unit: tuple[list[SourceFile], int], fork: ForkSession, concat_di
 
     sources, start = unit
     child = fork.child()
-    parts = [open_source(s, storage_options) for s in sources]
+    parts = [open_source(s, storage_options, concat_dim=concat_dim) for s in sources]
     ds = parts[0] if len(parts) == 1 else xr.concat(
         parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
         join="override", combine_attrs="override")
@@ -304,7 +309,7 @@ def _check_order(prev_last: Any, s: FileSummary, dim: str, after: str) -> None:
 
 
 def _infer_dim(s: FileSummary) -> str:
-    if "time" in s.dims:
+    if "time" in s.dims or "time" in s.scalar_coords:
         return "time"
     if len(s.unlimited) == 1:
         return s.unlimited[0]
@@ -360,7 +365,7 @@ def _create_dataset(session: Session, first: SourceFile, group: str | None, dim:
                     chunk: int, storage_options: Mapping[str, Any] | None) -> None:
     """Create the group's arrays (length 0 along ``dim``) from one file: metadata, CF
     encodings and the variables without ``dim`` (written here, on the driver)."""
-    ds = open_source(first, storage_options, load=False)
+    ds = open_source(first, storage_options, load=False, concat_dim=dim)
     try:
         tmpl = ds.isel({dim: slice(0, 0)})
         for name, var in tmpl.variables.items():
@@ -490,8 +495,6 @@ def ingest(
     ConflictError
         If another writer changed the same arrays and rebasing could not solve it.
     """
-    from icechunk_dist.conflicts import ConflictDetector
-
     if batch_size is not None and int(batch_size) < 1:
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     if split_every < 2:
@@ -549,7 +552,7 @@ def ingest(
     if repo is not None and (branch in repo.list_branches() or "main" in repo.list_branches()):
         ref = branch if branch in repo.list_branches() else "main"
         tip_store = repo.readonly_session(ref).store
-    existing, length = _existing(tip_store, group, dim) if tip_store is not None else (None, 0)
+    existing, _n = _existing(tip_store, group, dim) if tip_store is not None else (None, 0)
     ref_summary = existing or summaries[0]
     against = f"the repository's dataset on {branch!r}" if existing else summaries[0].source.url
     prev_last, prev_name = (existing.last.get(dim) if existing else None), "the repository"
@@ -573,36 +576,88 @@ def ingest(
     k = int(batch_size) if batch_size else len(summaries)
     batches = [summaries[i:i + k] for i in range(0, len(summaries), k)]
     ids: list[str] = []
+    raced: list[str] = []  # files another job landed while we were writing them
     for b, batch in enumerate(batches, 1):
-        session = repo.writable_session(branch)
-        current, length = _existing(session.store, group, dim)
-        if current is None:
-            _create_dataset(session, batch[0].source, group, dim, chunk, opts)
-        n_new = sum(s.dims[dim] for s in batch)
-        chunks = _resize(session, group, dim, length + n_new)
-        units = _units(batch, length, dim, chunks)
-        fork = session.fork()
-        merged = runner.write_and_merge(_write_unit, units, fork, dim, group, opts,
-                                        split_every=split_every,
-                                        what=f"files written (batch {b}/{len(batches)})"
-                                        if len(batches) > 1 else "files written")
-        session.merge(merged)
-        names = [s.source.url for s in batch]
-        meta = {METADATA_KEY: {"version": 1, "group": group, "concat_dim": dim,
-                               "files": [s.source.record() for s in batch]}}
-        text = message or (f"ingest {len(batch)} file(s) along {dim!r}"
-                           f"{' into ' + group if group else ''}")
-        if len(batches) > 1:
-            text = f"{text} (batch {b}/{len(batches)})"
-        sid = session.commit(text, meta, rebase_with=ConflictDetector())
-        ids.append(sid)
-        if len(batches) > 1:
-            runner._say(f"committed {sid} on {branch} (batch {b}/{len(batches)}, "
-                        f"{len(names)} file(s))")
+        suffix = f" (batch {b}/{len(batches)})" if len(batches) > 1 else ""
+        for attempt in range(_RACE_ATTEMPTS):
+            try:
+                sid = _land_batch(repo, runner, batch, branch=branch, group=group, dim=dim,
+                                  chunk=chunk, opts=opts, split_every=split_every,
+                                  message=message, suffix=suffix)
+            except ConflictError as e:
+                # another writer changed the same arrays (e.g. an ingestion job racing us):
+                # re-plan the batch at the new tip, skipping what that job landed
+                if attempt == _RACE_ATTEMPTS - 1:
+                    raise
+                batch, gone = _replan(repo, batch, branch, group, dim, e)
+                raced += gone
+                runner._say(f"the branch moved under batch {b}; re-planned at the new tip"
+                            f"{f' ({len(gone)} file(s) landed by another job)' if gone else ''}")
+                if not batch:
+                    sid = None
+                    break
+                continue
+            break
+        if sid is not None:
+            ids.append(sid)
+            if len(batches) > 1:
+                runner._say(f"committed {sid} on {branch}{suffix}, {len(batch)} file(s)")
+    if raced:
+        skipped.extend(raced)
+        ordered = [u for u in ordered if u not in set(raced)]
     elapsed = time.perf_counter() - t0
     return result(ids, ordered, f"ingested {len(ordered)} file(s) along {dim!r} in "
                                 f"{len(ids)} commit(s) on branch {branch!r} ({elapsed:.1f} s); "
                                 f"skipped {len(skipped)} already landed")
+
+
+_RACE_ATTEMPTS = 5
+
+
+def _land_batch(repo: Repository, runner: _Runner, batch: list[FileSummary], *, branch: str,
+                group: str | None, dim: str, chunk: int, opts: Mapping[str, Any],
+                split_every: int, message: str | None, suffix: str) -> str:
+    """Create or resize the arrays, write the batch's files on the workers through forks,
+    merge, commit once; return the snapshot id."""
+    from icechunk_dist.conflicts import ConflictDetector
+
+    session = repo.writable_session(branch)
+    current, length = _existing(session.store, group, dim)
+    if current is None:
+        _create_dataset(session, batch[0].source, group, dim, chunk, opts)
+    n_new = sum(s.dims[dim] for s in batch)
+    chunks = _resize(session, group, dim, length + n_new)
+    units = _units(batch, length, dim, chunks)
+    fork = session.fork()
+    merged = runner.write_and_merge(_write_unit, units, fork, dim, group, opts,
+                                    split_every=split_every, what=f"files written{suffix}")
+    session.merge(merged)
+    meta = {METADATA_KEY: {"version": 1, "group": group, "concat_dim": dim,
+                           "files": [s.source.record() for s in batch]}}
+    text = message or (f"ingest {len(batch)} file(s) along {dim!r}"
+                       f"{' into ' + group if group else ''}")
+    return session.commit(text + suffix, meta, rebase_with=ConflictDetector())
+
+
+def _replan(repo: Repository, batch: list[FileSummary], branch: str, group: str | None,
+            dim: str, cause: ConflictError) -> tuple[list[FileSummary], list[str]]:
+    """The batch without the files that landed meanwhile, checked against the new tip."""
+    landed, _ = _landed(repo, branch, group)
+    gone = [s.source.url for s in batch if s.source.url in landed]
+    left = [s for s in batch if s.source.url not in landed]
+    if not left:
+        return [], gone
+    existing, _n = _existing(repo.readonly_session(branch).store, group, dim)
+    if existing is not None:
+        against = f"the repository's dataset on {branch!r}"
+        for s in left:
+            _check_against(s, existing, dim, against)
+        try:
+            _check_order(existing.last.get(dim), left[0], dim, "the repository")
+        except InvalidInputError as e:
+            raise ConflictError(f"another writer appended to {group or '/'} while this "
+                                f"ingestion ran, and {e}") from cause
+    return left, gone
 
 
 def _raise_bad(summaries: list[FileSummary]) -> list[FileSummary]:

@@ -51,6 +51,7 @@ class FileSummary(msgspec.Struct, frozen=True, kw_only=True):
     first: dict[str, Any] = {}
     last: dict[str, Any] = {}
     unlimited: tuple[str, ...] = ()
+    scalar_coords: tuple[str, ...] = ()
 
 
 def _engine(head: bytes, url: str) -> str:
@@ -95,8 +96,12 @@ def _open_zarr(src: SourceFile, storage_options: Mapping[str, Any] | None) -> xr
 
 
 def open_source(src: SourceFile, storage_options: Mapping[str, Any] | None = None,
-                *, load: bool = True) -> xr.Dataset:
+                *, load: bool = True, concat_dim: str | None = None) -> xr.Dataset:
     """Open ``src`` as a Dataset with CF decoding (values loaded into memory by default).
+
+    If ``concat_dim`` is a scalar coordinate of the file (one time step without a time
+    dimension), it becomes a dimension of length 1 of every variable that has none of it
+    and is not a coordinate.
 
     Raises
     ------
@@ -128,12 +133,25 @@ def open_source(src: SourceFile, storage_options: Mapping[str, Any] | None = Non
                 ds.load()
             finally:
                 ds.close()
+        if concat_dim is not None:
+            ds = _with_dim(ds, concat_dim)
         return ds
     except (IcechunkDistError, MemoryError):
         raise
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InvalidInputError(f"{src.url}: cannot read as a dataset: {msg}") from None
+
+
+def _with_dim(ds: xr.Dataset, dim: str) -> xr.Dataset:
+    """``ds`` with a scalar coordinate ``dim`` promoted to a dimension of length 1."""
+    if dim in ds.dims or dim not in ds.coords or ds[dim].ndim != 0:
+        return ds
+    out: xr.Dataset = ds.expand_dims(dim)
+    for name in ds.coords:  # coordinates stay without the new dimension
+        if name != dim and name in out.coords and dim in out[name].dims:
+            out = out.assign_coords({name: ds[name].variable})
+    return out
 
 
 def _dt(dtype: Any) -> str:
@@ -192,7 +210,7 @@ def summarize(src: SourceFile, concat_dim: str | None,
     """Task: open ``src`` and describe its schema (never raises for bad input: the summary
     carries the error)."""
     try:
-        ds = open_source(src, storage_options, load=False)
+        ds = open_source(src, storage_options, load=False, concat_dim=concat_dim)
     except InvalidInputError as e:
         return FileSummary(source=src, error=str(e), error_kind="input")
     except StorageError as e:
@@ -200,8 +218,9 @@ def summarize(src: SourceFile, concat_dim: str | None,
     try:
         dims, vars_, first, last = describe(ds, concat_dim)
         unlimited = ds.encoding.get("unlimited_dims") or ()
+        scalars = tuple(str(n) for n, c in ds.coords.items() if c.ndim == 0)
         return FileSummary(source=src, dims=dims, variables=vars_, first=first, last=last,
-                           unlimited=tuple(str(u) for u in unlimited))
+                           unlimited=tuple(str(u) for u in unlimited), scalar_coords=scalars)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         return FileSummary(source=src, error=f"{src.url}: cannot read: {msg}",

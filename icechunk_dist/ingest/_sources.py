@@ -143,6 +143,8 @@ def _expand_s3(url: str, storage_options: Mapping[str, Any] | None) -> list[Sour
     storage = s3_source_storage(bucket, "", storage_options)
     if not _has_glob(key):
         try:
+            if key.endswith("/"):
+                raise NotFoundError(key)
             meta = run_head(storage, key)
         except NotFoundError:
             metas = storage.list_sync(key.rstrip("/") + "/")
@@ -150,6 +152,13 @@ def _expand_s3(url: str, storage_options: Mapping[str, Any] | None) -> list[Sour
                 return [SourceFile(url=f"s3://{bucket}/{key.rstrip('/')}",
                                    size=sum(m.size for m in metas), kind="zarr",
                                    mtime=max(m.last_modified.timestamp() for m in metas))]
+            depth = key.rstrip("/").count("/") + 1
+            children = [m for m in metas if m.key.count("/") == depth
+                        and not m.key.rsplit("/", 1)[-1].startswith(".")]
+            if children:  # a "directory": the objects directly under it
+                return sorted((SourceFile(url=f"s3://{bucket}/{m.key}", size=m.size,
+                                          etag=m.etag, mtime=m.last_modified.timestamp())
+                               for m in children), key=lambda f: f.url)
             raise InvalidInputError(f"source {url!r}: no such object") from None
         return [SourceFile(url=f"s3://{bucket}/{key}", size=meta.size, etag=meta.etag,
                            mtime=meta.last_modified.timestamp())]
