@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.repository import Repository
-from icechunk_dist.storage import Storage, local_filesystem_storage, s3_storage
+from icechunk_dist.storage import Storage, local_filesystem_storage
 
 __all__ = [
     "EXIT_CONFLICT",
@@ -55,23 +54,12 @@ def storage_from_url(url: str, *, endpoint_url: str | None = None, allow_http: b
     InvalidInputError
         For an unsupported scheme or an S3 URL without a bucket.
     """
-    if not url:
-        raise InvalidInputError("a repository path or URL is required")
-    parsed = urlparse(url)
-    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and url[1:3] == ":\\"):
-        path = unquote(parsed.path) if parsed.scheme == "file" else url
-        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-            raise InvalidInputError(f"file URLs must be local (file:///path), got {url!r}")
-        return local_filesystem_storage(path)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise InvalidInputError(f"S3 URL needs a bucket: s3://bucket/prefix, got {url!r}")
-        return s3_storage(bucket=parsed.netloc, prefix=parsed.path.strip("/"), region=region,
-                          endpoint_url=endpoint_url, allow_http=allow_http, from_env=True)
-    raise InvalidInputError(
-        f"unsupported repository URL {url!r}: use a path, file:///path or s3://bucket/prefix"
-    )
+    from icechunk_dist.ingest import storage_from_url as parse
 
+    if len(url) > 2 and url[1:3] == ":\\":  # a Windows drive path, not a URL scheme
+        return local_filesystem_storage(url)
+    return parse(url, storage_options={"endpoint_url": endpoint_url,
+                                       "allow_http": allow_http, "region": region})
 
 def storage_for(args: argparse.Namespace, url: str | None = None) -> Storage:
     """The storage of ``args.repo`` (or ``url``) with the common endpoint flags applied."""
