@@ -61,6 +61,7 @@ def storage_from_url(url: str, *, endpoint_url: str | None = None, allow_http: b
     return parse(url, storage_options={"endpoint_url": endpoint_url,
                                        "allow_http": allow_http, "region": region})
 
+
 def storage_for(args: argparse.Namespace, url: str | None = None) -> Storage:
     """The storage of ``args.repo`` (or ``url``) with the common endpoint flags applied."""
     return storage_from_url(url if url is not None else args.repo,
