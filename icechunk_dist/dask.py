@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,24 +44,58 @@ Region = tuple[slice, ...]
 
 # ------------------------------------------------------------------------------ tasks
 class _WriteSpec:
-    """What every write task of one target needs, shipped once per worker as one graph key:
-    the fork, the target's path, its zarr metadata (so no task reopens the array) and the
-    node names (to name arrays in conflicts)."""
+    """What every write task of one target needs: the fork, the target's path, its zarr
+    metadata (so no task reopens the array) and the node names (to name arrays in
+    conflicts).
 
-    __slots__ = ("fork", "metadata", "names", "path")
+    It is embedded in every task (so the tasks have no dependencies and the scheduler
+    spreads them like plain Zarr's), but pickles as a token plus one payload that each
+    process decodes once (:func:`_load_spec`): all tasks of a worker share one fork copy.
+    """
+
+    __slots__ = ("_payload", "fork", "metadata", "names", "path", "token")
 
     def __init__(self, fork: ForkSession, path: str, metadata: Any,
-                 names: dict[str, str]) -> None:
+                 names: dict[str, str], token: str) -> None:
         self.fork = fork
         self.path = path
         self.metadata = metadata
         self.names = names
+        self.token = token
+        self._payload: bytes | None = None
+        _remember_spec(self)
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self.fork, self.path, self.metadata, self.names)
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._payload is None:
+            import pickle
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        self.fork, self.path, self.metadata, self.names = state
+            self._payload = pickle.dumps((self.fork, self.path, self.metadata, self.names),
+                                         protocol=pickle.HIGHEST_PROTOCOL)
+        return (_load_spec, (self.token, self._payload))
+
+
+_SPECS: OrderedDict[str, _WriteSpec] = OrderedDict()
+_SPECS_LOCK = threading.Lock()
+
+
+def _remember_spec(spec: _WriteSpec) -> None:
+    with _SPECS_LOCK:
+        _SPECS[spec.token] = spec
+        while len(_SPECS) > 64:
+            _SPECS.popitem(last=False)
+
+
+def _load_spec(token: str, payload: bytes) -> _WriteSpec:
+    with _SPECS_LOCK:
+        hit = _SPECS.get(token)
+    if hit is not None:
+        return hit
+    import pickle
+
+    fork, path, metadata, names = pickle.loads(payload)
+    spec = _WriteSpec(fork, path, metadata, names, token)
+    spec._payload = payload
+    return spec
 
 
 def _write_record(block: np.ndarray, spec: _WriteSpec, region: Region) -> ChangeSet:
@@ -124,7 +160,7 @@ def _tree_merge(parts: list[Any], split_every: int, token: str) -> Any:
 
 def _has_task_spec() -> bool:
     try:
-        from dask._task_spec import DataNode, Task, TaskRef  # noqa: F401
+        from dask._task_spec import Task, TaskRef  # noqa: F401
     except ImportError:  # pragma: no cover - dask older than 2025
         return False
     return True
@@ -149,19 +185,17 @@ class _Plan:
         self.graph: dict[Any, Any] = {}
         self.writes: list[str] = []
         self.block_uses: dict[Any, int] = {}
-        self.pending: list[tuple[str, Any, str, Region]] = []  # (key, block key, spec key, region)
+        # (task key, block key, spec, region)
+        self.pending: list[tuple[str, Any, _WriteSpec, Region]] = []
         self.names: dict[str, str] = {}
-        self.final_spec: str | None = None
+        self.final_spec: _WriteSpec | None = None
 
-    def add_spec(self, key: str, spec: _WriteSpec) -> None:
-        from dask._task_spec import DataNode
-
-        self.graph[key] = DataNode(key, spec)
+    def add_spec(self, spec: _WriteSpec) -> None:
         self.names.update(spec.names)
         if self.final_spec is None:
-            self.final_spec = key
+            self.final_spec = spec
 
-    def add_source(self, src: da.Array, spec_key: str, k: int, path: str,
+    def add_source(self, src: da.Array, spec: _WriteSpec, k: int, path: str,
                    region: Region) -> None:
         dsk, name = _source_tasks(src)
         self.graph.update(dsk)
@@ -169,20 +203,20 @@ class _Plan:
             bkey = (name, *idx)
             wkey = f"icechunk-write-{self.token}-{k}-{path}-" + "-".join(map(str, idx))
             self.block_uses[bkey] = self.block_uses.get(bkey, 0) + 1
-            self.pending.append((wkey, bkey, spec_key, breg))
+            self.pending.append((wkey, bkey, spec, breg))
 
     def build(self, split_every: int) -> tuple[dict[Any, Any], str]:
         from dask._task_spec import Alias, GraphNode, Task, TaskRef
 
         g = self.graph
-        for wkey, bkey, spec_key, breg in self.pending:
+        for wkey, bkey, spec, breg in self.pending:
             node = g.get(bkey)
             if (isinstance(node, GraphNode) and not isinstance(node, Alias)
                     and self.block_uses[bkey] == 1):
                 block: Any = g.pop(bkey)  # computed inside the write task (fused)
             else:
                 block = TaskRef(bkey)
-            g[wkey] = Task(wkey, _write_record, block, TaskRef(spec_key), breg)
+            g[wkey] = Task(wkey, _write_record, block, spec, breg)
             self.writes.append(wkey)
         parts = list(self.writes)
         level = 0
@@ -198,7 +232,7 @@ class _Plan:
             level += 1
         assert self.final_spec is not None
         fkey = f"icechunk-merge-{self.token}-final"
-        g[fkey] = Task(fkey, _finish, TaskRef(self.final_spec),
+        g[fkey] = Task(fkey, _finish, self.final_spec,
                        *(TaskRef(p) for p in parts), names=self.names)
         return g, fkey
 
@@ -402,13 +436,13 @@ def _fused_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]]
     from dask.delayed import Delayed
 
     plan = _Plan(token)
-    specs: dict[tuple[str, str], str] = {}
+    specs: dict[tuple[str, str], _WriteSpec] = {}
     for k, (src, tgt, region, f) in enumerate(checked):
         sk = (f.fork_id, tgt.path)
         if sk not in specs:
-            specs[sk] = f"icechunk-spec-{token}-{len(specs)}"
-            plan.add_spec(specs[sk], _WriteSpec(f, tgt.path, tgt.metadata,
-                                                internals.node_names(f)))
+            specs[sk] = _WriteSpec(f, tgt.path, tgt.metadata, internals.node_names(f),
+                                   f"{token}-{len(specs)}")
+            plan.add_spec(specs[sk])
         plan.add_source(src, specs[sk], k, tgt.path, region)
     graph, key = plan.build(split_every)
     return Delayed(key, graph), len(plan.writes)
