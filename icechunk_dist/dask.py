@@ -3,9 +3,11 @@
 The main entry points:
 
 - :func:`store_dask` writes dask arrays into zarr arrays opened on a fork's store. Every
-  block is written by a task on a worker into a private child fork; the children are merged
-  pairwise *on the workers* (``split_every`` at a time), so the driver receives one merged
-  fork, not one per task. Merge it into the parent session and commit once.
+  block is written by one task on a worker (the source block is computed inside that task)
+  into a private child fork; the task returns the child's chunk writes as a compact
+  columnar record, and the records are merged *on the workers* (``split_every`` at a time),
+  so the driver receives one merged fork, not one per task. Merge it into the parent
+  session and commit once.
 - :func:`to_zarr` does all of it for one array: create the array in the session, fork,
   write, merge.
 - :func:`gather_forks` is the recipe for plain ``dask.array.to_zarr(arr, fork.store, ...)``
