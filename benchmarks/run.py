@@ -248,6 +248,10 @@ class Case:
     def ratio(self) -> float:
         return self.plain_s / self.ice_s
 
+    def summary(self) -> str:
+        return (f"{self.name}: plain {self.plain_s:.2f} s, icechunk_dist {self.ice_s:.2f} s, "
+                f"{self.ratio:.2f}x (target >= {self.target:.1f}x)")
+
 
 def write_plain(src: Any, chunks: tuple[int, ...], store: Any) -> float:
     import dask.array as da
@@ -600,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
                 cases.append(c)
                 kept = bench_write(c, local, shape, sz.bulk_chunk, one, sz.repeat, "bulk1",
                                    keep="read" in parts)
-                print(f"  done: {c.name}", flush=True)
+                print(f"  done: {c.summary()}", flush=True)
                 if "read" in parts:
                     r = Case("read via dask, local disk",
                              "the array above, da.from_zarr(...).sum(), warm page cache",
@@ -608,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
                     cases.append(r)
                     bench_read(r, *kept, sz.repeat)
                     local.cleanup("bulk1")
-                    print(f"  done: {r.name}", flush=True)
+                    print(f"  done: {r.summary()}", flush=True)
             if "write" in parts:
                 big = (min(sz.big_block, shape[0]), min(sz.big_block, shape[1]))
                 per = big[0] // one[0] * (big[1] // one[1])
@@ -617,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"({per} chunks per task)", 1.0, True)
                 cases.append(c)
                 bench_write(c, local, shape, sz.bulk_chunk, big, sz.repeat, "bulk16")
-                print(f"  done: {c.name}", flush=True)
+                print(f"  done: {c.summary()}", flush=True)
             if "s3" in parts:
                 s3shape = square_shape(sz.s3_bytes, sz.bulk_chunk)
                 s3mib = s3shape[0] * s3shape[1] * 4 / MIB
@@ -627,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                              "plain: zarr ObjectStore(obstore S3Store)", 0.9, False)
                     cases.append(c)
                     bench_write(c, moto, s3shape, sz.bulk_chunk, one, sz.repeat, "s3")
-                print(f"  done: {c.name}", flush=True)
+                print(f"  done: {c.summary()}", flush=True)
             if "small" in parts:
                 cs = sz.small_chunk
                 grid_cols = 100 if sz.small_chunks >= 10_000 else 20
@@ -641,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
                          "per dask block", 0.9, False)
                 cases.append(c)
                 bench_write(c, local, sshape, cs, sblock, sz.repeat, "small")
-                print(f"  done: {c.name}", flush=True)
+                print(f"  done: {c.summary()}", flush=True)
             if "merge" in parts:
                 for n in sz.forks:
                     merges.append(bench_merge(n, sz.refs_per_fork, workdir))
