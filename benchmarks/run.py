@@ -33,6 +33,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import importlib.util
 import os
@@ -203,24 +204,43 @@ class MotoBackend(Backend):
 
 @contextmanager
 def moto_server() -> Iterator[MotoBackend]:
-    import logging
+    """A moto S3 server on 127.0.0.1 in its own process (its objects live in memory: in the
+    driver they would count in the driver's RSS, and its request handling would compete
+    with the scheduler)."""
+    import socket
+    import subprocess
+    import urllib.request
 
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the moto server did not start") from None
+                time.sleep(0.2)
         bucket = f"bench-{uuid.uuid4().hex[:12]}"
         boto3.client("s3", endpoint_url=url, region_name="us-east-1",
                      aws_access_key_id="testing",
                      aws_secret_access_key="testing").create_bucket(Bucket=bucket)
         yield MotoBackend(url, bucket)
     finally:
-        server.stop()
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
 
 
 # ------------------------------------------------------------------------------ writes
