@@ -254,7 +254,7 @@ class Case:
     flattering: bool
     plain: list[float] = field(default_factory=list)
     ice: list[float] = field(default_factory=list)
-    extra: str = ""
+    ice_commit: list[float] = field(default_factory=list)  # merge + commit part of ``ice``
 
     @property
     def plain_s(self) -> float:
@@ -284,7 +284,7 @@ def write_plain(src: Any, chunks: tuple[int, ...], store: Any) -> float:
     return time.perf_counter() - t
 
 
-def write_ice(src: Any, chunks: tuple[int, ...], storage: Any) -> tuple[float, Any]:
+def write_ice(src: Any, chunks: tuple[int, ...], storage: Any) -> tuple[float, Any, float]:
     import zarr
 
     import icechunk_dist as icd
@@ -298,9 +298,11 @@ def write_ice(src: Any, chunks: tuple[int, ...], storage: Any) -> tuple[float, A
     target = zarr.open_array(fork.store, path="x", mode="r+")
     t0 = time.perf_counter()
     merged = store_dask(sources=[src], targets=[target], progress=False)
+    t1 = time.perf_counter()
     session.merge(merged)
     session.commit("benchmark write")
-    return time.perf_counter() - t0, repo
+    t2 = time.perf_counter()
+    return t2 - t0, repo, t2 - t1
 
 
 def bench_write(case: Case, backend: Backend, shape: tuple[int, int], chunk: int,
@@ -321,8 +323,9 @@ def bench_write(case: Case, backend: Backend, shape: tuple[int, int], chunk: int
 
         def run_ice() -> None:
             nonlocal ice_repo
-            dt, ice_repo = write_ice(src, chunks, backend.ice_storage(tag))
+            dt, ice_repo, dc = write_ice(src, chunks, backend.ice_storage(tag))
             case.ice.append(dt)
+            case.ice_commit.append(dc)
 
         order: list[Callable[[], None]] = [run_plain, run_ice]
         if i % 2:
@@ -699,7 +702,9 @@ def main(argv: list[str] | None = None) -> int:
               " merge + commit)")
         for c in cases:
             runs = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(c.plain, c.ice, strict=True))
-            print(f"    {c.name}: {c.config}; runs plain/ice s: {runs}")
+            commit = (f"; of which merge + commit (median) {statistics.median(c.ice_commit):.2f} s"
+                      if c.ice_commit else "")
+            print(f"    {c.name}: {c.config}; runs plain/ice s: {runs}{commit}")
         print()
     if merges:
         print("Merge + commit of forks built in-process "
