@@ -520,6 +520,12 @@ def imported_rows(sz: Sizes, workdir: Path, workers: int) -> list[tuple[str, lis
                 continue
             if name == "branch_tip":
                 rows = _branch_tip_rows(mod, sz)
+            elif name == "ingest" and smoke:
+                # it starts a cluster of its own and builds NetCDF files: too slow for the
+                # CI smoke run (tests/test_benchmarks_smoke.py has a time limit)
+                out.append((name, "skipped at --smoke size (python benchmarks/ingest.py "
+                                  "--smoke runs it)"))
+                continue
             elif name == "ingest":
                 rows = mod.run(smoke, workers=workers, workdir=str(workdir / "ingest"))
             else:
