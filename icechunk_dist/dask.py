@@ -3,9 +3,11 @@
 The main entry points:
 
 - :func:`store_dask` writes dask arrays into zarr arrays opened on a fork's store. Every
-  block is written by a task on a worker into a private child fork; the children are merged
-  pairwise *on the workers* (``split_every`` at a time), so the driver receives one merged
-  fork, not one per task. Merge it into the parent session and commit once.
+  block is written by one task on a worker (the source block is computed inside that task)
+  into a private child fork; the task returns the child's chunk writes as a compact
+  columnar record, and the records are merged *on the workers* (``split_every`` at a time),
+  so the driver receives one merged fork, not one per task. Merge it into the parent
+  session and commit once.
 - :func:`to_zarr` does all of it for one array: create the array in the session, fork,
   write, merge.
 - :func:`gather_forks` is the recipe for plain ``dask.array.to_zarr(arr, fork.store, ...)``
@@ -20,14 +22,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.errors import ConflictError, InvalidInputError, SessionStateError
-from icechunk_dist.session import ForkSession, Session
+from icechunk_dist.session import ForkSession, Session, internals
 from icechunk_dist.store import IcechunkStore
 
 if TYPE_CHECKING:
@@ -40,9 +45,88 @@ Region = tuple[slice, ...]
 
 
 # ------------------------------------------------------------------------------ tasks
+class _WriteSpec:
+    """What every write task of one target needs: the fork, the target's path, its zarr
+    metadata (so no task reopens the array) and the node names (to name arrays in
+    conflicts).
+
+    It is embedded in every task (so the tasks have no dependencies and the scheduler
+    spreads them like plain Zarr's), but pickles as a token plus one payload that each
+    process decodes once (:func:`_load_spec`): all tasks of a worker share one fork copy.
+    """
+
+    __slots__ = ("_payload", "fork", "metadata", "names", "path", "token")
+
+    def __init__(self, fork: ForkSession, path: str, metadata: Any,
+                 names: dict[str, str], token: str) -> None:
+        self.fork = fork
+        self.path = path
+        self.metadata = metadata
+        self.names = names
+        self.token = token
+        self._payload: bytes | None = None
+        _remember_spec(self)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._payload is None:
+            import pickle
+
+            self._payload = pickle.dumps((self.fork, self.path, self.metadata, self.names),
+                                         protocol=pickle.HIGHEST_PROTOCOL)
+        return (_load_spec, (self.token, self._payload))
+
+
+_SPECS: OrderedDict[str, _WriteSpec] = OrderedDict()
+_SPECS_LOCK = threading.Lock()
+
+
+def _remember_spec(spec: _WriteSpec) -> None:
+    with _SPECS_LOCK:
+        _SPECS[spec.token] = spec
+        while len(_SPECS) > 64:
+            _SPECS.popitem(last=False)
+
+
+def _load_spec(token: str, payload: bytes) -> _WriteSpec:
+    with _SPECS_LOCK:
+        hit = _SPECS.get(token)
+    if hit is not None:
+        return hit
+    import pickle
+
+    fork, path, metadata, names = pickle.loads(payload)
+    spec = _WriteSpec(fork, path, metadata, names, token)
+    spec._payload = payload
+    return spec
+
+
+def _write_record(block: np.ndarray, spec: _WriteSpec, region: Region) -> ChangeSet:
+    """Task: write one block through a private child fork; return only its chunk writes
+    (a compact columnar record, not a fork)."""
+    import zarr
+    from zarr.storage import StorePath
+
+    child = spec.fork.child()
+    arr = zarr.Array(zarr.AsyncArray(metadata=spec.metadata,
+                                     store_path=StorePath(child.store, spec.path)))
+    arr[region] = block
+    return internals.own_changes(child)
+
+
+def _merge_records(*records: ChangeSet, names: dict[str, str]) -> ChangeSet:
+    """Task: merge write records (associative: any tree shape gives the same result)."""
+    return internals.merge_changes(records, names=names)
+
+
+def _finish(spec: _WriteSpec, *records: ChangeSet, names: dict[str, str]) -> ForkSession:
+    """Task: the last merge, as one fork of the parent session."""
+    return internals.fork_with_changes(spec.fork, internals.merge_changes(records,
+                                                                          names=names))
+
+
 def _write_block(block: np.ndarray, fork: ForkSession, path: str, region: Region,
                  ) -> ForkSession:
-    """Task: write one block through a private child fork and return that fork."""
+    """Task (dask without the task spec): write one block through a private child fork."""
     import zarr
 
     child = fork.child()
@@ -74,6 +158,85 @@ def _tree_merge(parts: list[Any], split_every: int, token: str) -> Any:
         ]
         level += 1
     return parts[0]
+
+
+def _has_task_spec() -> bool:
+    try:
+        from dask._task_spec import Task, TaskRef  # noqa: F401
+    except ImportError:  # pragma: no cover - dask older than 2025
+        return False
+    return True
+
+
+def _source_tasks(src: da.Array) -> tuple[dict[Any, Any], str]:
+    """The optimized (blockwise-fused) graph of ``src`` as a dict of task-spec nodes."""
+    import dask
+    from dask._task_spec import convert_legacy_graph
+
+    with dask.config.set({"optimization.fuse.active": False}):
+        (opt,) = dask.optimize(src)
+    return convert_legacy_graph(dict(opt.__dask_graph__())), opt.name
+
+
+class _Plan:
+    """The fused write graph: one task per block (the source block computed inline, then
+    written), and a wide merge tree of the tasks' write records."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.graph: dict[Any, Any] = {}
+        self.writes: list[str] = []
+        self.block_uses: dict[Any, int] = {}
+        # (task key, block key, spec, region)
+        self.pending: list[tuple[str, Any, _WriteSpec, Region]] = []
+        self.names: dict[str, str] = {}
+        self.final_spec: _WriteSpec | None = None
+
+    def add_spec(self, spec: _WriteSpec) -> None:
+        self.names.update(spec.names)
+        if self.final_spec is None:
+            self.final_spec = spec
+
+    def add_source(self, src: da.Array, spec: _WriteSpec, k: int, path: str,
+                   region: Region) -> None:
+        dsk, name = _source_tasks(src)
+        self.graph.update(dsk)
+        for idx, breg in _block_regions(src, region):
+            bkey = (name, *idx)
+            wkey = f"icechunk-write-{self.token}-{k}-{path}-" + "-".join(map(str, idx))
+            self.block_uses[bkey] = self.block_uses.get(bkey, 0) + 1
+            self.pending.append((wkey, bkey, spec, breg))
+
+    def build(self, split_every: int) -> tuple[dict[Any, Any], str]:
+        from dask._task_spec import Alias, GraphNode, Task, TaskRef
+
+        g = self.graph
+        for wkey, bkey, spec, breg in self.pending:
+            node = g.get(bkey)
+            if (isinstance(node, GraphNode) and not isinstance(node, Alias)
+                    and self.block_uses[bkey] == 1):
+                block: Any = g.pop(bkey)  # computed inside the write task (fused)
+            else:
+                block = TaskRef(bkey)
+            g[wkey] = Task(wkey, _write_record, block, spec, breg)
+            self.writes.append(wkey)
+        parts = list(self.writes)
+        level = 0
+        while len(parts) > split_every:
+            nxt = []
+            for i in range(0, len(parts), split_every):
+                mkey = f"icechunk-merge-{self.token}-{level}-{i // split_every}"
+                g[mkey] = Task(mkey, _merge_records,
+                               *(TaskRef(p) for p in parts[i : i + split_every]),
+                               names=self.names)
+                nxt.append(mkey)
+            parts = nxt
+            level += 1
+        assert self.final_spec is not None
+        fkey = f"icechunk-merge-{self.token}-final"
+        g[fkey] = Task(fkey, _finish, self.final_spec,
+                       *(TaskRef(p) for p in parts), names=self.names)
+        return g, fkey
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -204,8 +367,9 @@ def store_dask(
     regions
         Optional region (tuple of slices) of each target to write.
     split_every
-        Fan-in of the tree reduction that merges the change-sets on the workers
-        (default 8).
+        Fan-in of the tree reduction that merges the tasks' write records on the
+        workers (default 32: the records are small columnar tables, so a wide, shallow
+        tree costs fewer tasks).
     progress
         Show a progress bar (default True; distributed's under a client, dask's otherwise).
     compute
@@ -225,7 +389,6 @@ def store_dask(
     ConflictError
         If two blocks wrote the same chunk (cannot happen with aligned blocks).
     """
-    import dask
 
     sources, targets = list(sources), list(targets)
     if len(sources) != len(targets) or not sources:
@@ -233,44 +396,75 @@ def store_dask(
     regs: list[Region | None] = list(regions) if regions is not None else [None] * len(sources)
     if len(regs) != len(sources):
         raise InvalidInputError("store_dask needs one region per target (or None)")
-    split_every = 8 if split_every is None else int(split_every)
+    split_every = _DEFAULT_SPLIT_EVERY if split_every is None else int(split_every)
     if split_every < 2:
         raise InvalidInputError("split_every must be at least 2")
     forks = [_fork_of(t) for t in targets]
     root = forks[0]
     for f in forks[1:]:
-        if f._lineage_id != root._lineage_id or f._base_id != root._base_id:
+        if internals.lineage(f) != internals.lineage(root):
             raise SessionStateError("all targets must be on forks of the same session")
-    fork_nodes = {f._fork_id: dask.delayed(f, name=f"icechunk-fork-{f._fork_id}")
-                  for f in forks}
-    write = dask.delayed(_write_block, pure=False)
     # task keys are unique per call and per target: the same target (or fork) may appear
     # twice in one call (two regions) or in two calls computed together (compute=False);
     # equal keys would make dask run one task for both and drop the other block's writes
     token = uuid.uuid4().hex[:16]
-    parts: list[Any] = []
-    for k, (src, tgt, reg, f) in enumerate(zip(sources, targets, regs, forks, strict=True)):
+    checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]] = []
+    for src, tgt, reg, f in zip(sources, targets, regs, forks, strict=True):
         region = _normalize_region(reg, tgt, src)
         if src.dtype != tgt.dtype and not np.can_cast(src.dtype, tgt.dtype, "same_kind"):
             raise InvalidInputError(
                 f"cannot store {src.dtype} data into {tgt.path!r} of dtype {tgt.dtype}"
             )
-        src = _aligned(src, tgt, region)
-        blocks = src.to_delayed()
-        for idx, breg in _block_regions(src, region):
-            parts.append(write(blocks[idx], fork_nodes[f._fork_id], tgt.path, breg,
-                               dask_key_name=f"icechunk-write-{token}-{k}-{tgt.path}-"
-                               + "-".join(map(str, idx))))
-    result = _tree_merge(parts, split_every, token)
+        checked.append((_aligned(src, tgt, region), tgt, region, f))
+    if _has_task_spec():
+        result, n = _fused_write(checked, split_every, token)
+    else:  # pragma: no cover - dask older than 2025: one task per block plus a fork tree
+        result, n = _delayed_write(checked, split_every, token)
     if not compute:
         return result
-    n = len(parts)
     depth = max(1, math.ceil(math.log(max(n, 2), split_every)))
     merged = _compute(result, progress=progress,
                       description=f"icechunk_dist: writing {n} blocks "
                                   f"(tree merge of depth {depth}, fan-in {split_every})")
     assert isinstance(merged, ForkSession)
     return merged
+
+
+_DEFAULT_SPLIT_EVERY = 32
+
+
+def _fused_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]],
+                 split_every: int, token: str) -> tuple[Any, int]:
+    from dask.delayed import Delayed
+
+    plan = _Plan(token)
+    specs: dict[tuple[str, str], _WriteSpec] = {}
+    for k, (src, tgt, region, f) in enumerate(checked):
+        sk = (f.fork_id, tgt.path)
+        if sk not in specs:
+            specs[sk] = _WriteSpec(f, tgt.path, tgt.metadata, internals.node_names(f),
+                                   f"{token}-{len(specs)}")
+            plan.add_spec(specs[sk])
+        plan.add_source(src, specs[sk], k, tgt.path, region)
+    graph, key = plan.build(split_every)
+    return Delayed(key, graph), len(plan.writes)
+
+
+def _delayed_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]],
+                   split_every: int, token: str) -> tuple[Any, int]:
+    import dask
+
+    fork_nodes = {f.fork_id: dask.delayed(f, name=f"icechunk-fork-{f.fork_id}")
+                  for _, _, _, f in checked}
+    write = dask.delayed(_write_block, pure=False)
+    parts: list[Any] = []
+    for k, (src, tgt, region, f) in enumerate(checked):
+        blocks = src.to_delayed()
+        for idx, breg in _block_regions(src, region):
+            parts.append(write(blocks[idx], fork_nodes[f.fork_id], tgt.path, breg,
+                               dask_key_name=f"icechunk-write-{token}-{k}-{tgt.path}-"
+                               + "-".join(map(str, idx))))
+    return _tree_merge(parts, split_every, token), len(parts)
 
 
 def to_zarr(
@@ -329,12 +523,8 @@ def to_zarr(
 
 # ------------------------------------------------------------------------------ recipe
 def _pop_fork_state(fork_id: str) -> ForkSession | None:
-    from icechunk_dist.session._session import _REGISTRY, _REGISTRY_LOCK
-
-    with _REGISTRY_LOCK:
-        f = _REGISTRY.pop(fork_id, None)
     # sent back as a plain (unshared) value, or the driver would resolve it to its own copy
-    return None if f is None else f._as_contribution()
+    return internals.take_registered_copies(fork_id)
 
 
 def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None]] = (),
@@ -363,7 +553,7 @@ def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None
     out = fork.child()
     parts = [s for s in states.values() if s is not None]
     out.merge(*parts)
-    out.merge(fork._as_contribution())
+    out.merge(internals.fork_with_changes(fork, internals.own_changes(fork)))
     for path, region in expect:
         arr = zarr.open_array(out.store, path=path, mode="r")
         _check_complete(out, arr, path, region)
@@ -371,7 +561,7 @@ def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None
 
 
 def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region | None) -> None:
-    node = f._node(path)
+    node = internals.node_record(f, path)
     if node is None or node.array is None:
         raise InvalidInputError(f"no array at {path!r}")
     shape, cs = node.array.shape, node.array.chunk_shape
@@ -379,8 +569,7 @@ def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region |
     lo = [sl.start or 0 for sl in reg]
     hi = [sl.stop if sl.stop is not None else s for sl, s in zip(reg, shape, strict=True)]
     ranges = [range(a // c, -(-b // c)) for a, b, c in zip(lo, hi, cs, strict=True)]
-    ac = f._changes.chunks.get(node.node_id)
-    have = set() if ac is None else {tuple(int(v) for v in r) for r in ac.table.coords}
+    have = {tuple(int(v) for v in r) for r in internals.written_coords(f, node.node_id)}
     missing = [c for c in itertools.product(*ranges) if c not in have]
     if missing:
         raise ConflictError(
@@ -454,15 +643,17 @@ def _merge_stored(*items: Any, axis: Any = None, keepdims: Any = None,
     unique: list[ForkSession] = []
     seen: set[str] = set()
     for f in forks:
-        if any(g is f for g in unique) or (f._contributors and f._contributors <= seen):
+        ids = internals.contributors(f)
+        if any(g is f for g in unique) or (ids and ids <= seen):
             continue
         unique.append(f)
-        seen |= f._contributors
+        seen |= ids
     if len(unique) == 1:
         return unique[0]
     out = unique[0].child()
     # contributions under fresh ids: overlapping ids here are one copy's writes seen twice
-    return out.merge(*(f._as_contribution() for f in unique))
+    return out.merge(*(internals.fork_with_changes(f, internals.own_changes(f))
+                       for f in unique))
 
 
 def _targets_array(a: da.Array) -> da.Array:

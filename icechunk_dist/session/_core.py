@@ -53,7 +53,7 @@ class SessionCore:
         self._read_only = read_only
         self._base_nodes = {n.path: n for n in base.nodes}
         self._base_loose = {r.key: r for r in base.loose}
-        self._manifests = ManifestCache(config.manifest_cache_chunk_refs)
+        self._manifests = ManifestCache(config.manifest_cache_chunk_refs, shared=True)
         self._lock = threading.RLock()
         self._store: IcechunkStore | None = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
 from typing import TypeVar
@@ -143,19 +144,29 @@ async def write_object(storage: Storage, key: str, obj: object, otype: ObjectTyp
 
 
 class ManifestCache:
-    """Decoded manifests by id, bounded by total rows (least recently used evicted)."""
+    """Decoded manifests by id, bounded by total rows (least recently used evicted).
 
-    def __init__(self, max_rows: int = 4_000_000) -> None:
+    With ``shared=True`` (the read path of sessions) a miss first consults a process-wide
+    cache of decoded manifests keyed by (storage, manifest id): manifests are immutable, so
+    every session of a process (e.g. one unpickled per Dask task) decodes each one once.
+    """
+
+    def __init__(self, max_rows: int = 4_000_000, *, shared: bool = False) -> None:
         self._max = max_rows
         self._rows = 0
         self._items: OrderedDict[str, ChunkTable] = OrderedDict()
+        self._shared = shared
 
     async def get(self, storage: Storage, manifest_id: str) -> ChunkTable:
         hit = self._items.get(manifest_id)
         if hit is not None:
             self._items.move_to_end(manifest_id)
             return hit
-        table = await read_manifest(storage, manifest_id)
+        table = _SHARED.get(storage, manifest_id) if self._shared else None
+        if table is None:
+            table = await read_manifest(storage, manifest_id)
+            if self._shared:
+                _SHARED.put(storage, manifest_id, table)
         if manifest_id not in self._items:
             self._items[manifest_id] = table
             self._rows += len(table)
@@ -163,6 +174,38 @@ class ManifestCache:
                 _, old = self._items.popitem(last=False)
                 self._rows -= len(old)
         return table
+
+
+class _SharedManifests:
+    """The process-wide LRU behind ``ManifestCache(shared=True)`` (bounded by rows)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max = max_rows
+        self._rows = 0
+        self._items: OrderedDict[tuple[Storage, str], ChunkTable] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, storage: Storage, manifest_id: str) -> ChunkTable | None:
+        with self._lock:
+            hit = self._items.get((storage, manifest_id))
+            if hit is not None:
+                self._items.move_to_end((storage, manifest_id))
+            return hit
+
+    def put(self, storage: Storage, manifest_id: str, table: ChunkTable) -> None:
+        if len(table) > self._max:
+            return
+        with self._lock:
+            if (storage, manifest_id) in self._items:
+                return
+            self._items[(storage, manifest_id)] = table
+            self._rows += len(table)
+            while self._rows > self._max and self._items:
+                _, old = self._items.popitem(last=False)
+                self._rows -= len(old)
+
+
+_SHARED = _SharedManifests(1_000_000)
 
 
 async def gather_limited(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
