@@ -233,8 +233,9 @@ def bench_merge(sz: dict[str, Any], work: Path) -> list[Row]:
         forks = []
         for i in range(nf):
             f = root.child()
-            f._changes.chunks[nid] = ArrayChunks(2, _fake_table(2, _grid(i * per, per, 1000),
-                                                                 rng))
+            # normalized, as a fork's folded (or unpickled) change-set always is
+            table = _fake_table(2, _grid(i * per, per, 1000), rng).normalized()
+            f._changes.chunks[nid] = ArrayChunks(2, table)
             forks.append(f)
         gc.collect()
         t0 = time.perf_counter()

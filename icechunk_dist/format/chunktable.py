@@ -159,6 +159,18 @@ class ChunkTable:
         nd = tables[0].ndim
         if any(t.ndim != nd for t in tables):
             raise ValueError("cannot concat chunk tables of different dimensionality")
+        if not any(t.blob or t.urls for t in tables):
+            # no inline payloads, no virtual locations: nothing to re-base, one
+            # concatenation per column (the common case: merges of native refs)
+            return cls(
+                ndim=nd,
+                coords=np.concatenate([t.coords for t in tables]),
+                kinds=np.concatenate([t.kinds for t in tables]),
+                ids=np.concatenate([t.ids for t in tables]),
+                offsets=np.concatenate([t.offsets for t in tables]),
+                lengths=np.concatenate([t.lengths for t in tables]),
+                url_idx=np.concatenate([t.url_idx for t in tables]),
+            )
         offsets: list[npt.NDArray[np.uint64]] = []
         url_idx: list[npt.NDArray[np.int32]] = []
         blobs: list[bytes] = []

@@ -24,6 +24,7 @@ from icechunk_dist.format import (
 )
 from icechunk_dist.session._io import (
     ManifestCache,
+    ancestor_hints,
     gather_limited,
     manifest_key,
     read_snapshot,
@@ -213,6 +214,7 @@ async def write_commit(
         metadata=dict(metadata),
         nodes=tuple(out_nodes),
         loose=tuple(loose[k] for k in sorted(loose)),
+        ancestors=ancestor_hints(base),
     )
     await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
     return snap, txlog

@@ -429,7 +429,7 @@ def _node_names(core: SessionCore) -> dict[str, str]:
 
 def _check_same_lineage(storage: Storage, base_id: str, lineage_id: str, f: ForkSession,
                         what: str) -> None:
-    if f._storage != storage:
+    if f._storage is not storage and f._storage != storage:
         raise SessionStateError(
             f"fork {f._fork_id} belongs to another repository ({f._storage.describe()})"
         )

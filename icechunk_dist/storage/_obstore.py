@@ -52,6 +52,9 @@ _DELETE_BATCH = 1000  # S3 DeleteObjects limit; also bounds memory for huge key 
 _DELETE_CONCURRENCY = 16  # per-key deletes when a backend refuses bulk deletes of missing keys
 _LIST_CHUNK = 1000
 _SORTED_LISTINGS = frozenset({"s3", "gcs", "azure"})  # lexicographic: resumable with `offset`
+# puts up to this size on these backends run synchronously on the caller's thread (see put)
+_INLINE_PUT_BACKENDS = frozenset({"local", "memory"})
+_INLINE_PUT_BYTES = 256 * 1024
 
 
 # obstore runs its I/O on a process-wide tokio runtime that does not survive os.fork: a forked
@@ -270,6 +273,16 @@ class ObstoreStorage(Storage):
         if mode not in ("overwrite", "create"):
             raise InvalidInputError(f"put mode must be 'overwrite' or 'create', not {mode!r}")
         store = self._client()
+        if self._spec.backend in _INLINE_PUT_BACKENDS and len(data) <= _INLINE_PUT_BYTES:
+            # local disk and memory: a small write costs less than the hop to obstore's I/O
+            # runtime and back, so it runs right here (same obstore call, same atomic
+            # staged-file-and-rename semantics, same create-if-absent); it blocks the event
+            # loop for the few microseconds the write takes
+            async def inline_call() -> None:
+                obstore.put(store, key, data, mode=mode)
+
+            await self._io(inline_call, key, "put")
+            return
 
         async def call() -> None:
             await obstore.put_async(store, key, data, mode=mode)
