@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -144,6 +145,22 @@ class ChunkTable:
             blob=self.blob,
             urls=self.urls,
             etags=self.etags,
+        )
+
+    def rows(self, start: int, stop: int) -> ChunkTable:
+        """Rows ``[start, stop)`` as views of these columns (no copy; blob and urls shared)."""
+        return ChunkTable(
+            ndim=self.ndim,
+            coords=self.coords[start:stop],
+            kinds=self.kinds[start:stop],
+            ids=self.ids[start:stop],
+            offsets=self.offsets[start:stop],
+            lengths=self.lengths[start:stop],
+            url_idx=self.url_idx[start:stop],
+            blob=self.blob,
+            urls=self.urls,
+            etags=self.etags,
+            sorted_unique=self.sorted_unique,
         )
 
     @classmethod
@@ -288,6 +305,28 @@ class ChunkTable:
         if not len(self):
             return {}
         sidx = self.coords // np.asarray(split_shape, np.int64)
+        lin = linear_keys([sidx])
+        if lin is not None:
+            k = lin[0]
+            step = np.flatnonzero(k[1:] != k[:-1]) + 1
+            if bool(np.all(k[step] > k[step - 1])):
+                # rows already grouped by split, in split order (a sorted table whose
+                # splits are row bands): each split is a slice, shared, never copied
+                bounds = [0, *step.tolist(), len(k)]
+                out_s: dict[tuple[int, ...], ChunkTable] = {}
+                for a, b in pairwise(bounds):
+                    out_s[tuple(int(v) for v in sidx[a])] = self.rows(a, b)
+                return out_s
+            order = np.argsort(k, kind="stable")
+            ks = k[order]
+            cut = [0, *(np.flatnonzero(ks[1:] != ks[:-1]) + 1).tolist(), len(ks)]
+            out_o: dict[tuple[int, ...], ChunkTable] = {}
+            for a, b in pairwise(cut):
+                rows = order[a:b]
+                part = self.take(rows)
+                part.sorted_unique = self.sorted_unique
+                out_o[tuple(int(v) for v in sidx[rows[0]])] = part
+            return out_o
         skeys = coord_keys(sidx)
         uniq, inverse = np.unique(skeys, return_inverse=True)
         order = np.argsort(inverse, kind="stable")

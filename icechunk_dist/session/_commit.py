@@ -254,7 +254,8 @@ def _with_manifests(rec: NodeRecord, manifests: tuple[ManifestRef, ...]) -> Node
 
 def _apply(base: ChunkTable | None, delta: ChunkTable) -> ChunkTable:
     """Base rows not overwritten by ``delta``, plus ``delta``'s non-deleted rows, sorted."""
-    live = delta.take(delta.kinds != KIND_TOMBSTONE)
+    dead = delta.kinds == KIND_TOMBSTONE
+    live = delta.take(~dead) if bool(dead.any()) else delta
     if base is None or not len(base):
         out = live
     else:
