@@ -330,10 +330,10 @@ class ChunkTable:
         skeys = coord_keys(sidx)
         uniq, inverse = np.unique(skeys, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+        edges = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
         out: dict[tuple[int, ...], ChunkTable] = {}
         for j in range(len(uniq)):
-            rows = order[bounds[j] : bounds[j + 1]]
+            rows = order[edges[j] : edges[j + 1]]
             part = self.take(rows)
             part.sorted_unique = self.sorted_unique
             out[tuple(int(v) for v in sidx[rows[0]])] = part
