@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from icechunk_dist.errors import SessionStateError
 
-__all__ = ["run", "run_async"]
+__all__ = ["io_loop", "run", "run_async"]
 
 T = TypeVar("T")
 
@@ -49,6 +49,12 @@ def _get_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop, _thread, _pid = loop, thread, os.getpid()
         return _loop
+
+
+def io_loop() -> asyncio.AbstractEventLoop:
+    """The bridge loop of this process (started on first use): where background I/O that
+    must outlive the caller's own event loop runs."""
+    return _get_loop()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

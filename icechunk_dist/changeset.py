@@ -34,16 +34,30 @@ class ArrayChunks:
     commit and pickle time, or when the builder grows large.
     """
 
-    __slots__ = ("_builder", "_pos", "_table", "ndim")
+    __slots__ = ("_builder", "_parts", "_pos", "_table", "ndim")
 
-    def __init__(self, ndim: int, table: ChunkTable | None = None) -> None:
+    def __init__(self, ndim: int, table: ChunkTable | None = None,
+                 parts: Sequence[ChunkTable] | None = None) -> None:
         self.ndim = ndim
         self._table = table if table is not None else ChunkTable.empty(ndim)
         self._builder = TableBuilder(ndim)
         self._pos: dict[tuple[int, ...], int] = {}
+        # normalized tables of disjoint, increasing coordinate ranges whose concatenation is
+        # the table (a merge's result, concatenated when first needed); set only with no
+        # ``table`` and no builder rows
+        self._parts: list[ChunkTable] | None = list(parts) if parts else None
 
     def __len__(self) -> int:
+        if self._parts is not None and not len(self._builder):
+            return sum(len(p) for p in self._parts)
         return len(self.table)
+
+    def _materialize(self) -> None:
+        if self._parts is not None:
+            t = ChunkTable.concat(self._parts, self.ndim)
+            t.sorted_unique = True
+            self._table = t
+            self._parts = None
 
     # writes ---------------------------------------------------------------------------
     def _note(self, coord: tuple[int, ...]) -> None:
@@ -69,6 +83,7 @@ class ArrayChunks:
         self._note(coord)
 
     def fold(self) -> None:
+        self._materialize()
         if len(self._builder):
             self._table = ChunkTable.concat([self._table, self._builder.build()]).normalized()
             self._builder = TableBuilder(self.ndim)
@@ -86,6 +101,7 @@ class ArrayChunks:
         i = self._pos.get(coord)
         if i is not None:
             return self._builder.build_row(i)
+        self._materialize()
         j = self._table.find(coord)
         if j < 0:
             return None
@@ -101,6 +117,7 @@ class ArrayChunks:
         ndim, table = state
         self.ndim = ndim
         self._table = table
+        self._parts = None
         self._builder = TableBuilder(ndim)
         self._pos = {}
 
@@ -200,8 +217,10 @@ class ChangeSet:
             loose=dict(self.loose),
         )
         for other, ancestor in others:
-            names.update(other.node_paths_by_id())
-            out._merge_metadata(other, ancestor, policy)
+            if other.nodes:
+                names.update(other.node_paths_by_id())
+            if other.nodes or other.deleted or other.loose or other.new_paths:
+                out._merge_metadata(other, ancestor, policy)
         per_node: dict[str, list[ChunkTable]] = {}
         ndims: dict[str, int] = {}
         for cs in (self, *(o for o, _ in others)):
@@ -212,6 +231,10 @@ class ChangeSet:
             tables = per_node[nid]
             if len(tables) == 1:
                 out.chunks[nid] = ArrayChunks(ndims[nid], tables[0])
+                continue
+            parts = _disjoint_parts(tables)
+            if parts is not None:  # sorted, non-overlapping: nothing to sort or check
+                out.chunks[nid] = ArrayChunks(ndims[nid], parts=parts)
                 continue
             merged = _merge_tables(tables, policy, names.get(nid, nid))
             out.chunks[nid] = ArrayChunks(ndims[nid], merged)
@@ -270,6 +293,48 @@ class ChangeSet:
         self.loose = msgspec.msgpack.decode(
             state["loose"], type=dict[str, ChunkRefRecord | None]
         )
+
+
+def _disjoint_parts(tables: Sequence[ChunkTable]) -> list[ChunkTable] | None:
+    """``tables`` (their non-empty ones) ordered by coordinates, if each is sorted without
+    duplicates and no two cover overlapping coordinate ranges; else None.
+
+    Then no chunk is written twice and the ordered concatenation is the normalized merge:
+    forks of disjoint regions (the distributed write) merge without sorting or copying a
+    row. Only the first and last row of each table are compared (tables are normalized
+    after a fold); a table not marked normalized is checked with one vectorized pass over
+    all of them.
+    """
+    parts = [t for t in tables if len(t)]
+    if len(parts) < 2:
+        return parts or None
+    ndim = parts[0].ndim
+    if any(t.ndim != ndim for t in parts):
+        return None
+    unchecked = [t for t in parts if not t.sorted_unique]
+    if unchecked:
+        coords = np.concatenate([t.coords for t in unchecked])
+        lin = linear_keys([coords])
+        if lin is None:
+            return None
+        k = lin[0]
+        inc = k[1:] > k[:-1]
+        starts = np.cumsum([len(t) for t in unchecked])[:-1]
+        inc[starts - 1] = True  # the step from one table to the next is not compared here
+        if not bool(inc.all()):
+            return None
+        for t in unchecked:
+            t.sorted_unique = True  # a fact about the (immutable) rows, not a change
+    ends = np.concatenate([e for t in parts for e in (t.coords[:1], t.coords[-1:])])
+    lin = linear_keys([ends])
+    if lin is None:
+        return None
+    k = lin[0].reshape(len(parts), 2)
+    order = np.argsort(k[:, 0], kind="stable")
+    first, last = k[order, 0], k[order, 1]
+    if not bool(np.all(first[1:] > last[:-1])):
+        return None
+    return [parts[int(i)] for i in order]
 
 
 def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) -> ChunkTable:

@@ -23,6 +23,8 @@ from icechunk_dist.session import Diff, Session
 from icechunk_dist.session._diff import diff_from_logs
 from icechunk_dist.session._io import (
     REPO_KEY,
+    gather_limited,
+    read_chain,
     read_repo_info,
     read_snapshot,
     read_transaction_log,
@@ -343,10 +345,17 @@ class Repository(RepositoryParity):
         """
         start = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
         sid: str | None = start
+        batch = 128
+        concurrency = self._config.max_concurrent_requests
+        # lazy, in batches of growing size; each batch is read concurrently along the
+        # snapshots' ancestor hints (docs/design/007-ancestor-hints.md)
         while sid is not None:
-            snap = _sync.run(read_snapshot(self._storage, sid))
-            yield _info(snap)
-            sid = snap.parent_id
+            snaps = _sync.run(read_chain(self._storage, sid, limit=batch,
+                                         concurrency=concurrency))
+            for snap in snaps:
+                yield _info(snap)
+            sid = snaps[-1].parent_id
+            batch = min(batch * 2, 4096)
 
     def _resolve(self, *, branch: str | None, tag: str | None, snapshot_id: str | None) -> str:
         given = [x for x in (branch, tag, snapshot_id) if x is not None]
@@ -382,24 +391,25 @@ class Repository(RepositoryParity):
         start = self._resolve(branch=from_branch, tag=from_tag, snapshot_id=from_snapshot_id)
         end = self._resolve(branch=to_branch, tag=to_tag, snapshot_id=to_snapshot_id)
 
+        concurrency = self._config.max_concurrent_requests
+
         async def go() -> Diff:
-            chain: list[str] = []
-            sid: str | None = end
-            while sid != start:
-                if sid is None:
-                    raise InvalidInputError(
-                        f"snapshot {end} does not descend from {start}; diff goes from an "
-                        "ancestor to a descendant"
-                    )
-                chain.append(sid)
-                snap = await read_snapshot(self._storage, sid)
+            snaps = await read_chain(self._storage, end, stop=start,
+                                     concurrency=concurrency)
+            for snap in snaps:
                 if snap.original_parent_id is not None:
                     raise InvalidInputError(
                         f"history between {start} and {end} was expired (expire_snapshots "
-                        f"re-parented {sid}); diff cannot span it"
+                        f"re-parented {snap.id}); diff cannot span it"
                     )
-                sid = snap.parent_id
-            logs = [await read_transaction_log(self._storage, s) for s in reversed(chain)]
+            if start != end and (not snaps or snaps[-1].parent_id != start):
+                raise InvalidInputError(
+                    f"snapshot {end} does not descend from {start}; diff goes from an "
+                    "ancestor to a descendant"
+                )
+            chain = [snap.id for snap in reversed(snaps)]
+            logs = await gather_limited(
+                [read_transaction_log(self._storage, s) for s in chain], concurrency)
             return diff_from_logs(logs)
 
         return _sync.run(go())

@@ -2,6 +2,7 @@
 
 from icechunk_dist.format._codec import FORMAT_VERSION, ObjectType, decode_object, encode_object
 from icechunk_dist.format._structs import (
+    MAX_ANCESTOR_HINTS,
     ArrayInfo,
     ChunkRefRecord,
     GCRecordData,
@@ -29,6 +30,7 @@ __all__ = [
     "KIND_NATIVE",
     "KIND_TOMBSTONE",
     "KIND_VIRTUAL",
+    "MAX_ANCESTOR_HINTS",
     "ArrayInfo",
     "ChunkRefRecord",
     "ChunkTable",

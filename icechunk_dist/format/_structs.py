@@ -12,6 +12,7 @@ from typing import Any, Literal
 import msgspec
 
 __all__ = [
+    "MAX_ANCESTOR_HINTS",
     "ArrayInfo",
     "ChunkRefRecord",
     "GCRecordData",
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 NodeKind = Literal["array", "group", "other"]
+
+#: most ancestor ids a snapshot carries as a prefetch hint (``SnapshotData.ancestors``)
+MAX_ANCESTOR_HINTS = 100
 
 
 class ArrayInfo(msgspec.Struct, frozen=True):
@@ -95,6 +99,10 @@ class SnapshotData(msgspec.Struct, frozen=True):
     # set by ``expire_snapshots`` when it re-parents this snapshot onto the initial snapshot:
     # the parent its transaction log is relative to (history between them was expired)
     original_parent_id: str | None = None
+    # ids of the nearest ancestors beyond the parent, nearest first (at most
+    # MAX_ANCESTOR_HINTS): a prefetch hint for history walks, never an authority
+    # (docs/design/007-ancestor-hints.md); readers follow ``parent_id``
+    ancestors: tuple[str, ...] = ()
 
 
 class ManifestData(msgspec.Struct, frozen=True):

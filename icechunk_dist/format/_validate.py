@@ -15,6 +15,7 @@ from typing import Any
 from icechunk_dist._types import ID_CHARS, decode_id
 from icechunk_dist.errors import FormatError, InvalidInputError
 from icechunk_dist.format._structs import (
+    MAX_ANCESTOR_HINTS,
     ArrayInfo,
     ChunkRefRecord,
     ManifestData,
@@ -103,6 +104,10 @@ def _snapshot(s: SnapshotData) -> None:
     _id(s.id, "snapshot id")
     if s.parent_id is not None:
         _id(s.parent_id, "parent snapshot id")
+    if len(s.ancestors) > MAX_ANCESTOR_HINTS:
+        raise _Bad(f"{len(s.ancestors)} ancestor hints, more than {MAX_ANCESTOR_HINTS}")
+    for a in s.ancestors:
+        _id(a, "ancestor snapshot id")
     paths: set[str] = set()
     for node in s.nodes:
         if node.path in paths:

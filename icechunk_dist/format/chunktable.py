@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -146,6 +147,22 @@ class ChunkTable:
             etags=self.etags,
         )
 
+    def rows(self, start: int, stop: int) -> ChunkTable:
+        """Rows ``[start, stop)`` as views of these columns (no copy; blob and urls shared)."""
+        return ChunkTable(
+            ndim=self.ndim,
+            coords=self.coords[start:stop],
+            kinds=self.kinds[start:stop],
+            ids=self.ids[start:stop],
+            offsets=self.offsets[start:stop],
+            lengths=self.lengths[start:stop],
+            url_idx=self.url_idx[start:stop],
+            blob=self.blob,
+            urls=self.urls,
+            etags=self.etags,
+            sorted_unique=self.sorted_unique,
+        )
+
     @classmethod
     def concat(cls, tables: Sequence[ChunkTable], ndim: int | None = None) -> ChunkTable:
         """Stack tables in order (later rows win in :meth:`normalized`)."""
@@ -159,6 +176,18 @@ class ChunkTable:
         nd = tables[0].ndim
         if any(t.ndim != nd for t in tables):
             raise ValueError("cannot concat chunk tables of different dimensionality")
+        if not any(t.blob or t.urls for t in tables):
+            # no inline payloads, no virtual locations: nothing to re-base, one
+            # concatenation per column (the common case: merges of native refs)
+            return cls(
+                ndim=nd,
+                coords=np.concatenate([t.coords for t in tables]),
+                kinds=np.concatenate([t.kinds for t in tables]),
+                ids=np.concatenate([t.ids for t in tables]),
+                offsets=np.concatenate([t.offsets for t in tables]),
+                lengths=np.concatenate([t.lengths for t in tables]),
+                url_idx=np.concatenate([t.url_idx for t in tables]),
+            )
         offsets: list[npt.NDArray[np.uint64]] = []
         url_idx: list[npt.NDArray[np.int32]] = []
         blobs: list[bytes] = []
@@ -276,13 +305,35 @@ class ChunkTable:
         if not len(self):
             return {}
         sidx = self.coords // np.asarray(split_shape, np.int64)
+        lin = linear_keys([sidx])
+        if lin is not None:
+            k = lin[0]
+            step = np.flatnonzero(k[1:] != k[:-1]) + 1
+            if bool(np.all(k[step] > k[step - 1])):
+                # rows already grouped by split, in split order (a sorted table whose
+                # splits are row bands): each split is a slice, shared, never copied
+                bounds = [0, *step.tolist(), len(k)]
+                out_s: dict[tuple[int, ...], ChunkTable] = {}
+                for a, b in pairwise(bounds):
+                    out_s[tuple(int(v) for v in sidx[a])] = self.rows(a, b)
+                return out_s
+            order = np.argsort(k, kind="stable")
+            ks = k[order]
+            cut = [0, *(np.flatnonzero(ks[1:] != ks[:-1]) + 1).tolist(), len(ks)]
+            out_o: dict[tuple[int, ...], ChunkTable] = {}
+            for a, b in pairwise(cut):
+                rows = order[a:b]
+                part = self.take(rows)
+                part.sorted_unique = self.sorted_unique
+                out_o[tuple(int(v) for v in sidx[rows[0]])] = part
+            return out_o
         skeys = coord_keys(sidx)
         uniq, inverse = np.unique(skeys, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
-        bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+        edges = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
         out: dict[tuple[int, ...], ChunkTable] = {}
         for j in range(len(uniq)):
-            rows = order[bounds[j] : bounds[j + 1]]
+            rows = order[edges[j] : edges[j + 1]]
             part = self.take(rows)
             part.sorted_unique = self.sorted_unique
             out[tuple(int(v) for v in sidx[rows[0]])] = part

@@ -3,6 +3,7 @@ snapshot (the first three steps of the commit order; the ref update is the sessi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from icechunk_dist.format import (
 )
 from icechunk_dist.session._io import (
     ManifestCache,
+    ancestor_hints,
     gather_limited,
     manifest_key,
     read_snapshot,
@@ -136,7 +138,10 @@ async def write_commit(
         p: n for p, n in base_nodes.items() if p not in changes.deleted
     }
     final.update(changes.nodes)
-    writes: list[tuple[str, Any, ObjectType]] = []
+    level = config.compression_level
+    # manifests are written as they are built, a bounded number of rows in flight, so that
+    # a commit of millions of refs never holds all its encoded manifests at once
+    writer = _ManifestWriter(storage, level, config.max_concurrent_requests)
     # reuse entries of this attempt: recorded only once every manifest write succeeded, so
     # a retry after a failed write never references a manifest that was not written
     written: dict[ReuseKey, ReuseEntry] = {}
@@ -181,8 +186,7 @@ async def write_commit(
             ref: ManifestRef | None = None
             if len(merged):
                 mid = new_id()
-                writes.append((manifest_key(mid), merged.to_manifest(rec.node_id),
-                               ObjectType.MANIFEST))
+                await writer.write(manifest_key(mid), merged, rec.node_id)
                 ref = ManifestRef(id=mid, split=split, count=len(merged))
                 new_refs[split] = ref
             if reuse is not None:
@@ -195,11 +199,7 @@ async def write_commit(
             loose.pop(key, None)
         else:
             loose[key] = lref
-    level = config.compression_level
-    await gather_limited(
-        [write_object(storage, k, obj, t, level) for k, obj, t in writes],
-        config.max_concurrent_requests,
-    )
+    await writer.finish()
     if reuse is not None:
         reuse.update(written)
     txlog = build_transaction_log(snapshot_id, base, changes)
@@ -213,6 +213,7 @@ async def write_commit(
         metadata=dict(metadata),
         nodes=tuple(out_nodes),
         loose=tuple(loose[k] for k in sorted(loose)),
+        ancestors=ancestor_hints(base),
     )
     await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
     return snap, txlog
@@ -235,6 +236,54 @@ async def find_landed(storage: Storage, tip_id: str | None, base_id: str,
     return None
 
 
+class _ManifestWriter:
+    """Writes manifests concurrently while the commit builds the next ones: at most
+    ``limit`` writes and ``_MAX_ROWS_IN_FLIGHT`` rows in flight."""
+
+    def __init__(self, storage: Storage, level: int, limit: int) -> None:
+        self._storage = storage
+        self._level = level
+        self._limit = max(1, limit)
+        self._tasks: list[tuple[asyncio.Future[None], int]] = []
+        self._rows = 0
+
+    async def write(self, key: str, table: ChunkTable, node_id: str) -> None:
+        rows = len(table)
+        while self._tasks and (len(self._tasks) >= self._limit
+                               or self._rows + rows > _MAX_ROWS_IN_FLIGHT):
+            await self._wait_oldest()
+        fut = asyncio.ensure_future(self._one(key, table, node_id))
+        self._tasks.append((fut, rows))
+        self._rows += rows
+
+    async def _one(self, key: str, table: ChunkTable, node_id: str) -> None:
+        await write_object(self._storage, key, table.to_manifest(node_id),
+                           ObjectType.MANIFEST, self._level)
+
+    async def _wait_oldest(self) -> None:
+        fut, rows = self._tasks.pop(0)
+        self._rows -= rows
+        try:
+            await fut
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _abandon(self) -> None:
+        rest = [f for f, _ in self._tasks]
+        self._tasks = []
+        self._rows = 0
+        # what was written is garbage; let the others end and collect their outcomes
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    async def finish(self) -> None:
+        while self._tasks:
+            await self._wait_oldest()
+
+
+_MAX_ROWS_IN_FLIGHT = 300_000  # ~15 MiB of columns, plus their encodings
+
+
 def _fingerprint(t: ChunkTable) -> bytes:
     """Digest of a (normalized) delta table: equal digests mean the same changes."""
     h = hashlib.blake2b(digest_size=16)
@@ -252,7 +301,8 @@ def _with_manifests(rec: NodeRecord, manifests: tuple[ManifestRef, ...]) -> Node
 
 def _apply(base: ChunkTable | None, delta: ChunkTable) -> ChunkTable:
     """Base rows not overwritten by ``delta``, plus ``delta``'s non-deleted rows, sorted."""
-    live = delta.take(delta.kinds != KIND_TOMBSTONE)
+    dead = delta.kinds == KIND_TOMBSTONE
+    live = delta.take(~dead) if bool(dead.any()) else delta
     if base is None or not len(base):
         out = live
     else:

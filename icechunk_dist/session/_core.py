@@ -23,6 +23,7 @@ from icechunk_dist.format import (
 from icechunk_dist.session import _keys
 from icechunk_dist.session._io import ManifestCache, chunk_key
 from icechunk_dist.session._storeslot import store_class
+from icechunk_dist.session._writeback import PendingWrites
 from icechunk_dist.storage import ObjectNotFoundError, Storage
 
 if TYPE_CHECKING:
@@ -30,7 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["SessionCore"]
 
-Ref = tuple[int, Any]  # (kind, payload) as ChunkTable.row_payload
+Ref = tuple[int, Any]
+
+# backends where a chunk write waits on the network: written in the background (_writeback);
+# on local disk and memory a small write costs less than handing it over
+_WRITE_BEHIND = frozenset({"s3", "gcs", "azure"})  # (kind, payload) as ChunkTable.row_payload
 
 
 class SessionCore:
@@ -56,6 +61,8 @@ class SessionCore:
         self._manifests = ManifestCache(config.manifest_cache_chunk_refs, shared=True)
         self._lock = threading.RLock()
         self._store: IcechunkStore | None = None
+        # chunk objects of ``_changes`` still being written (write-behind, see _writeback)
+        self._writes = PendingWrites()
 
     # ------------------------------------------------------------------ common props
     @property
@@ -92,6 +99,16 @@ class SessionCore:
     def read_only_reason(self) -> str:
         """Why writes are refused (for error messages)."""
         return self._read_only_reason()
+
+    async def _flush_writes(self) -> None:
+        """Wait until every chunk object of our change-set has landed.
+
+        Raises
+        ------
+        StorageError
+            If one of them could not be written.
+        """
+        await self._writes.flush()
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -165,6 +182,8 @@ class SessionCore:
             stop = length if end is None else min(end, length)
             if stop <= start:
                 return b""
+            if len(self._writes):
+                await self._writes.wait_for(chunk_key(cid))  # our own write, still landing
             try:
                 return await self._storage.get_range(
                     chunk_key(cid), offset + start, offset + stop
@@ -294,7 +313,12 @@ class SessionCore:
                     self._changes.array_chunks(node.node_id, ac_ndim).set_inline(coord, data)
                 return
             raw_id = new_id_bytes()
-            await self._storage.put(chunk_key(encode_id(raw_id)), data)
+            # a fresh random id that no one reads before this change-set is committed or
+            # read back here: over the network the write goes on in the background
+            if self._storage.backend in _WRITE_BEHIND:
+                await self._writes.submit(self._storage, chunk_key(encode_id(raw_id)), data)
+            else:
+                await self._storage.put(chunk_key(encode_id(raw_id)), data)
             with self._lock:
                 self._changes.array_chunks(node.node_id, ac_ndim).set_native(
                     coord, raw_id, len(data)

@@ -219,6 +219,7 @@ class SessionParity:
             raise SessionStateError("nothing to amend with: this session has no changes "
                                     "(pass allow_empty=True to change only the message)")
         meta = {**s._default_commit_metadata, **dict(metadata or {})}
+        await s._flush_writes()  # every chunk object referenced has landed, or we fail
         tip = await refs.read_branch(s._storage, s._branch, s._genesis)
         if tip.snapshot_id != s._base.id:
             raise ConflictError(expected_parent=s._base.id, actual_parent=tip.snapshot_id)
@@ -231,7 +232,8 @@ class SessionParity:
                                             changes, message=message, metadata=meta)
         tx_tip = await read_transaction_log(s._storage, s._base.id)
         sid = new_id()
-        snap = msgspec.structs.replace(draft, id=sid, parent_id=s._base.parent_id)
+        snap = msgspec.structs.replace(draft, id=sid, parent_id=s._base.parent_id,
+                                       ancestors=s._base.ancestors)
         level = s._config.compression_level
         await write_object(s._storage, transaction_key(sid),
                            combine_transaction_logs(sid, tx_tip, tx_ours),

@@ -27,7 +27,12 @@ from icechunk_dist.errors import (
 )
 from icechunk_dist.format import ObjectType, SnapshotData, TransactionLogData
 from icechunk_dist.session._diff import Diff, diff_from_logs
-from icechunk_dist.session._io import snapshot_key, transaction_key, write_object
+from icechunk_dist.session._io import (
+    ancestor_hints,
+    snapshot_key,
+    transaction_key,
+    write_object,
+)
 from icechunk_dist.session._session import ForkSession, Session
 
 if TYPE_CHECKING:
@@ -211,7 +216,8 @@ class RearrangeSession(Session):
             loose = tuple(self._base_loose[k] for k in sorted(self._base_loose))
             tx = self._transaction_log(sid)
         snap = SnapshotData(id=sid, parent_id=self._base.id, written_at=datetime.now(UTC),
-                            message=message, metadata=meta, nodes=nodes, loose=loose)
+                            message=message, metadata=meta, nodes=nodes, loose=loose,
+                            ancestors=ancestor_hints(self._base))
         level = self._config.compression_level
         await write_object(self._storage, transaction_key(sid), tx,
                            ObjectType.TRANSACTION_LOG, level)

@@ -30,6 +30,7 @@ from icechunk_dist.session._parity import SessionParity
 from icechunk_dist.session._registry import _REGISTRY as _REGISTRY
 from icechunk_dist.session._registry import _REGISTRY_LOCK as _REGISTRY_LOCK
 from icechunk_dist.session._registry import _register, _release
+from icechunk_dist.session._writeback import PendingWrites
 from icechunk_dist.storage import Storage
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ class Session(SessionParity, SessionCore):
         self._check_writable()
         with self._lock:
             self._changes = ChangeSet()
+            self._writes = PendingWrites()  # writes in flight become garbage
 
     # ------------------------------------------------------------------ savepoints
     def savepoint(self) -> SessionSavepoint:
@@ -237,6 +239,8 @@ class Session(SessionParity, SessionCore):
                     f"Session.merge takes ForkSession objects, got {type(f).__name__}"
                 )
         forks = _distinct(forks)
+        for f in forks:  # their chunk objects must have landed before we refer to them
+            f._writes.flush_sync()
         with self._lock:
             seen = set(self._merged_forks)
             names = _node_names(self)
@@ -324,6 +328,7 @@ class Session(SessionParity, SessionCore):
     async def _try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
         """One attempt: raise ConflictError if the branch is not at our base."""
         assert self._branch is not None
+        await self._flush_writes()  # every chunk object referenced has landed, or we fail
         tip = await refs.read_branch(self._storage, self._branch, self._genesis)
         if tip.snapshot_id != self._base.id:
             landed = await find_landed(self._storage, tip.snapshot_id, self._base.id,
@@ -479,7 +484,7 @@ def _node_names(core: SessionCore) -> dict[str, str]:
 
 def _check_same_lineage(storage: Storage, base_id: str, lineage_id: str, f: ForkSession,
                         what: str) -> None:
-    if f._storage != storage:
+    if f._storage is not storage and f._storage != storage:
         raise SessionStateError(
             f"fork {f._fork_id} belongs to another repository ({f._storage.describe()})"
         )
@@ -542,6 +547,8 @@ class ForkSession(SessionCore):
         self._shared = shared
 
     def __reduce__(self) -> Any:
+        # the copy refers to our chunk objects: they must have landed (or pickling fails)
+        self._writes.flush_sync()
         with self._lock:
             # from now on this change-set is also held by the copy: a later write here is a
             # new change-set, and a written copy handed over leaves this process's registry
@@ -632,6 +639,7 @@ class ForkSession(SessionCore):
         c = self.child()
         with self._lock:
             c._changes = self._changes
+            c._writes = self._writes
         if not c._changes.is_empty():
             c._contributors = {c._own}
         return c
@@ -656,6 +664,8 @@ class ForkSession(SessionCore):
             if not isinstance(f, ForkSession):
                 raise InvalidInputError(f"cannot merge a {type(f).__name__} into a fork")
         forks = _distinct(forks)
+        for f in forks:  # their chunk objects must have landed before we refer to them
+            f._writes.flush_sync()
         try:
             with self._lock:
                 seen = set(self._contributors)

@@ -1,0 +1,503 @@
+"""In-process core benchmarks: the engine's own write, merge, commit and history paths.
+
+Rows (each measured in a fresh subprocess, so that one row's memory never counts in another's
+peak RSS):
+
+1. ``store.set`` of N chunks of 4 KiB in one process, on local disk: the raw async
+   ``store.set`` loop (sequential awaits, and ``asyncio.gather`` with 64 in flight) and what
+   zarr users do (``zarr.open_array(session.store)[...] = data`` with 4 KiB chunks).
+2. ``session.merge`` of 1,000 forks of 1,000 refs each (fork change-sets built in-process,
+   columnar, random chunk ids), then their commit.
+3. ``commit`` of one change-set of 1M refs: time and driver peak RSS (sampled every 2 ms in a
+   thread, process-wide: interpreter and imports included).
+4. ``ancestry`` of 1,000 snapshots on the moto S3 server with 10 ms of added latency per
+   request (``FaultyStorage``): sequential parent walk (one GET per snapshot, the old
+   algorithm) vs ``Repository.ancestry`` (concurrent prefetch), and ``Repository.diff``
+   over the same range.
+5. commit cost against history length (an empty commit after 100 and after N commits).
+
+Usage::
+
+    python benchmarks/core.py           # full sizes (a few minutes)
+    python benchmarks/core.py --smoke   # tiny sizes (a few seconds)
+
+``run(smoke) -> list[dict]`` returns the rows (keys: name, ours, unit, target, ok, config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MIB = 1024 * 1024
+Row = dict[str, Any]
+
+FULL = {"set_chunks": 100_000, "zarr_chunks": 100_000, "forks": 1_000, "refs_per_fork": 1_000,
+        "commit_refs": 1_000_000, "history": 1_000, "latency": 0.010, "commits_history": 1_000}
+SMOKE = {"set_chunks": 500, "zarr_chunks": 500, "forks": 20, "refs_per_fork": 100,
+         "commit_refs": 20_000, "history": 12, "latency": 0.002, "commits_history": 20}
+
+
+# ------------------------------------------------------------------------------ helpers
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Sample this process's RSS every ``interval`` seconds in a background thread."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.start = self.peak = _rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, _rss())
+
+
+def _row(name: str, ours: float, unit: str, target: str, ok: bool | None,
+         config: str) -> Row:
+    return {"name": name, "ours": ours, "unit": unit, "target": target, "ok": ok,
+            "config": config}
+
+
+def _new_repo(root: Path) -> Any:
+    import icechunk_dist as icd
+
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    return icd.Repository.create(icd.local_filesystem_storage(str(root)))
+
+
+# ------------------------------------------------------------------------------ store.set
+def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
+    import zarr
+    from zarr.core.buffer import default_buffer_prototype
+
+    n = sz["set_chunks"]
+    rows: list[Row] = []
+    payload = np.arange(1024, dtype="f4").tobytes()  # 4 KiB
+    buf = default_buffer_prototype().buffer.from_bytes(payload)
+
+    def setup(name: str) -> Any:
+        repo = _new_repo(work / name)
+        session = repo.writable_session("main")
+        zarr.create_array(session.store, name="x", shape=(n * 1024,), chunks=(1024,),
+                          dtype="f4", compressors=None, fill_value=0.0)
+        return session
+
+    # sequential awaits: one store.set after the other
+    session = setup("set_seq")
+    store = session.store
+
+    async def seq() -> None:
+        for i in range(n):
+            await store.set(f"x/c/{i}", buf)
+
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    asyncio.run(seq())
+    dt = time.perf_counter() - t0
+    cpu_us = (time.process_time() - c0) / n * 1e6
+    t1 = time.perf_counter()
+    session.commit("set")
+    commit_s = time.perf_counter() - t1
+    rows.append(_row("store.set, sequential awaits", n / dt, "chunks/s", ">= 4,000",
+                     n / dt >= 4000,
+                     f"{n:,} chunks of 4 KiB, local disk, one process; {cpu_us:.0f} us CPU "
+                     f"per chunk; commit after: {commit_s:.2f} s"))
+    shutil.rmtree(work / "set_seq", ignore_errors=True)
+
+    # concurrent: 64 store.set in flight (what zarr and dask threads do)
+    session = setup("set_conc")
+    store = session.store
+
+    async def conc() -> None:
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await store.set(f"x/c/{i}", buf)
+
+        await asyncio.gather(*(one(i) for i in range(n)))
+
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    asyncio.run(conc())
+    dt = time.perf_counter() - t0
+    cpu_us = (time.process_time() - c0) / n * 1e6
+    session.commit("set")
+    rows.append(_row("store.set, 64 concurrent", n / dt, "chunks/s", ">= 4,000",
+                     n / dt >= 4000,
+                     f"{n:,} chunks of 4 KiB, local disk, asyncio.gather, 64 in flight; "
+                     f"{cpu_us:.0f} us CPU per chunk"))
+    shutil.rmtree(work / "set_conc", ignore_errors=True)
+
+    # zarr array write: what users do
+    nz = sz["zarr_chunks"]
+    repo = _new_repo(work / "set_zarr")
+    session = repo.writable_session("main")
+    arr = zarr.create_array(session.store, name="x", shape=(nz * 1024,), chunks=(1024,),
+                            dtype="f4", compressors=None, fill_value=0.0)
+    data = np.arange(nz * 1024, dtype="f4") + 1
+    arr = zarr.open_array(session.store, path="x")
+    t0 = time.perf_counter()
+    arr[:] = data
+    dt = time.perf_counter() - t0
+    session.commit("zarr")
+    rows.append(_row("zarr array[...] = data", nz / dt, "chunks/s", "(info)", None,
+                     f"{nz:,} chunks of 4 KiB, no compressor, zarr default concurrency"))
+    # plain zarr LocalStore for comparison
+    plain = work / "plain.zarr"
+    shutil.rmtree(plain, ignore_errors=True)
+    parr = zarr.create_array(zarr.storage.LocalStore(str(plain)), name="x",
+                             shape=(nz * 1024,), chunks=(1024,), dtype="f4",
+                             compressors=None, fill_value=0.0)
+    t0 = time.perf_counter()
+    parr[:] = data
+    pdt = time.perf_counter() - t0
+    rows.append(_row("plain zarr LocalStore, same write", nz / pdt, "chunks/s", "(baseline)",
+                     None, f"ratio icechunk/plain: {pdt / dt:.2f}x"))
+    shutil.rmtree(work / "set_zarr", ignore_errors=True)
+    shutil.rmtree(plain, ignore_errors=True)
+    return rows
+
+
+# ------------------------------------------------------------------------------ merge
+def _fake_table(ndim: int, coords: np.ndarray, rng: np.random.Generator) -> Any:
+    from icechunk_dist.format import KIND_NATIVE, ChunkTable
+
+    n = len(coords)
+    return ChunkTable(
+        ndim=ndim,
+        coords=np.ascontiguousarray(coords, dtype=np.int64),
+        kinds=np.full(n, KIND_NATIVE, np.uint8),
+        ids=rng.integers(0, 256, size=(n, 12), dtype=np.uint8),
+        offsets=np.zeros(n, np.uint64),
+        lengths=np.full(n, 4096, np.uint64),
+        url_idx=np.full(n, -1, np.int32),
+    )
+
+
+def _grid(start: int, n: int, width: int) -> np.ndarray:
+    lin = np.arange(start, start + n, dtype=np.int64)
+    return np.stack([lin // width, lin % width], axis=1)
+
+
+def _session_with_array(n_refs: int, root: Path) -> tuple[Any, Any, str]:
+    import zarr
+
+    repo = _new_repo(root)
+    session = repo.writable_session("main")
+    width = 1000
+    rows = -(-n_refs // width)
+    zarr.create_array(session.store, name="x", shape=(rows * 32, width * 32),
+                      chunks=(32, 32), dtype="f4", compressors=None, fill_value=0.0)
+    node = session._node("x")
+    return repo, session, node.node_id
+
+
+def bench_merge(sz: dict[str, Any], work: Path) -> list[Row]:
+    from icechunk_dist.changeset import ArrayChunks
+
+    nf, per = sz["forks"], sz["refs_per_fork"]
+    best = float("inf")
+    commit_s = 0.0
+    for rep in range(3):
+        _repo, session, nid = _session_with_array(nf * per, work / "merge")
+        rng = np.random.default_rng(rep)
+        root = session.fork()
+        forks = []
+        for i in range(nf):
+            f = root.child()
+            # normalized, as a fork's folded (or unpickled) change-set always is
+            table = _fake_table(2, _grid(i * per, per, 1000), rng).normalized()
+            f._changes.chunks[nid] = ArrayChunks(2, table)
+            forks.append(f)
+        gc.collect()
+        t0 = time.perf_counter()
+        session.merge(*forks)
+        dt = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        session.commit("merge")
+        commit_s = time.perf_counter() - t1
+        best = min(best, dt)
+        shutil.rmtree(work / "merge", ignore_errors=True)
+    ms = best * 1000
+    return [_row(f"merge {nf:,} forks x {per:,} refs", ms, "ms", "<= 12", ms <= 12,
+                 f"session.merge(*forks), best of 3; commit of the merged "
+                 f"{nf * per:,} refs after: {commit_s:.2f} s")]
+
+
+# ------------------------------------------------------------------------------ commit
+def bench_commit(sz: dict[str, Any], work: Path) -> list[Row]:
+    from icechunk_dist.changeset import ArrayChunks
+
+    n = sz["commit_refs"]
+    _repo, session, nid = _session_with_array(n, work / "commit")
+    rng = np.random.default_rng(1)
+    session._changes.chunks[nid] = ArrayChunks(2, _fake_table(2, _grid(0, n, 1000), rng))
+    gc.collect()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        session.commit(f"{n} refs")
+        dt = time.perf_counter() - t0
+    shutil.rmtree(work / "commit", ignore_errors=True)
+    peak = mem.peak / MIB
+    return [
+        _row(f"commit {n:,} refs", dt, "s", "<= 0.8", dt <= 0.8,
+             "one columnar change-set, fake native ids, manifests of 100,000 refs, local disk"),
+        _row(f"commit {n:,} refs: driver peak RSS", peak, "MiB", "< 512", peak < 512,
+             f"process RSS sampled every 2 ms (before: {mem.start / MIB:,.0f} MiB)"),
+    ]
+
+
+# ------------------------------------------------------------------------------ history
+def _build_history(repo: Any, n: int) -> list[float]:
+    """``n`` small commits on main; return the time of each commit."""
+    import zarr
+
+    session = repo.writable_session("main")
+    zarr.create_array(session.store, name="x", shape=(n + 1,), chunks=(1,), dtype="i4",
+                      fill_value=0)
+    session.commit("array")
+    times = []
+    for i in range(n):
+        s = repo.writable_session("main")
+        a = zarr.open_array(s.store, path="x")
+        a[i] = i + 1
+        t0 = time.perf_counter()
+        s.commit(f"c{i}")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_history(sz: dict[str, Any], work: Path) -> list[Row]:
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    import icechunk_dist as icd
+    from icechunk_dist.session._io import read_snapshot
+    from icechunk_dist.storage import Fault, FaultyStorage, s3_storage
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    n = sz["history"]
+    lat = sz["latency"]
+    rows: list[Row] = []
+    local = work / "hist"
+    repo = _new_repo(local)
+    _build_history(repo, n)
+    tip = repo.lookup_branch("main")
+    first = list(repo.ancestry(branch="main"))[-2].id  # the commit creating the array
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        url = f"http://{host}:{port}"
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                     aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket="bench")
+        s3 = s3_storage(bucket="bench", prefix="repo", region="us-east-1", endpoint_url=url,
+                        allow_http=True, access_key_id="testing",
+                        secret_access_key="testing")
+
+        async def upload() -> None:
+            sem = asyncio.Semaphore(32)
+            files = [p for p in local.rglob("*") if p.is_file()]
+
+            async def one(p: Path) -> None:
+                async with sem:
+                    await s3.put(str(p.relative_to(local)), p.read_bytes())
+
+            await asyncio.gather(*(one(p) for p in files))
+
+        asyncio.run(upload())
+        slow = FaultyStorage(s3, [Fault.latency(lat)])
+        srepo = icd.Repository.open(slow)
+
+        async def sequential() -> int:
+            sid: str | None = tip
+            count = 0
+            while sid is not None:
+                snap = await read_snapshot(slow, sid)
+                count += 1
+                sid = snap.parent_id
+            return count
+
+        t0 = time.perf_counter()
+        count = asyncio.run(sequential())
+        seq_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = list(srepo.ancestry(branch="main"))
+        conc_s = time.perf_counter() - t0
+        assert len(got) == count, (len(got), count)
+        cfg = (f"{count:,} snapshots on moto S3 + {lat * 1000:.0f} ms latency per request "
+               f"(FaultyStorage)")
+        rows.append(_row("ancestry, sequential parent walk (old)", seq_s, "s", "(baseline)",
+                         None, cfg))
+        rows.append(_row("ancestry, Repository.ancestry", conc_s, "s",
+                         "< sequential / 5", conc_s < seq_s / 5,
+                         f"{cfg}; {seq_s / max(conc_s, 1e-9):.1f}x faster"))
+        t0 = time.perf_counter()
+        d = srepo.diff(from_snapshot_id=first, to_branch="main")
+        diff_s = time.perf_counter() - t0
+        assert len(d.updated_chunks.get("/x", [])) == n
+        rows.append(_row(f"diff over {n:,} commits", diff_s, "s", "< sequential / 2",
+                         diff_s < seq_s / 2,
+                         f"{cfg}; reads {n:,} snapshots and {n:,} transaction logs"))
+    finally:
+        server.stop()
+    # the same walks on local disk with the same latency: the backend's own cost is small,
+    # so the round-trip structure shows (moto serves each request with CPU on this machine)
+    slow_local = FaultyStorage(icd.local_filesystem_storage(str(local)), [Fault.latency(lat)])
+    lrepo = icd.Repository.open(slow_local)
+
+    async def sequential_local() -> int:
+        sid: str | None = tip
+        count = 0
+        while sid is not None:
+            snap = await read_snapshot(slow_local, sid)
+            count += 1
+            sid = snap.parent_id
+        return count
+
+    t0 = time.perf_counter()
+    count = asyncio.run(sequential_local())
+    lseq = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    got = list(lrepo.ancestry(branch="main"))
+    lconc = time.perf_counter() - t0
+    assert len(got) == count
+    lcfg = f"{count:,} snapshots on local disk + {lat * 1000:.0f} ms latency per request"
+    rows.append(_row("ancestry, sequential parent walk (old), local", lseq, "s",
+                     "(baseline)", None, lcfg))
+    rows.append(_row("ancestry, Repository.ancestry, local", lconc, "s",
+                     "< sequential / 5", lconc < lseq / 5,
+                     f"{lcfg}; {lseq / max(lconc, 1e-9):.1f}x faster"))
+    shutil.rmtree(local, ignore_errors=True)
+    return rows
+
+
+def bench_commit_vs_history(sz: dict[str, Any], work: Path) -> list[Row]:
+    n = sz["commits_history"]
+    repo = _new_repo(work / "chist")
+    times = _build_history(repo, n)
+    early = float(np.median(times[: max(10, n // 10)]))
+    late = float(np.median(times[-max(10, n // 10):]))
+    shutil.rmtree(work / "chist", ignore_errors=True)
+    ratio = late / early
+    return [_row(f"commit after {n:,} commits / after the first ones", ratio, "x", "<= 1.5",
+                 ratio <= 1.5,
+                 f"one-chunk commits on local disk; median early {early * 1000:.1f} ms, "
+                 f"late {late * 1000:.1f} ms")]
+
+
+BENCHES: dict[str, Callable[[dict[str, Any], Path], list[Row]]] = {
+    "store_set": bench_store_set,
+    "merge": bench_merge,
+    "commit": bench_commit,
+    "history": bench_history,
+    "commit_history": bench_commit_vs_history,
+}
+
+
+# ------------------------------------------------------------------------------ driver
+def _run_one(name: str, smoke: bool) -> list[Row]:
+    """Run one benchmark in a fresh interpreter (its memory and caches are its own)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--only", name, "--json"]
+        + (["--smoke"] if smoke else []),
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        err = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return [_row(name, float("nan"), "", "", False, f"FAILED: {err}")]
+    return list(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def run(smoke: bool) -> list[Row]:
+    """Every core benchmark; the rows of all of them. Full sizes run each benchmark in its
+    own subprocess (memory and caches of one never count in another); smoke sizes run
+    in this process, to finish in seconds."""
+    rows: list[Row] = []
+    if smoke:
+        with tempfile.TemporaryDirectory(prefix="icd-core-") as d:
+            for bench in BENCHES.values():
+                rows.extend(bench(SMOKE, Path(d)))
+        return rows
+    for name in BENCHES:
+        rows.extend(_run_one(name, smoke))
+    return rows
+
+
+def _fmt(v: float) -> str:
+    if v != v:
+        return "nan"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 1:
+        return f"{v:,.2f}"
+    return f"{v:.3f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'benchmark':<{w}}  {'ours':>10} {'unit':<9} {'target':<17} {'ok':<4} config")
+    for r in rows:
+        ok = "-" if r["ok"] is None else ("yes" if r["ok"] else "NO")
+        print(f"{r['name']:<{w}}  {_fmt(r['ours']):>10} {r['unit']:<9} {r['target']:<17} "
+              f"{ok:<4} {r['config']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes (a few seconds)")
+    p.add_argument("--only", choices=sorted(BENCHES), help="run one benchmark in-process")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    args = p.parse_args(argv)
+    sz = SMOKE if args.smoke else FULL
+    if args.only:
+        with tempfile.TemporaryDirectory(prefix="icd-core-") as d:
+            rows = BENCHES[args.only](sz, Path(d))
+    else:
+        rows = run(args.smoke)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
