@@ -46,9 +46,7 @@ def own_changes(f: ForkSession) -> ChangeSet:
     The object is ``f``'s: do not mutate it. Used to ship a task's writes back as a compact
     columnar record instead of a whole fork.
     """
-    writes = getattr(f, "_writes", None)  # chunk objects written behind (network backends)
-    if writes is not None:
-        writes.flush_sync()  # a record must never name an object that has not landed
+    f._writes.flush_sync()  # a record must never name an object written behind that has not landed
     with f._lock:
         return f._changes
 
