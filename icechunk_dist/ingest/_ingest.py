@@ -107,7 +107,7 @@ class _Runner:
         self.client = client
         self.progress = progress
 
-    def _say(self, text: str) -> None:
+    def say(self, text: str) -> None:
         if self.progress:
             print(f"icechunk-dist ingest: {text}", flush=True)
 
@@ -117,7 +117,7 @@ class _Runner:
         step = max(1, total // 10)
         if done == total or done - last[0] >= step:
             last[0] = done
-            self._say(f"{what} {done}/{total}")
+            self.say(f"{what} {done}/{total}")
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any], *args: Any,
             what: str) -> list[Any]:
@@ -535,7 +535,7 @@ def ingest(
     if not todo:
         return result([], [], f"nothing new to ingest: all {len(files)} source file(s) "
                               f"already landed on branch {branch!r}")
-    runner._say(f"{len(todo)} file(s) to ingest, {len(skipped)} already landed")
+    runner.say(f"{len(todo)} file(s) to ingest, {len(skipped)} already landed")
     if dim is None:  # one file, on a worker, tells the concat dimension
         dim = _infer_dim(_raise_bad(runner.map(summarize, todo[:1], None, opts,
                                                what="files opened"))[0])
@@ -591,7 +591,7 @@ def ingest(
                     raise
                 batch, gone = _replan(repo, batch, branch, group, dim, e)
                 raced += gone
-                runner._say(f"the branch moved under batch {b}; re-planned at the new tip"
+                runner.say(f"the branch moved under batch {b}; re-planned at the new tip"
                             f"{f' ({len(gone)} file(s) landed by another job)' if gone else ''}")
                 if not batch:
                     sid = None
@@ -601,7 +601,7 @@ def ingest(
         if sid is not None:
             ids.append(sid)
             if len(batches) > 1:
-                runner._say(f"committed {sid} on {branch}{suffix}, {len(batch)} file(s)")
+                runner.say(f"committed {sid} on {branch}{suffix}, {len(batch)} file(s)")
     if raced:
         skipped.extend(raced)
         ordered = [u for u in ordered if u not in set(raced)]
