@@ -13,6 +13,7 @@ import atexit
 import builtins
 import contextlib
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -28,6 +29,7 @@ from icechunk_dist.errors import InvalidInputError, NotFoundError, StorageError
 from icechunk_dist.storage._base import (
     ObjectExistsError,
     ObjectMeta,
+    ObjectNotFoundError,
     PutMode,
     Storage,
     validate_key,
@@ -57,8 +59,15 @@ _SORTED_LISTINGS = frozenset({"s3", "gcs", "azure"})  # lexicographic: resumable
 _NO_SUFFIX_RANGES = frozenset({"azure"})  # object_store: "Azure does not support suffix range"
 _NETWORK_BACKENDS = frozenset({"s3", "gcs", "azure"})
 _PROBE_PREFIX = "probes"  # check_conditional_writes: one unique key, deleted right after
-# puts up to this size on local disk and memory run synchronously on the caller's thread
+# puts up to this size on memory storage run synchronously on the caller's thread
 _INLINE_PUT_BYTES = 256 * 1024
+# local disk: reads and writes of objects up to this size run on the caller's thread (a
+# page-cache read or write of 2 MiB costs less than the hop to a thread and back); larger
+# ones run in a worker thread, so one large object never holds the event loop
+_INLINE_LOCAL_BYTES = 2 * 1024 * 1024
+# keys the local fast path handles: plain path characters, which obstore's LocalStore maps
+# to the same file names unencoded (anything else goes through obstore)
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9._\-/]+")
 
 
 # obstore runs its I/O on a process-wide tokio runtime that does not survive os.fork: a forked
@@ -108,8 +117,11 @@ def _is_range_error(exc: BaseException) -> bool:
     return isinstance(exc, obe.GenericError) and "range" in str(exc).lower()
 
 
-def _put_local_file(path: str, data: bytes, key: str) -> None:
-    """Write ``data`` to ``path`` atomically: a staged file, then a rename over ``path``."""
+def _put_local_file(path: str, data: bytes, key: str, *, create: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically: a staged file (``<path>#<digits>``, which
+    listings skip), then a rename over ``path`` or, with ``create``, a hard link that
+    fails if ``path`` exists (exactly one of several racing creators wins), as obstore's
+    LocalStore does."""
     staged = f"{path}#{int.from_bytes(os.urandom(7), 'little')}"
     try:
         try:
@@ -123,12 +135,66 @@ def _put_local_file(path: str, data: bytes, key: str) -> None:
                 view = view[os.write(fd, view):]
         finally:
             os.close(fd)
-        os.replace(staged, path)
+        if not create:
+            os.replace(staged, path)
+            return
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            raise ObjectExistsError(f"object {key!r} in local storage already exists",
+                                    key=key) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(staged)
         raise StorageError(f"put of {key!r} in local storage failed: {exc}", key=key,
                            cause=exc) from exc
+
+
+def _read_local_file(path: str, key: str, op: str, start: int | None = None,
+                     end: int | None = None, suffix: int | None = None) -> bytes:
+    """The bytes of ``path`` (all of them, ``[start, end)`` clipped to the size, or the last
+    ``suffix``), with missing files as :class:`ObjectNotFoundError`."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise ObjectNotFoundError(f"object {key!r} in local storage not found",
+                                  key=key) from None
+    except OSError as exc:
+        raise StorageError(f"{op} of {key!r} in local storage failed: {exc}", key=key,
+                           cause=exc) from exc
+    try:
+        size = os.fstat(fd).st_size
+        if suffix is not None:
+            start, end = max(0, size - suffix), size
+        lo = 0 if start is None else min(start, size)
+        hi = size if end is None else min(end, size)
+        parts: builtins.list[bytes] = []
+        pos = lo
+        while pos < hi:
+            got = os.pread(fd, hi - pos, pos)
+            if not got:  # truncated meanwhile
+                break
+            parts.append(got)
+            pos += len(got)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+    except IsADirectoryError:
+        raise ObjectNotFoundError(f"object {key!r} in local storage not found",
+                                  key=key) from None
+    except OSError as exc:
+        raise StorageError(f"{op} of {key!r} in local storage failed: {exc}", key=key,
+                           cause=exc) from exc
+    finally:
+        os.close(fd)
+
+
+def _local_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # the read reports what is wrong
 
 
 def _batches(keys: Iterable[str], size: int) -> Iterator[builtins.list[str]]:
@@ -223,11 +289,34 @@ class ObstoreStorage(Storage):
             call, backend=self._spec.backend, key=key, op=op, policy=self.retry_policy
         )
 
+    def _local_file(self, key: str) -> str | None:
+        """The file of ``key`` if the local fast path serves it (plain Python file I/O,
+        no hop to obstore's runtime), else None."""
+        if self._spec.backend != "local" or _PLAIN_KEY.fullmatch(key) is None:
+            return None
+        return os.path.join(self._spec.option("path"), key)
+
+    async def _read_local(self, path: str, key: str, op: str, start: int | None = None,
+                          end: int | None = None, suffix: int | None = None) -> bytes:
+        want = (suffix if suffix is not None
+                else (end - start) if start is not None and end is not None else None)
+        if (want if want is not None else _local_size(path)) <= _INLINE_LOCAL_BYTES:
+            return _read_local_file(path, key, op, start, end, suffix)
+        return await asyncio.to_thread(_read_local_file, path, key, op, start, end, suffix)
+
     # -- reads --------------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes:
         validate_key(key)
+        local = self._local_file(key)
+        if local is not None:
+            return await self._read_local(local, key, "get")
         store = self._client()
+        if self._spec.backend == "memory":
+            async def inline_get() -> bytes:
+                return bytes(obstore.get(store, key).bytes())
+
+            return await self._io(inline_get, key, "get")
 
         async def call() -> bytes:
             result = await obstore.get_async(store, key)
@@ -241,6 +330,9 @@ class ObstoreStorage(Storage):
             raise InvalidInputError(f"byte range [{start}, {end}) of {key!r} is negative")
         if end <= start:
             return b""
+        local = self._local_file(key)
+        if local is not None:
+            return await self._read_local(local, key, "get_range", start, end)
         store = self._client()
 
         async def call() -> bytes:
@@ -262,6 +354,9 @@ class ObstoreStorage(Storage):
             raise InvalidInputError(f"suffix length {length} of {key!r} is negative")
         if length == 0:
             return b""
+        local = self._local_file(key)
+        if local is not None:
+            return await self._read_local(local, key, "get_suffix", suffix=length)
         store = self._client()
 
         async def call() -> bytes:
@@ -306,15 +401,18 @@ class ObstoreStorage(Storage):
         validate_key(key)
         if mode not in ("overwrite", "create"):
             raise InvalidInputError(f"put mode must be 'overwrite' or 'create', not {mode!r}")
-        store = self._client()
-        small = len(data) <= _INLINE_PUT_BYTES
-        if small and mode == "overwrite" and self._spec.backend == "local":
-            # a small file costs less to write here than the hop to obstore's I/O runtime
-            # and back: the same staged file (``<path>#<digits>``, which listings skip) and
-            # atomic rename obstore does, on the caller's thread
-            _put_local_file(os.path.join(self._spec.option("path"), key), data, key)
+        local = self._local_file(key)
+        if local is not None:
+            # the staged file and atomic rename (or hard link, for a create) that obstore's
+            # LocalStore does, without the hop to its I/O runtime and back
+            create = mode == "create"
+            if len(data) <= _INLINE_LOCAL_BYTES:
+                _put_local_file(local, data, key, create=create)
+            else:
+                await asyncio.to_thread(_put_local_file, local, data, key, create=create)
             return
-        if small and self._spec.backend == "memory":
+        store = self._client()
+        if len(data) <= _INLINE_PUT_BYTES and self._spec.backend == "memory":
             async def inline_call() -> None:
                 obstore.put(store, key, data, mode=mode)
 

@@ -308,7 +308,9 @@ class TestLocalStorage(StorageTests):
             timeout=120,
         )
         assert result.returncode == 0, result.stderr
-        assert result.stdout.split() == ["before-io:ok", "after-io:StorageError"]
+        # put/get of local files are plain file I/O and work in a forked child; a call into
+        # obstore's runtime (a listing) after the parent used it fails at once, never hangs
+        assert result.stdout.split() == ["before-io:ok:ok", "after-io:ok:StorageError"]
 
 
 FORK_SCRIPT = """
@@ -320,9 +322,19 @@ from icechunk_dist.storage import local_filesystem_storage
 def child(storage, q):
     try:
         storage.put_sync("child", b"c")
-        q.put("ok" if storage.get_sync("child") == b"c" else "bad")
+        rw = "ok" if storage.get_sync("child") == b"c" else "bad"
     except StorageError:
-        q.put("StorageError")
+        rw = "StorageError"
+    try:
+        import asyncio
+
+        async def keys():
+            return [m.key async for m in storage.list("")]
+
+        ls = "ok" if "child" in asyncio.run(keys()) else "bad"
+    except StorageError:
+        ls = "StorageError"
+    q.put(f"{rw}:{ls}")
 
 storage = local_filesystem_storage(sys.argv[1])
 ctx = mp.get_context("fork")
@@ -335,6 +347,7 @@ for label in ("before-io", "after-io"):
     assert p.exitcode == 0
     storage.put_sync("parent", b"p")  # the parent's I/O works either way
     assert storage.get_sync("child") == b"c"
+    storage.list_sync("")  # starts obstore's runtime in the parent
 """
 
 
