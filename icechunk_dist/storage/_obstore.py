@@ -159,35 +159,29 @@ def _read_local_file(path: str, key: str, op: str, start: int | None = None,
     ``suffix``), with missing files as :class:`ObjectNotFoundError`."""
     try:
         fd = os.open(path, os.O_RDONLY)
+        try:
+            size = os.fstat(fd).st_size
+            if suffix is not None:
+                start, end = max(0, size - suffix), size
+            lo = 0 if start is None else min(start, size)
+            hi = size if end is None else min(end, size)
+            parts: builtins.list[bytes] = []
+            pos = lo
+            while pos < hi:
+                got = os.pread(fd, hi - pos, pos)
+                if not got:  # truncated meanwhile
+                    break
+                parts.append(got)
+                pos += len(got)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+        finally:
+            os.close(fd)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise ObjectNotFoundError(f"object {key!r} in local storage not found",
                                   key=key) from None
     except OSError as exc:
         raise StorageError(f"{op} of {key!r} in local storage failed: {exc}", key=key,
                            cause=exc) from exc
-    try:
-        size = os.fstat(fd).st_size
-        if suffix is not None:
-            start, end = max(0, size - suffix), size
-        lo = 0 if start is None else min(start, size)
-        hi = size if end is None else min(end, size)
-        parts: builtins.list[bytes] = []
-        pos = lo
-        while pos < hi:
-            got = os.pread(fd, hi - pos, pos)
-            if not got:  # truncated meanwhile
-                break
-            parts.append(got)
-            pos += len(got)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-    except IsADirectoryError:
-        raise ObjectNotFoundError(f"object {key!r} in local storage not found",
-                                  key=key) from None
-    except OSError as exc:
-        raise StorageError(f"{op} of {key!r} in local storage failed: {exc}", key=key,
-                           cause=exc) from exc
-    finally:
-        os.close(fd)
 
 
 def _local_size(path: str) -> int:
