@@ -2,12 +2,13 @@
 
 The main entry points:
 
-- :func:`store_dask` writes dask arrays into zarr arrays opened on a fork's store. Every
-  block is written by one task on a worker (the source block is computed inside that task)
-  into a private child fork; the task returns the child's chunk writes as a compact
-  columnar record, and the records are merged *on the workers* (``split_every`` at a time),
-  so the driver receives one merged fork, not one per task. Merge it into the parent
-  session and commit once.
+- :func:`store_dask` writes dask arrays into zarr arrays opened on a fork's store. Each
+  write task takes a run of consecutive blocks (up to dask's ``array.chunk-size``, at
+  least four tasks per thread; ``blocks_per_task`` overrides it), computes them inside the
+  task and writes them concurrently into a private child fork; the task returns the
+  child's chunk writes as a compact columnar record, and the records are merged *on the
+  workers* (``split_every`` at a time), so the driver receives one merged fork, not one
+  per task. Merge it into the parent session and commit once.
 - :func:`to_zarr` does all of it for one array: create the array in the session, fork,
   write, merge.
 - :func:`gather_forks` is the recipe for plain ``dask.array.to_zarr(arr, fork.store, ...)``
@@ -113,6 +114,36 @@ def _write_record(block: np.ndarray, spec: _WriteSpec, region: Region) -> Change
     return internals.own_changes(child)
 
 
+def _write_group(spec: _WriteSpec, regions: tuple[Region, ...], *blocks: np.ndarray
+                 ) -> ChangeSet:
+    """Task: write several blocks (computed inside this task) through one private child
+    fork, concurrently (encoding runs in zarr's thread pool, storage I/O overlaps it);
+    return the child's chunk writes as one record."""
+    import asyncio
+
+    import zarr
+    from zarr.core.sync import sync
+    from zarr.storage import StorePath
+
+    if len(blocks) == 1:
+        return _write_record(blocks[0], spec, regions[0])
+    child = spec.fork.child()
+    arr = zarr.AsyncArray(metadata=spec.metadata, store_path=StorePath(child.store, spec.path))
+    limit = max(1, int(zarr.config.get("async.concurrency") or 1))
+
+    async def write_all() -> None:
+        gate = asyncio.Semaphore(limit)
+
+        async def one(region: Region, block: np.ndarray) -> None:
+            async with gate:
+                await arr.setitem(region, block)
+
+        await asyncio.gather(*(one(r, b) for r, b in zip(regions, blocks, strict=True)))
+
+    sync(write_all())
+    return internals.own_changes(child)
+
+
 def _merge_records(*records: ChangeSet, names: dict[str, str]) -> ChangeSet:
     """Task: merge write records (associative: any tree shape gives the same result)."""
     return internals.merge_changes(records, names=names)
@@ -187,10 +218,13 @@ class _Plan:
         self.graph: dict[Any, Any] = {}
         self.writes: list[str] = []
         self.block_uses: dict[Any, int] = {}
-        # (task key, block key, spec, region)
-        self.pending: list[tuple[str, Any, _WriteSpec, Region]] = []
+        # (task key, block key, spec, region), per source (blocks of two sources never
+        # share a task: their regions may overlap, which must conflict, not overwrite)
+        self.pending: dict[int, list[tuple[str, Any, _WriteSpec, Region]]] = {}
         self.names: dict[str, str] = {}
         self.final_spec: _WriteSpec | None = None
+        self.blocks = 0
+        self.itemsize: dict[int, int] = {}
 
     def add_spec(self, spec: _WriteSpec) -> None:
         self.names.update(spec.names)
@@ -200,26 +234,39 @@ class _Plan:
     def add_source(self, src: da.Array, spec: _WriteSpec, k: int, path: str,
                    region: Region) -> None:
         dsk, name = _source_tasks(src)
+        self.itemsize[k] = src.dtype.itemsize
         self.graph.update(dsk)
         for idx, breg in _block_regions(src, region):
             bkey = (name, *idx)
             wkey = f"icechunk-write-{self.token}-{k}-{path}-" + "-".join(map(str, idx))
             self.block_uses[bkey] = self.block_uses.get(bkey, 0) + 1
-            self.pending.append((wkey, bkey, spec, breg))
+            self.pending.setdefault(k, []).append((wkey, bkey, spec, breg))
 
-    def build(self, split_every: int) -> tuple[dict[Any, Any], str]:
+    def build(self, split_every: int, blocks_per_task: int | None
+              ) -> tuple[dict[Any, Any], str]:
         from dask._task_spec import Alias, GraphNode, Task, TaskRef
 
         g = self.graph
-        for wkey, bkey, spec, breg in self.pending:
-            node = g.get(bkey)
-            if (isinstance(node, GraphNode) and not isinstance(node, Alias)
-                    and self.block_uses[bkey] == 1):
-                block: Any = g.pop(bkey)  # computed inside the write task (fused)
-            else:
-                block = TaskRef(bkey)
-            g[wkey] = Task(wkey, _write_record, block, spec, breg)
-            self.writes.append(wkey)
+        n_blocks = sum(len(items) for items in self.pending.values())
+        threads = _total_threads() if blocks_per_task is None else 1
+        for k, items in self.pending.items():
+            per = blocks_per_task or _blocks_per_task(items, self.itemsize[k], n_blocks,
+                                                      threads)
+            for i in range(0, len(items), per):
+                group = items[i : i + per]
+                blocks: list[Any] = []
+                for _wkey, bkey, _spec, _breg in group:
+                    node = g.get(bkey)
+                    if (isinstance(node, GraphNode) and not isinstance(node, Alias)
+                            and self.block_uses[bkey] == 1):
+                        blocks.append(g.pop(bkey))  # computed inside the write task (fused)
+                    else:
+                        blocks.append(TaskRef(bkey))
+                wkey, spec = group[0][0], group[0][2]
+                regions = tuple(breg for _w, _b, _s, breg in group)
+                g[wkey] = Task(wkey, _write_group, spec, regions, *blocks)
+                self.writes.append(wkey)
+                self.blocks += len(group)
         parts = list(self.writes)
         level = 0
         while len(parts) > split_every:
@@ -240,6 +287,39 @@ class _Plan:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _total_threads() -> int:
+    """Threads that will run the tasks: the distributed client's workers, else this
+    machine's cores (dask's threaded and processes schedulers use that many)."""
+    import os
+
+    try:
+        from distributed import default_client
+
+        n = sum(default_client().nthreads().values())
+    except (ImportError, ValueError, OSError):
+        n = 0
+    return max(1, n or os.cpu_count() or 1)
+
+
+def _blocks_per_task(items: Sequence[tuple[str, Any, _WriteSpec, Region]], itemsize: int,
+                     n_blocks: int, threads: int) -> int:
+    """How many consecutive blocks of one target one write task takes (the default).
+
+    Blocks up to dask's ``array.chunk-size`` (what ``dask.array.to_zarr`` rechunks to)
+    go in one task, but never so many that there are fewer than 4 tasks per thread: the
+    per-task cost (scheduling, a child fork, one record in the merge tree) is paid per
+    group, not per chunk, while every thread still has work until the end.
+    """
+    import dask
+    from dask.utils import parse_bytes
+
+    biggest = max(math.prod(s.stop - s.start for s in breg) for _w, _b, _s, breg in items)
+    limit = parse_bytes(dask.config.get("array.chunk-size", "128MiB"))
+    by_bytes = max(1, limit // max(1, biggest * itemsize))
+    by_threads = max(1, math.ceil(n_blocks / (4 * threads)))
+    return int(min(by_bytes, by_threads, len(items)))
+
+
 def _fork_of(target: zarr.Array) -> ForkSession:
     store = target.store
     if not isinstance(store, IcechunkStore):
@@ -353,6 +433,7 @@ def store_dask(
     targets: Sequence[zarr.Array],
     regions: Sequence[Region | None] | None = None,
     split_every: int | None = None,
+    blocks_per_task: int | None = None,
     progress: bool = True,
     compute: bool = True,
 ) -> Any:
@@ -370,6 +451,13 @@ def store_dask(
         Fan-in of the tree reduction that merges the tasks' write records on the
         workers (default 32: the records are small columnar tables, so a wide, shallow
         tree costs fewer tasks).
+    blocks_per_task
+        How many consecutive blocks of one source one write task computes and writes
+        (concurrently, through one child fork, returning one record). Default: as many as
+        fit in dask's ``array.chunk-size`` (128 MiB unless configured; the size
+        ``dask.array.to_zarr`` rechunks to), but at most a quarter of the blocks per
+        thread of the cluster, so every thread keeps work. ``1`` gives one task per block.
+        An icechunk_dist extension (Icechunk's ``store_dask`` has no such argument).
     progress
         Show a progress bar (default True; distributed's under a client, dask's otherwise).
     compute
@@ -399,6 +487,14 @@ def store_dask(
     split_every = _DEFAULT_SPLIT_EVERY if split_every is None else int(split_every)
     if split_every < 2:
         raise InvalidInputError("split_every must be at least 2")
+    if blocks_per_task is not None:
+        if isinstance(blocks_per_task, bool) or not isinstance(blocks_per_task, int | np.integer):
+            raise InvalidInputError(
+                f"blocks_per_task must be a positive integer or None, got {blocks_per_task!r}")
+        if blocks_per_task < 1:
+            raise InvalidInputError(
+                f"blocks_per_task must be at least 1, got {blocks_per_task}")
+        blocks_per_task = int(blocks_per_task)
     forks = [_fork_of(t) for t in targets]
     root = forks[0]
     for f in forks[1:]:
@@ -417,14 +513,15 @@ def store_dask(
             )
         checked.append((_aligned(src, tgt, region), tgt, region, f))
     if _has_task_spec():
-        result, n = _fused_write(checked, split_every, token)
+        result, n, n_blocks = _fused_write(checked, split_every, token, blocks_per_task)
     else:  # pragma: no cover - dask older than 2025: one task per block plus a fork tree
         result, n = _delayed_write(checked, split_every, token)
+        n_blocks = n
     if not compute:
         return result
     depth = max(1, math.ceil(math.log(max(n, 2), split_every)))
     merged = _compute(result, progress=progress,
-                      description=f"icechunk_dist: writing {n} blocks "
+                      description=f"icechunk_dist: writing {n_blocks} blocks in {n} tasks "
                                   f"(tree merge of depth {depth}, fan-in {split_every})")
     assert isinstance(merged, ForkSession)
     return merged
@@ -434,7 +531,8 @@ _DEFAULT_SPLIT_EVERY = 32
 
 
 def _fused_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]],
-                 split_every: int, token: str) -> tuple[Any, int]:
+                 split_every: int, token: str, blocks_per_task: int | None
+                 ) -> tuple[Any, int, int]:
     from dask.delayed import Delayed
 
     plan = _Plan(token)
@@ -446,8 +544,8 @@ def _fused_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]]
                                    f"{token}-{len(specs)}")
             plan.add_spec(specs[sk])
         plan.add_source(src, specs[sk], k, tgt.path, region)
-    graph, key = plan.build(split_every)
-    return Delayed(key, graph), len(plan.writes)
+    graph, key = plan.build(split_every, blocks_per_task)
+    return Delayed(key, graph), len(plan.writes), plan.blocks
 
 
 def _delayed_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]],
@@ -474,6 +572,7 @@ def to_zarr(
     *,
     chunks: Sequence[int] | None = None,
     split_every: int | None = None,
+    blocks_per_task: int | None = None,
     progress: bool = True,
     **create_kwargs: Any,
 ) -> zarr.Array:
@@ -490,7 +589,7 @@ def to_zarr(
         The array's path in the repository (e.g. ``"group/temperature"``).
     chunks
         Zarr chunk shape (default: the dask array's chunk size).
-    split_every, progress
+    split_every, blocks_per_task, progress
         As in :func:`store_dask`.
     **create_kwargs
         Passed to ``zarr.create_array`` (``fill_value``, ``compressors``, ``attributes``,
@@ -516,7 +615,7 @@ def to_zarr(
     fork = session.fork()
     target = zarr.open_array(fork.store, path=path, mode="r+")
     merged = store_dask(sources=[arr], targets=[target], split_every=split_every,
-                        progress=progress)
+                        blocks_per_task=blocks_per_task, progress=progress)
     session.merge(merged)
     return zarr.open_array(session.store, path=path, mode="r+")
 

@@ -88,7 +88,9 @@ def test_cf_roundtrip_on_a_distributed_cluster_one_commit(tmp_path: Path,
     # the chunks were written by tasks on the cluster's worker processes, through forks
     workers = set(dask_client.scheduler_info()["workers"])
     writes = [t for t in ts.data if str(t["key"]).startswith("icechunk-write")]
-    assert len(writes) >= 3 * 3  # temp, precip, count: 3 blocks each (12 steps / 4)
+    # temp, precip, count: 3 blocks each (12 steps / 4); a task may write several
+    # consecutive blocks of one variable, never blocks of two variables
+    assert len(writes) >= 3
     assert {t["worker"] for t in writes} <= workers
     with pytest.raises((FileNotFoundError, KeyError, ValueError)):
         _read(repo)  # invisible before the commit
