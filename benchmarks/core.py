@@ -10,7 +10,7 @@ peak RSS):
    columnar, random chunk ids), then their commit.
 3. ``commit`` of one change-set of 1M refs: time and driver peak RSS (sampled every 2 ms in a
    thread, process-wide: interpreter and imports included).
-4. ``ancestry`` of 1,000 snapshots on the moto S3 server with 10 ms of added latency per
+4. ``ancestry`` of 1,000 snapshots on the moto S3 server (its own process) with 10 ms of added latency per
    request (``FaultyStorage``): sequential parent walk (one GET per snapshot, the old
    algorithm) vs ``Repository.ancestry`` (concurrent prefetch), and ``Repository.diff``
    over the same range.
@@ -301,16 +301,10 @@ def _build_history(repo: Any, n: int) -> list[float]:
 
 
 def bench_history(sz: dict[str, Any], work: Path) -> list[Row]:
-    import logging
-
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     import icechunk_dist as icd
     from icechunk_dist.session._io import read_snapshot
     from icechunk_dist.storage import Fault, FaultyStorage, s3_storage
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     n = sz["history"]
     lat = sz["latency"]
     rows: list[Row] = []
@@ -320,15 +314,11 @@ def bench_history(sz: dict[str, Any], work: Path) -> list[Row]:
     tip = repo.lookup_branch("main")
     first = list(repo.ancestry(branch="main"))[-2].id  # the commit creating the array
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        url = f"http://{host}:{port}"
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                     aws_access_key_id="testing",
-                     aws_secret_access_key="testing").create_bucket(Bucket="bench")
-        s3 = s3_storage(bucket="bench", prefix="repo", region="us-east-1", endpoint_url=url,
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _moto import moto_server  # a server in its own process: it must not share our GIL
+
+    with moto_server() as (url, bucket):
+        s3 = s3_storage(bucket=bucket, prefix="repo", region="us-east-1", endpoint_url=url,
                         allow_http=True, access_key_id="testing",
                         secret_access_key="testing")
 
@@ -376,8 +366,6 @@ def bench_history(sz: dict[str, Any], work: Path) -> list[Row]:
         rows.append(_row(f"diff over {n:,} commits", diff_s, "s", "< sequential / 2",
                          diff_s < seq_s / 2,
                          f"{cfg}; reads {n:,} snapshots and {n:,} transaction logs"))
-    finally:
-        server.stop()
     # the same walks on local disk with the same latency: the backend's own cost is small,
     # so the round-trip structure shows (moto serves each request with CPU on this machine)
     slow_local = FaultyStorage(icd.local_filesystem_storage(str(local)), [Fault.latency(lat)])
