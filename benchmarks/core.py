@@ -152,13 +152,16 @@ def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
     store = session.store
 
     async def conc() -> None:
-        sem = asyncio.Semaphore(64)
+        # 64 writers sharing one iterator: 64 store.set in flight at any time. (A gather of
+        # n semaphore-guarded tasks measures asyncio instead: 100,000 pending tasks halve
+        # the rate even on in-memory storage, 28k/s against 55k/s.)
+        todo = iter(range(n))
 
-        async def one(i: int) -> None:
-            async with sem:
+        async def writer() -> None:
+            for i in todo:
                 await store.set(f"x/c/{i}", buf)
 
-        await asyncio.gather(*(one(i) for i in range(n)))
+        await asyncio.gather(*(writer() for _ in range(64)))
 
     _settle()
     c0 = time.process_time()
@@ -169,7 +172,7 @@ def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
     session.commit("set")
     rows.append(_row("store.set, 64 concurrent", n / dt, "chunks/s", ">= 4,000",
                      n / dt >= 4000,
-                     f"{n:,} chunks of 4 KiB, local disk, asyncio.gather, 64 in flight; "
+                     f"{n:,} chunks of 4 KiB, local disk, 64 concurrent writers (64 in flight); "
                      f"{cpu_us:.0f} us CPU per chunk"))
     shutil.rmtree(work / "set_conc", ignore_errors=True)
 
