@@ -91,19 +91,21 @@ def _row(name: str, ours: float, unit: str, target: str, ok: bool | None,
             "config": config}
 
 
-def _new_repo(root: Path) -> Any:
+def _new_repo(root: Path, wrap: Callable[[Any], Any] = lambda s: s) -> Any:
+    """A new repository in the empty directory ``root``, on ``wrap(local storage)``."""
     import icechunk_dist as icd
 
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    return icd.Repository.create(icd.local_filesystem_storage(str(root)))
+    return icd.Repository.create(wrap(icd.local_filesystem_storage(str(root))))
 
 
 # ------------------------------------------------------------------------------ store.set
 def _settle() -> None:
     """Flush the page cache's dirty data (the previous part's 100,000 files, and their
-    deletion) before a timed part, so no part pays for the writeback of the one before."""
+    deletion) before a timed part, so that writeback is not timed in the next part (on this
+    VM's disk the part that runs second is still often slower: docs/performance.md)."""
     os.sync()
     time.sleep(1.0)
 
@@ -446,15 +448,10 @@ def _history_repo(root: Path | None, n_chunks: int, commits: int) -> tuple[Any, 
     import icechunk_dist as icd
     from icechunk_dist.storage import FaultyStorage
 
-    if root is None:
-        storage = icd.in_memory_storage()
-    else:
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
-        storage = icd.local_filesystem_storage(str(root))
-    counter = FaultyStorage(storage)  # no faults: it counts the requests
-    repo = icd.Repository.create(counter)
+    # FaultyStorage without faults: it counts the requests
+    repo = (icd.Repository.create(FaultyStorage(icd.in_memory_storage())) if root is None
+            else _new_repo(root, FaultyStorage))
+    counter = repo.storage
     s = repo.writable_session("main")
     a = zarr.create_array(s.store, name="x", shape=(n_chunks,), chunks=(1,), dtype="i4",
                           fill_value=0)

@@ -26,7 +26,7 @@ import numpy as np
 
 from icechunk_dist import refs
 from icechunk_dist._types import encode_id
-from icechunk_dist.errors import ConflictError, NotFoundError, StorageError
+from icechunk_dist.errors import ConflictError, GaveUpError, NotFoundError, StorageError
 from icechunk_dist.format import (
     KIND_NATIVE,
     ChunkTable,
@@ -138,7 +138,7 @@ async def _fence(storage: Storage, genesis: str) -> None:
             except ConflictError:
                 continue  # it moved anyway: read the new tip and move it again
         else:  # pragma: no cover - a branch moving 100 times during one fence
-            raise ConflictError(f"garbage collection could not fence branch {name!r}: it "
+            raise GaveUpError(f"garbage collection could not fence branch {name!r}: it "
                                 "keeps moving; nothing was deleted by this step, retry")
 
 
@@ -283,7 +283,7 @@ async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bo
             break
         roots = now_roots | roots
     else:  # pragma: no cover - refs changing under every one of several marks
-        raise ConflictError("garbage collection gave up: refs kept changing while marking; "
+        raise GaveUpError("garbage collection gave up: refs kept changing while marking; "
                             "nothing was deleted")
     if incremental:
         # sizes of chunks are not listed; HEAD them (also drops ids already gone)

@@ -14,7 +14,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from icechunk_dist.errors import ConflictError
+from icechunk_dist.errors import MergeConflictError
 from icechunk_dist.format import ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
 from icechunk_dist.format.chunktable import KIND_TOMBSTONE, linear_keys
 
@@ -249,7 +249,7 @@ class ChangeSet:
             if (mine is not None and mine != rec and policy == "fail"
                     and (mine.node_id != rec.node_id or mine.metadata != rec.metadata)
                     and (ancestor is None or ancestor.nodes.get(path) != mine)):
-                raise ConflictError(
+                raise MergeConflictError(
                     f"both change-sets changed the metadata of {path!r} differently",
                     path=path,
                 )
@@ -259,13 +259,13 @@ class ChangeSet:
             self.deleted.setdefault(path, rec)
             if path in self.nodes and path not in other.nodes and path in before:
                 if policy == "fail":
-                    raise ConflictError(
+                    raise MergeConflictError(
                         f"one change-set deleted {path!r} while another changed it", path=path
                     )
                 del self.nodes[path]
         for key, ref in other.loose.items():
             if key in self.loose and self.loose[key] != ref and policy == "fail":
-                raise ConflictError(f"both change-sets wrote key {key!r}", path=key)
+                raise MergeConflictError(f"both change-sets wrote key {key!r}", path=key)
             self.loose[key] = ref
 
     # ---------------------------------------------------------------- serialization
@@ -364,7 +364,7 @@ def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) 
         if bad.any():
             real = cat.coords[a[bad]]
             coords = sorted({tuple(int(v) for v in r) for r in real})
-            raise ConflictError(
+            raise MergeConflictError(
                 f"two change-sets wrote the same chunk(s) of {path!r}: "
                 f"{_fmt_coords(coords[:20], len(coords))}",
                 path=path,

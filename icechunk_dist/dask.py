@@ -32,7 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from icechunk_dist.changeset import ChangeSet
-from icechunk_dist.errors import ConflictError, InvalidInputError, SessionStateError
+from icechunk_dist.errors import (
+    InvalidInputError,
+    LostWritesError,
+    SessionStateError,
+)
 from icechunk_dist.session import ForkSession, Session, internals
 from icechunk_dist.store import IcechunkStore
 
@@ -102,16 +106,9 @@ def _load_spec(token: str, payload: bytes) -> _WriteSpec:
 
 
 def _write_record(block: np.ndarray, spec: _WriteSpec, region: Region) -> ChangeSet:
-    """Task: write one block through a private child fork; return only its chunk writes
-    (a compact columnar record, not a fork)."""
-    import zarr
-    from zarr.storage import StorePath
-
-    child = spec.fork.child()
-    arr = zarr.Array(zarr.AsyncArray(metadata=spec.metadata,
-                                     store_path=StorePath(child.store, spec.path)))
-    arr[region] = block
-    return internals.own_changes(child)
+    """Write one block through a private child fork; return only its chunk writes (a
+    compact columnar record, not a fork)."""
+    return _write_group(spec, (region,), block)
 
 
 def _write_group(spec: _WriteSpec, regions: tuple[Region, ...], *blocks: np.ndarray
@@ -125,8 +122,6 @@ def _write_group(spec: _WriteSpec, regions: tuple[Region, ...], *blocks: np.ndar
     from zarr.core.sync import sync
     from zarr.storage import StorePath
 
-    if len(blocks) == 1:
-        return _write_record(blocks[0], spec, regions[0])
     child = spec.fork.child()
     arr = zarr.AsyncArray(metadata=spec.metadata, store_path=StorePath(child.store, spec.path))
     limit = max(1, int(zarr.config.get("async.concurrency") or 1))
@@ -287,17 +282,28 @@ class _Plan:
 
 
 # ------------------------------------------------------------------------------ helpers
+def _default_client() -> Any:
+    """The current ``distributed`` client, or None (not installed, or no client)."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
+
+
 def _total_threads() -> int:
     """Threads that will run the tasks: the distributed client's workers, else this
     machine's cores (dask's threaded and processes schedulers use that many)."""
     import os
 
-    try:
-        from distributed import default_client
-
-        n = sum(default_client().nthreads().values())
-    except (ImportError, ValueError, OSError):
-        n = 0
+    client = _default_client()
+    n = 0
+    if client is not None:
+        try:
+            n = sum(client.nthreads().values())
+        except OSError:  # the scheduler went away: fall back to this machine
+            n = 0
     return max(1, n or os.cpu_count() or 1)
 
 
@@ -401,13 +407,7 @@ def _compute(obj: Any, *, progress: bool, description: str) -> Any:
     """Compute with the active scheduler and a progress display that works under it."""
     import dask
 
-    client = None
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
-        client = None
+    client = _default_client()
     if client is not None and dask.config.get("scheduler", None) in (None, "dask.distributed"):
         fut = client.compute(obj)
         if progress:
@@ -671,7 +671,7 @@ def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region |
     have = {tuple(int(v) for v in r) for r in internals.written_coords(f, node.node_id)}
     missing = [c for c in itertools.product(*ranges) if c not in have]
     if missing:
-        raise ConflictError(
+        raise LostWritesError(
             f"{len(missing)} chunk(s) of {path!r} in the written region have no record "
             f"(e.g. {missing[:5]}): a worker holding them was lost. Nothing was committed; "
             "rerun the write (or use icechunk_dist.dask.store_dask, which survives "

@@ -16,13 +16,18 @@ from icechunk_dist._conflict import Conflict
 
 __all__ = [
     "AlreadyExistsError",
+    "BranchMovedError",
     "ConflictError",
     "ErrorKind",
     "FormatError",
     "GCConflictError",
+    "GaveUpError",
+    "HistoryRewrittenError",
     "IcechunkDistError",
     "IcechunkError",
     "InvalidInputError",
+    "LostWritesError",
+    "MergeConflictError",
     "NotFoundError",
     "ReadOnlyError",
     "RebaseFailedError",
@@ -47,6 +52,11 @@ class ErrorKind(Enum):
     STORAGE = 9
     FORMAT = 10
     GC_CONFLICT = 11
+    BRANCH_MOVED = 12
+    MERGE_CONFLICT = 13
+    HISTORY_REWRITTEN = 14
+    LOST_WRITES = 15
+    GAVE_UP = 16
 
 
 def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -203,6 +213,63 @@ class GCConflictError(ConflictError):
         super().__init__(message)
 
 
+class BranchMovedError(ConflictError):
+    """The branch no longer points at the snapshot a session (or a ref update) was based on:
+    another writer committed, or a garbage collection fenced the branch, first.
+
+    This is the failure Icechunk reports as ``ConflictError``; rebase and retry
+    (``commit(..., rebase_with=...)``) or start a new session. ``expected_parent`` and
+    ``actual_parent`` say where the branch was and is.
+    """
+
+    kind = ErrorKind.BRANCH_MOVED
+
+
+class MergeConflictError(ConflictError):
+    """Two change-sets (forks, or a fork and its session) changed the same thing differently:
+    the same chunk with other bytes, one node deleted while the other changed it, one key
+    twice. ``path`` and ``chunk_coords`` name it; ``merge(..., policy="last_wins")`` is the
+    explicit way out where an override is meant."""
+
+    kind = ErrorKind.MERGE_CONFLICT
+
+
+class HistoryRewrittenError(ConflictError):
+    """The history between a session's base and the branch tip was rewritten (expired,
+    amended away or reset), so the commits that landed meanwhile can no longer be read as
+    changes: rebase and diff refuse to cross it. Start a new session on the tip."""
+
+    kind = ErrorKind.HISTORY_REWRITTEN
+
+
+class LostWritesError(IcechunkDistError):
+    """Chunks a distributed write was asked to write have no record in the change-sets that
+    came back (a worker holding them was lost). Nothing was committed; not a conflict:
+    rerun the write.
+
+    Attributes
+    ----------
+    path, chunk_coords
+        The array and (some of) the chunk coordinates without a record.
+    """
+
+    kind = ErrorKind.LOST_WRITES
+
+    def __init__(self, message: str, *, path: str | None = None,
+                 chunk_coords: Sequence[tuple[int, ...]] = ()) -> None:
+        self.path = path
+        self.chunk_coords = [tuple(int(c) for c in cc) for cc in chunk_coords]
+        super().__init__(message)
+
+
+class GaveUpError(IcechunkDistError):
+    """An operation stopped after its bounded number of attempts because what it depends on
+    kept changing under it (refs moving during a collection's fence or mark). Nothing was
+    changed by the attempt that gave up; run it again later."""
+
+    kind = ErrorKind.GAVE_UP
+
+
 class NotFoundError(IcechunkDistError, KeyError):
     """Something that was asked for does not exist (a ref, a snapshot, a key, an object)."""
 
@@ -276,6 +343,11 @@ for _cls in (
     ConflictError,
     RebaseFailedError,
     GCConflictError,
+    BranchMovedError,
+    MergeConflictError,
+    HistoryRewrittenError,
+    LostWritesError,
+    GaveUpError,
     NotFoundError,
     RepositoryNotFoundError,
     AlreadyExistsError,

@@ -30,7 +30,7 @@ import msgspec
 from icechunk_dist._types import new_id
 from icechunk_dist.errors import (
     AlreadyExistsError,
-    ConflictError,
+    BranchMovedError,
     FormatError,
     InvalidInputError,
     NotFoundError,
@@ -266,7 +266,7 @@ async def write_branch(
                                  f"moving branch {name!r} to version {version}")
     if not mine:
         actual = await _read_tip(storage, name, genesis)
-        raise ConflictError(expected_parent=expected.snapshot_id,
+        raise BranchMovedError(expected_parent=expected.snapshot_id,
                             actual_parent=actual.snapshot_id)
     await _write_hint(storage, name, version, ref)
     return BranchTip(name, version, snapshot_id)

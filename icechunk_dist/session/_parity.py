@@ -16,7 +16,7 @@ from icechunk_dist import _sync, refs
 from icechunk_dist._enums import ChunkType, SessionMode
 from icechunk_dist._types import new_id
 from icechunk_dist.errors import (
-    ConflictError,
+    BranchMovedError,
     InvalidInputError,
     NotFoundError,
     SessionStateError,
@@ -222,7 +222,7 @@ class SessionParity:
         await s._flush_writes()  # every chunk object referenced has landed, or we fail
         tip = await refs.read_branch(s._storage, s._branch, s._genesis)
         if tip.snapshot_id != s._base.id:
-            raise ConflictError(expected_parent=s._base.id, actual_parent=tip.snapshot_id)
+            raise BranchMovedError(expected_parent=s._base.id, actual_parent=tip.snapshot_id)
         with s._lock:
             changes = s._changes
         for ac in changes.chunks.values():

@@ -20,7 +20,7 @@ from icechunk_dist._enums import SessionMode
 from icechunk_dist._types import new_id
 from icechunk_dist.errors import (
     AlreadyExistsError,
-    ConflictError,
+    BranchMovedError,
     InvalidInputError,
     NotFoundError,
     SessionStateError,
@@ -209,7 +209,7 @@ class RearrangeSession(Session):
         meta = {**self._default_commit_metadata, **dict(metadata or {})}
         tip = await refs.read_branch(self._storage, self._branch, self._genesis)
         if tip.snapshot_id != self._base.id:
-            raise ConflictError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
+            raise BranchMovedError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
         sid = new_id()
         with self._lock:
             nodes = tuple(self._base_nodes[p] for p in sorted(self._base_nodes))

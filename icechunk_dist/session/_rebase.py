@@ -18,7 +18,12 @@ from icechunk_dist.conflicts import (
     detect_conflicts,
     rebase_changes,
 )
-from icechunk_dist.errors import ConflictError, InvalidInputError, RebaseFailedError
+from icechunk_dist.errors import (
+    ConflictError,
+    HistoryRewrittenError,
+    InvalidInputError,
+    RebaseFailedError,
+)
 from icechunk_dist.format import SnapshotData, TransactionLogData
 from icechunk_dist.session._io import gather_limited, read_snapshot, read_transaction_log
 from icechunk_dist.storage import Storage
@@ -121,14 +126,14 @@ async def landed_since(session: CommitTarget, base: SnapshotData, tip_id: str
     sid: str | None = tip_id
     while sid != base.id:
         if sid is None:
-            raise ConflictError(
+            raise HistoryRewrittenError(
                 f"branch {session.branch!r} no longer descends from snapshot "
                 f"{base.id} (it was reset); start a new session",
                 expected_parent=base.id, actual_parent=tip_id,
             )
         snap = await read_snapshot(session.storage, sid)
         if snap.original_parent_id is not None:
-            raise ConflictError(
+            raise HistoryRewrittenError(
                 f"the history of branch {session.branch!r} between snapshot {base.id} and "
                 f"{tip_id} was expired (expire_snapshots); start a new session",
                 expected_parent=base.id, actual_parent=tip_id,

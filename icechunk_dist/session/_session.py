@@ -14,6 +14,7 @@ from icechunk_dist._types import new_id
 from icechunk_dist.changeset import ChangeSet, MergePolicy
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
+    BranchMovedError,
     ConflictError,
     InvalidInputError,
     SessionStateError,
@@ -336,7 +337,7 @@ class Session(SessionParity, SessionCore):
             if landed is not None:  # an earlier attempt whose outcome was unknown landed
                 self._become_committed(landed)
                 return landed.id
-            raise ConflictError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
+            raise BranchMovedError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
         with self._lock:
             changes = self._changes
         for ac in changes.chunks.values():
