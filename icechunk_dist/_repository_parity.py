@@ -20,6 +20,7 @@ from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import FormatError, InvalidInputError, NotFoundError
 from icechunk_dist.format import RepoInfo
 from icechunk_dist.session import Session
+from icechunk_dist.session._history import History
 from icechunk_dist.session._io import read_snapshot
 from icechunk_dist.storage import Storage
 
@@ -301,11 +302,10 @@ class RepositoryParity:
             tip = await refs.read_branch(self._storage, branch, self._genesis)
             assert tip.snapshot_id is not None
             snap = await read_snapshot(self._storage, tip.snapshot_id)
-            s = RearrangeSession(storage=self._storage, config=self._config.copy(),
-                                 genesis=self._genesis, base=snap, branch=branch,
-                                 read_only=False, branch_tip=tip)
-            s._default_commit_metadata = dict(self._default_commit_metadata)
-            return s
+            return RearrangeSession(storage=self._storage, config=self._config.copy(),
+                                    genesis=self._genesis, base=snap, branch=branch,
+                                    read_only=False, branch_tip=tip,
+                                    default_commit_metadata=self._default_commit_metadata)
 
         return _sync.run(go())
 
@@ -313,10 +313,10 @@ class RepositoryParity:
         if as_of.tzinfo is None:
             raise InvalidInputError("as_of must be timezone-aware (e.g. datetime.now(UTC))")
         tip = await refs.read_branch(self._storage, branch, self._genesis)
-        sid: str | None = tip.snapshot_id
-        while sid is not None:
-            snap = await read_snapshot(self._storage, sid)
-            if snap.written_at <= as_of:
-                return sid
-            sid = snap.parent_id
-        raise NotFoundError(f"branch {branch!r} has no snapshot at or before {as_of}")
+        assert tip.snapshot_id is not None
+        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
+        try:
+            return (await history.as_of(tip.snapshot_id, as_of)).id
+        except NotFoundError:
+            raise NotFoundError(
+                f"branch {branch!r} has no snapshot at or before {as_of}") from None

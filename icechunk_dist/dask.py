@@ -37,7 +37,8 @@ from icechunk_dist.errors import (
     LostWritesError,
     SessionStateError,
 )
-from icechunk_dist.session import ForkSession, Session, internals
+from icechunk_dist.session import ForkSession, Session
+from icechunk_dist.session import forks as _forks
 from icechunk_dist.store import IcechunkStore
 
 if TYPE_CHECKING:
@@ -136,17 +137,17 @@ def _write_group(spec: _WriteSpec, regions: tuple[Region, ...], *blocks: np.ndar
         await asyncio.gather(*(one(r, b) for r, b in zip(regions, blocks, strict=True)))
 
     sync(write_all())
-    return internals.own_changes(child)
+    return _forks.own_changes(child)
 
 
 def _merge_records(*records: ChangeSet, names: dict[str, str]) -> ChangeSet:
     """Task: merge write records (associative: any tree shape gives the same result)."""
-    return internals.merge_changes(records, names=names)
+    return _forks.merge_changes(records, names=names)
 
 
 def _finish(spec: _WriteSpec, *records: ChangeSet, names: dict[str, str]) -> ForkSession:
     """Task: the last merge, as one fork of the parent session."""
-    return internals.fork_with_changes(spec.fork, internals.merge_changes(records,
+    return _forks.fork_with_changes(spec.fork, _forks.merge_changes(records,
                                                                           names=names))
 
 
@@ -498,7 +499,7 @@ def store_dask(
     forks = [_fork_of(t) for t in targets]
     root = forks[0]
     for f in forks[1:]:
-        if internals.lineage(f) != internals.lineage(root):
+        if _forks.lineage(f) != _forks.lineage(root):
             raise SessionStateError("all targets must be on forks of the same session")
     # task keys are unique per call and per target: the same target (or fork) may appear
     # twice in one call (two regions) or in two calls computed together (compute=False);
@@ -540,7 +541,7 @@ def _fused_write(checked: list[tuple[da.Array, zarr.Array, Region, ForkSession]]
     for k, (src, tgt, region, f) in enumerate(checked):
         sk = (f.fork_id, tgt.path)
         if sk not in specs:
-            specs[sk] = _WriteSpec(f, tgt.path, tgt.metadata, internals.node_names(f),
+            specs[sk] = _WriteSpec(f, tgt.path, tgt.metadata, _forks.node_names(f),
                                    f"{token}-{len(specs)}")
             plan.add_spec(specs[sk])
         plan.add_source(src, specs[sk], k, tgt.path, region)
@@ -623,7 +624,7 @@ def to_zarr(
 # ------------------------------------------------------------------------------ recipe
 def _pop_fork_state(fork_id: str) -> ForkSession | None:
     # sent back as a plain (unshared) value, or the driver would resolve it to its own copy
-    return internals.take_registered_copies(fork_id)
+    return _forks.take_registered_copies(fork_id)
 
 
 def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None]] = (),
@@ -652,7 +653,7 @@ def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None
     out = fork.child()
     parts = [s for s in states.values() if s is not None]
     out.merge(*parts)
-    out.merge(internals.fork_with_changes(fork, internals.own_changes(fork)))
+    out.merge(_forks.fork_with_changes(fork, _forks.own_changes(fork)))
     for path, region in expect:
         arr = zarr.open_array(out.store, path=path, mode="r")
         _check_complete(out, arr, path, region)
@@ -660,7 +661,7 @@ def gather_forks(fork: ForkSession, *, expect: Sequence[tuple[str, Region | None
 
 
 def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region | None) -> None:
-    node = internals.node_record(f, path)
+    node = _forks.node_record(f, path)
     if node is None or node.array is None:
         raise InvalidInputError(f"no array at {path!r}")
     shape, cs = node.array.shape, node.array.chunk_shape
@@ -668,7 +669,7 @@ def _check_complete(f: ForkSession, arr: zarr.Array, path: str, region: Region |
     lo = [sl.start or 0 for sl in reg]
     hi = [sl.stop if sl.stop is not None else s for sl, s in zip(reg, shape, strict=True)]
     ranges = [range(a // c, -(-b // c)) for a, b, c in zip(lo, hi, cs, strict=True)]
-    have = {tuple(int(v) for v in r) for r in internals.written_coords(f, node.node_id)}
+    have = {tuple(int(v) for v in r) for r in _forks.written_coords(f, node.node_id)}
     missing = [c for c in itertools.product(*ranges) if c not in have]
     if missing:
         raise LostWritesError(
@@ -742,7 +743,7 @@ def _merge_stored(*items: Any, axis: Any = None, keepdims: Any = None,
     unique: list[ForkSession] = []
     seen: set[str] = set()
     for f in forks:
-        ids = internals.contributors(f)
+        ids = _forks.contributors(f)
         if any(g is f for g in unique) or (ids and ids <= seen):
             continue
         unique.append(f)
@@ -751,7 +752,7 @@ def _merge_stored(*items: Any, axis: Any = None, keepdims: Any = None,
         return unique[0]
     out = unique[0].child()
     # contributions under fresh ids: overlapping ids here are one copy's writes seen twice
-    return out.merge(*(internals.fork_with_changes(f, internals.own_changes(f))
+    return out.merge(*(_forks.fork_with_changes(f, _forks.own_changes(f))
                        for f in unique))
 
 

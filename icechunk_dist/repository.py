@@ -21,13 +21,11 @@ from icechunk_dist.errors import (
 from icechunk_dist.format import ObjectType, RepoInfo, SnapshotData, TransactionLogData
 from icechunk_dist.session import Diff, Session
 from icechunk_dist.session._diff import diff_from_logs
+from icechunk_dist.session._history import History
 from icechunk_dist.session._io import (
     REPO_KEY,
-    gather_limited,
-    read_chain,
     read_repo_info,
     read_snapshot,
-    read_transaction_log,
     snapshot_key,
     transaction_key,
     write_object,
@@ -346,12 +344,11 @@ class Repository(RepositoryParity):
         start = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
         sid: str | None = start
         batch = 128
-        concurrency = self._config.max_concurrent_requests
+        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
         # lazy, in batches of growing size; each batch is read concurrently along the
         # snapshots' ancestor hints (docs/design/007-ancestor-hints.md)
         while sid is not None:
-            snaps = _sync.run(read_chain(self._storage, sid, limit=batch,
-                                         concurrency=concurrency))
+            snaps = _sync.run(history.chain(sid, limit=batch))
             for snap in snaps:
                 yield _info(snap)
             sid = snaps[-1].parent_id
@@ -391,28 +388,8 @@ class Repository(RepositoryParity):
         start = self._resolve(branch=from_branch, tag=from_tag, snapshot_id=from_snapshot_id)
         end = self._resolve(branch=to_branch, tag=to_tag, snapshot_id=to_snapshot_id)
 
-        concurrency = self._config.max_concurrent_requests
-
-        async def go() -> Diff:
-            snaps = await read_chain(self._storage, end, stop=start,
-                                     concurrency=concurrency)
-            for snap in snaps:
-                if snap.original_parent_id is not None:
-                    raise InvalidInputError(
-                        f"history between {start} and {end} was expired (expire_snapshots "
-                        f"re-parented {snap.id}); diff cannot span it"
-                    )
-            if start != end and (not snaps or snaps[-1].parent_id != start):
-                raise InvalidInputError(
-                    f"snapshot {end} does not descend from {start}; diff goes from an "
-                    "ancestor to a descendant"
-                )
-            chain = [snap.id for snap in reversed(snaps)]
-            logs = await gather_limited(
-                [read_transaction_log(self._storage, s) for s in chain], concurrency)
-            return diff_from_logs(logs)
-
-        return _sync.run(go())
+        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
+        return diff_from_logs(_sync.run(history.changes_between(start, end)))
 
     def garbage_collect(self, older_than: datetime, *, dry_run: bool = False,
                         incremental: bool = False) -> GCSummary:
@@ -524,10 +501,9 @@ class Repository(RepositoryParity):
             tip = await refs.read_branch(self._storage, branch, self._genesis)
             assert tip.snapshot_id is not None
             snap = await read_snapshot(self._storage, tip.snapshot_id)
-            s = Session(storage=self._storage, config=self._config, genesis=self._genesis,
-                        base=snap, branch=branch, read_only=False, branch_tip=tip)
-            s._default_commit_metadata = dict(self._default_commit_metadata)
-            return s
+            return Session(storage=self._storage, config=self._config, genesis=self._genesis,
+                           base=snap, branch=branch, read_only=False, branch_tip=tip,
+                           default_commit_metadata=self._default_commit_metadata)
 
         return _sync.run(go())
 

@@ -21,7 +21,8 @@ from icechunk_dist.format import (
     decode_object,
     encode_object,
 )
-from icechunk_dist.session._io import read_chain, read_snapshot, snapshot_key
+from icechunk_dist.session._history import History
+from icechunk_dist.session._io import read_snapshot, snapshot_key
 from icechunk_dist.storage import Storage
 
 
@@ -88,14 +89,19 @@ def test_ancestry_and_diff_match_the_parent_walk(repo: icd.Repository) -> None:
         repo.diff(from_snapshot_id=ids[9], to_snapshot_id=ids[5])
 
 
-def test_read_chain_limit_and_stop(repo: icd.Repository) -> None:
+def test_history_chain_limit_and_stop(repo: icd.Repository) -> None:
     ids = _history(repo, 12)
     st = repo.storage
-    got = asyncio.run(read_chain(st, ids[-1], limit=5))
-    assert [s.id for s in got] == _walk(st, ids[-1])[:5]
-    got = asyncio.run(read_chain(st, ids[-1], stop=ids[4]))
-    assert [s.id for s in got] == list(reversed(ids[5:]))
-    assert asyncio.run(read_chain(st, ids[3], stop=ids[3])) == []
+
+    def chain(start: str, **kw: object) -> list[str]:
+        async def go() -> list[str]:
+            return [s.id for s in await History(st).chain(start, **kw)]  # type: ignore[arg-type]
+        return asyncio.run(go())
+
+    assert chain(ids[-1], limit=5) == _walk(st, ids[-1])[:5]
+    assert chain(ids[-1], stop=ids[4]) == list(reversed(ids[5:]))
+    assert chain(ids[3], stop=ids[3]) == []
+    assert chain(ids[-1], limit=0) == []
 
 
 def test_snapshots_without_hints_still_walk(repo: icd.Repository) -> None:

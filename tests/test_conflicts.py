@@ -554,14 +554,15 @@ def test_rebase_tries_must_be_positive(repo: Repository) -> None:
 def test_gives_up_after_rebase_tries(repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
     """A branch that keeps moving: after ``rebase_tries`` rebases commit raises ConflictError,
     the session keeps its changes and lands later."""
-    from icechunk_dist.session import _rebase
+    from icechunk_dist.session import _pipeline
 
-    real = _rebase.rebase_session
+    real = _pipeline.rebase_onto
     rebases = []
 
-    async def rebase_then_someone_commits(session: Session, solver: ConflictSolver) -> None:
-        await real(session, solver)
-        rebases.append(session.snapshot_id)
+    async def rebase_then_someone_commits(target: Any, history: Any,
+                                          solver: ConflictSolver) -> None:
+        await real(target, history, solver)
+        rebases.append(target.base_and_changes()[0].id)
         await asyncio.to_thread(interloper, len(rebases))  # the branch moves again at once
 
     def interloper(n: int) -> None:
@@ -570,11 +571,11 @@ def test_gives_up_after_rebase_tries(repo: Repository, monkeypatch: pytest.Monke
         other.commit(f"interloper {n}")
 
     o, _ = landed_pair(repo, lambda s: write(y(s), 0, 9), lambda s: write(x(s), (0, 0), 4))
-    monkeypatch.setattr(_rebase, "rebase_session", rebase_then_someone_commits)
+    monkeypatch.setattr(_pipeline, "rebase_onto", rebase_then_someone_commits)
     with pytest.raises(ConflictError, match="gave up after 3 rebase attempts"):
         o.commit("ours", rebase_with=ConflictDetector(), rebase_tries=3)
     assert len(rebases) == 3 and x(o)[0, 0] == 4 and not o.read_only
-    monkeypatch.setattr(_rebase, "rebase_session", real)
+    monkeypatch.setattr(_pipeline, "rebase_onto", real)
     o.commit("ours", rebase_with=ConflictDetector())
     assert main_x(repo)[0, 0] == 4
     np.testing.assert_array_equal(y(repo.readonly_session("main"))[:], [9, 1, 2, 3])

@@ -467,7 +467,7 @@ def test_two_copies_of_one_fork_writing_one_chunk_differently_conflict(
         repo_with_base: Repository):
     """Copies of one fork coming back to the driver are separate values; if two processes
     wrote one chunk differently through the same fork, merging both reports it."""
-    from icechunk_dist.session import _session
+    from icechunk_dist.session import forks as _session
 
     s = repo_with_base.writable_session("main")
     fork = s.fork()

@@ -198,7 +198,7 @@ def test_retried_task_merges_and_the_failed_attempt_leaves_no_trace(
 # ------------------------------------------------------------------------------ rules
 def _in_other_process(blob: bytes, region: tuple[slice, ...] | None) -> bytes:
     """Unpickle a fork as a fresh process would (empty registry), write, pickle it back."""
-    from icechunk_dist.session import _session
+    from icechunk_dist.session import forks as _session
 
     saved = list(_session._REGISTRY.items())
     _session._REGISTRY.clear()
@@ -266,7 +266,7 @@ def test_copies_writing_one_chunk_differently_conflict(repo: Repository):
     blob = pickle.dumps(session.fork())
 
     def job(value: float) -> ForkSession:
-        from icechunk_dist.session import _session
+        from icechunk_dist.session import forks as _session
 
         saved = list(_session._REGISTRY.items())
         _session._REGISTRY.clear()

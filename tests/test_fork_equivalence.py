@@ -47,7 +47,7 @@ from repo_contents import assert_same_contents, contents
 import icechunk_dist as icd
 from icechunk_dist import ForkSession, Repository
 from icechunk_dist._sync import run as sync_run
-from icechunk_dist.session import _session
+from icechunk_dist.session import forks as _session
 
 PICKLERS = {"pickle": pickle, "cloudpickle": cloudpickle}
 NAMES = ["a", "b", "g/c"]

@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 import icechunk_dist as icd
-from icechunk_dist.session import _session
+from icechunk_dist.session import forks as _session
 
 
 def _repo(root: Path) -> icd.Repository:

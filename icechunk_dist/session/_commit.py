@@ -1,5 +1,5 @@
 """Turning a base snapshot plus a change-set into new manifests, a transaction log and a
-snapshot (the first three steps of the commit order; the ref update is the session's)."""
+snapshot: the objects of the build step of the commit pipeline (``_pipeline``)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.format import (
     KIND_TOMBSTONE,
+    ChunkRefRecord,
     ChunkTable,
     ManifestRef,
     NodeRecord,
@@ -28,14 +29,20 @@ from icechunk_dist.session._io import (
     ancestor_hints,
     gather_limited,
     manifest_key,
-    read_snapshot,
     snapshot_key,
     transaction_key,
     write_object,
 )
 from icechunk_dist.storage import Storage
 
-__all__ = ["ReuseEntry", "ReuseKey", "build_transaction_log", "find_landed", "write_commit"]
+__all__ = [
+    "ReuseEntry",
+    "ReuseKey",
+    "build_transaction_log",
+    "combine_transaction_logs",
+    "write_manifests",
+    "write_snapshot",
+]
 
 # (node id, split) -> (base manifest id it was built on, delta digest, manifest written)
 ReuseKey = tuple[str, tuple[int, ...]]
@@ -112,27 +119,24 @@ def _only_grew(old: NodeRecord, new: NodeRecord) -> bool:
     return bool(da == db)
 
 
-async def write_commit(
+async def write_manifests(
     storage: Storage,
     config: RepositoryConfig,
     cache: ManifestCache,
     base: SnapshotData,
     changes: ChangeSet,
     *,
-    message: str,
-    metadata: dict[str, Any],
     reuse: dict[ReuseKey, ReuseEntry] | None = None,
-) -> tuple[SnapshotData, TransactionLogData]:
-    """Write manifests, then the transaction log, then the snapshot; return the snapshot.
-
-    Nothing written here is visible until the caller moves the branch.
+) -> tuple[tuple[NodeRecord, ...], tuple[ChunkRefRecord, ...]]:
+    """Write the manifests of ``base`` + ``changes``; return the node records (pointing at
+    them) and the loose refs of the new snapshot. Nothing written here is visible until a
+    snapshot names it and a branch moves to that snapshot.
 
     ``reuse`` carries the manifests written by earlier attempts of the same commit: a split
     whose base manifest and whose delta are unchanged since (the commits that landed
     meanwhile did not touch it) keeps the manifest already written, so a retry after a
     rebase rewrites only the splits the landed commits touched. It is updated in place.
     """
-    snapshot_id = new_id()
     base_nodes = {n.path: n for n in base.nodes}
     final: dict[str, NodeRecord] = {
         p: n for p, n in base_nodes.items() if p not in changes.deleted
@@ -202,38 +206,43 @@ async def write_commit(
     await writer.finish()
     if reuse is not None:
         reuse.update(written)
-    txlog = build_transaction_log(snapshot_id, base, changes)
+    return tuple(out_nodes), tuple(loose[k] for k in sorted(loose))
+
+
+async def write_snapshot(
+    storage: Storage,
+    level: int,
+    *,
+    snapshot_id: str,
+    parent: SnapshotData | None,
+    nodes: tuple[NodeRecord, ...],
+    loose: tuple[ChunkRefRecord, ...],
+    message: str,
+    metadata: dict[str, Any],
+    txlog: TransactionLogData,
+    parent_id: str | None = None,
+    ancestors: tuple[str, ...] = (),
+    original_parent_id: str | None = None,
+) -> SnapshotData:
+    """Write the transaction log, then the snapshot (its parent is ``parent``, or, for an
+    amend, the explicit ``parent_id`` / ``ancestors`` / ``original_parent_id``)."""
+    if parent is not None:
+        parent_id, ancestors = parent.id, ancestor_hints(parent)
     await write_object(storage, transaction_key(snapshot_id), txlog,
                        ObjectType.TRANSACTION_LOG, level)
     snap = SnapshotData(
         id=snapshot_id,
-        parent_id=base.id,
+        parent_id=parent_id,
         written_at=datetime.now(UTC),
         message=message,
         metadata=dict(metadata),
-        nodes=tuple(out_nodes),
-        loose=tuple(loose[k] for k in sorted(loose)),
-        ancestors=ancestor_hints(base),
+        nodes=nodes,
+        loose=loose,
+        ancestors=ancestors,
+        original_parent_id=original_parent_id,
     )
     await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
-    return snap, txlog
-
-
-async def find_landed(storage: Storage, tip_id: str | None, base_id: str,
-                      candidates: set[str]) -> SnapshotData | None:
-    """The snapshot among ``candidates`` (commits whose ref write had an unknown outcome)
-    that is on the branch between ``tip_id`` and ``base_id``, or None.
-
-    A commit whose ref write may have landed is settled on the next attempt: if the branch
-    moved to (or past) that snapshot, the commit landed and must not be written again.
-    """
-    sid = tip_id
-    while candidates and sid is not None and sid != base_id:
-        snap = await read_snapshot(storage, sid)
-        if sid in candidates:
-            return snap
-        sid = snap.parent_id
-    return None
+    return snap
 
 
 class _ManifestWriter:
@@ -312,3 +321,39 @@ def _apply(base: ChunkTable | None, delta: ChunkTable) -> ChunkTable:
     if len(out) and np.any(out.kinds == KIND_TOMBSTONE):  # pragma: no cover - defensive
         out = out.take(out.kinds != KIND_TOMBSTONE)
     return out
+
+
+def combine_transaction_logs(snapshot_id: str, first: TransactionLogData,
+                             second: TransactionLogData) -> TransactionLogData:
+    """One log for ``first`` then ``second`` (what an amended commit changed from its
+    parent); conservative: a node touched by either is reported."""
+    del_g = set(first.deleted_groups) | (set(second.deleted_groups) - set(first.new_groups))
+    del_a = set(first.deleted_arrays) | (set(second.deleted_arrays) - set(first.new_arrays))
+    gone = set(second.deleted_groups) | set(second.deleted_arrays)
+    new_g = (set(first.new_groups) - gone) | set(second.new_groups)
+    new_a = (set(first.new_arrays) - gone) | set(second.new_arrays)
+    upd_g = (set(first.updated_groups) | set(second.updated_groups)) - new_g - del_g
+    upd_a = (set(first.updated_arrays) | set(second.updated_arrays)) - new_a - del_a
+    by_node: dict[str, list[TxChunks]] = {}
+    for c in (*first.chunks, *second.chunks):
+        by_node.setdefault(c.node_id, []).append(c)
+    chunks = []
+    for nid in sorted(by_node):
+        parts = by_node[nid]
+        last = parts[-1]
+        if last.path in gone and last.path not in new_a:
+            continue
+        coords = np.unique(np.concatenate([
+            np.frombuffer(p.coords, "<i8").reshape(-1, max(p.ndim, 1)) for p in parts]), axis=0)
+        chunks.append(TxChunks(path=last.path, node_id=nid, ndim=last.ndim, count=len(coords),
+                               coords=coords.astype("<i8").tobytes()))
+    extended = {**second.extended_arrays, **first.extended_arrays}
+    return TransactionLogData(
+        snapshot_id=snapshot_id, new_groups=tuple(sorted(new_g)),
+        new_arrays=tuple(sorted(new_a)), updated_groups=tuple(sorted(upd_g)),
+        updated_arrays=tuple(sorted(upd_a)), deleted_groups=tuple(sorted(del_g)),
+        deleted_arrays=tuple(sorted(del_a)), chunks=tuple(chunks),
+        loose_keys=tuple(sorted(set(first.loose_keys) | set(second.loose_keys))),
+        extended_arrays={k: v for k, v in extended.items() if k not in new_a},
+    )
+

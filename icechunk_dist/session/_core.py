@@ -29,7 +29,7 @@ from icechunk_dist.storage import ObjectNotFoundError, Storage
 if TYPE_CHECKING:
     from icechunk_dist.store import IcechunkStore
 
-__all__ = ["SessionCore"]
+__all__ = ["SessionCore", "node_names"]
 
 Ref = tuple[int, Any]
 
@@ -469,3 +469,8 @@ def _check_chunk(node: NodeRecord, coord: tuple[int, ...], data: bytes, key: str
                     f"key {key!r}: chunk {coord} is outside array {node.path!r} of shape "
                     f"{info.shape} with chunks {info.chunk_shape}"
                 )
+
+
+def node_names(core: SessionCore) -> dict[str, str]:
+    """node id -> path of every node ``core`` can see (to name arrays in conflicts)."""
+    return {rec.node_id: path for path, rec in core._all_nodes().items()}

@@ -30,13 +30,16 @@ from icechunk_dist._types import encode_id, new_id
 from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.errors import GCConflictError
 from icechunk_dist.format import KIND_NATIVE, SnapshotData
-from icechunk_dist.session._io import (
+from icechunk_dist.keys import (
+    GC_PREFIX,
     chunk_key,
-    gather_limited,
+    gc_done_key,
+    gc_start_key,
     manifest_key,
     snapshot_key,
     transaction_key,
 )
+from icechunk_dist.session._io import gather_limited
 from icechunk_dist.storage import Storage
 
 __all__ = [
@@ -51,7 +54,6 @@ __all__ = [
     "start_key",
 ]
 
-GC_PREFIX = "gc/"
 # how far the clocks of writers, collectors and the object store may disagree
 CLOCK_SKEW = timedelta(minutes=15)
 # a run without a ``done`` record this old is treated as crashed (finished at some time)
@@ -73,12 +75,8 @@ def new_run_id(started_at: datetime, older_than: datetime) -> str:
     return f"{_ms(started_at):013d}.{_ms(older_than):013d}.{new_id()}"
 
 
-def start_key(run_id: str) -> str:
-    return f"{GC_PREFIX}{run_id}/start"
-
-
-def done_key(run_id: str) -> str:
-    return f"{GC_PREFIX}{run_id}/done"
+start_key = gc_start_key
+done_key = gc_done_key
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Object names and typed reads/writes of repository objects (snapshots, manifests, logs)."""
+"""Typed reads and writes of repository objects (snapshots, manifests, logs); the keys they
+live under are :mod:`icechunk_dist.keys`."""
 
 from __future__ import annotations
 
@@ -21,17 +22,25 @@ from icechunk_dist.format import (
     decode_object,
     encode_object,
 )
+from icechunk_dist.keys import (
+    REPO_KEY,
+    amend_marker_key,
+    chunk_key,
+    manifest_key,
+    snapshot_key,
+    transaction_key,
+)
 from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
 
 __all__ = [
     "REPO_KEY",
     "ManifestCache",
+    "amend_marker_key",
     "ancestor_hints",
     "chunk_key",
     "gather_limited",
     "manifest_key",
     "read_manifest",
-    "read_chain",
     "read_repo_info",
     "read_snapshot",
     "read_transaction_log",
@@ -40,24 +49,7 @@ __all__ = [
     "write_object",
 ]
 
-REPO_KEY = "repo"
 T = TypeVar("T")
-
-
-def chunk_key(chunk_id: str) -> str:
-    return f"chunks/{chunk_id}"
-
-
-def manifest_key(manifest_id: str) -> str:
-    return f"manifests/{manifest_id}"
-
-
-def snapshot_key(snapshot_id: str) -> str:
-    return f"snapshots/{snapshot_id}"
-
-
-def transaction_key(snapshot_id: str) -> str:
-    return f"transactions/{snapshot_id}"
 
 
 async def read_repo_info(storage: Storage) -> RepoInfo:
@@ -109,59 +101,6 @@ def ancestor_hints(parent: SnapshotData) -> tuple[str, ...]:
     if parent.original_parent_id is not None:
         return (parent.parent_id,)
     return (parent.parent_id, *parent.ancestors[: MAX_ANCESTOR_HINTS - 1])
-
-
-async def read_chain(storage: Storage, start: str, *, stop: str | None = None,
-                     limit: int | None = None, concurrency: int = 64
-                     ) -> list[SnapshotData]:
-    """The snapshots from ``start`` back along ``parent_id``, newest first: up to the initial
-    snapshot, up to ``stop`` (excluded), or ``limit`` of them, whichever comes first.
-
-    The walk follows ``parent_id`` only; the ``ancestors`` hints of the snapshots read let
-    the next ones be fetched concurrently (at most ``concurrency`` requests at once), so n
-    snapshots cost about n / 100 dependent round trips instead of n. A hint that names a
-    snapshot off the chain or one that no longer exists (after expiry) only costs a wasted
-    read (docs/design/007-ancestor-hints.md).
-
-    Raises
-    ------
-    NotFoundError
-        If a snapshot on the chain does not exist.
-    FormatError
-        If one does not decode.
-    """
-    sem = asyncio.Semaphore(max(1, concurrency))
-    tasks: dict[str, asyncio.Task[SnapshotData]] = {}
-
-    async def fetch(sid: str) -> SnapshotData:
-        async with sem:
-            return await read_snapshot(storage, sid)
-
-    def want(sid: str) -> None:
-        if sid not in tasks:
-            tasks[sid] = asyncio.ensure_future(fetch(sid))
-
-    out: list[SnapshotData] = []
-    sid: str | None = start
-    try:
-        while sid is not None and sid != stop and (limit is None or len(out) < limit):
-            want(sid)
-            snap = await tasks.pop(sid)
-            out.append(snap)
-            # only snapshots on the chain name what to prefetch: a sliding window of about
-            # MAX_ANCESTOR_HINTS reads in flight, and a stale hint costs one wasted read
-            room = None if limit is None else limit - len(out)
-            for n, h in enumerate((snap.parent_id, *snap.ancestors)):
-                if h is None or h == stop or (room is not None and n >= room):
-                    break
-                want(h)
-            sid = snap.parent_id
-    finally:
-        for t in tasks.values():
-            t.cancel()
-        # collect every outcome: prefetches of stale hints may have failed, unobserved
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-    return out
 
 
 async def read_transaction_log(storage: Storage, snapshot_id: str) -> TransactionLogData:

@@ -10,30 +10,22 @@ a concurrent writer who wrote chunks under an old path gets a named conflict at 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from icechunk_dist import _sync, refs
 from icechunk_dist._enums import SessionMode
-from icechunk_dist._types import new_id
 from icechunk_dist.errors import (
     AlreadyExistsError,
-    BranchMovedError,
     InvalidInputError,
     NotFoundError,
     SessionStateError,
 )
-from icechunk_dist.format import ObjectType, SnapshotData, TransactionLogData
+from icechunk_dist.format import ChunkRefRecord, NodeRecord, TransactionLogData
 from icechunk_dist.session._diff import Diff, diff_from_logs
-from icechunk_dist.session._io import (
-    ancestor_hints,
-    snapshot_key,
-    transaction_key,
-    write_object,
-)
-from icechunk_dist.session._session import ForkSession, Session
+from icechunk_dist.session._pipeline import CommitKind, MoveCommit, run_commit
+from icechunk_dist.session._session import Session, commit_source
+from icechunk_dist.session.forks import ForkSession
 
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
@@ -187,50 +179,36 @@ class RearrangeSession(Session):
         """The moves so far, as the commit's transaction log will record them."""
         return diff_from_logs([self._transaction_log("")])
 
+    def _commit_kind(self) -> CommitKind:
+        return MoveCommit(nodes=self._moved_nodes, txlog=self._transaction_log)
+
+    def _moved_nodes(self) -> tuple[tuple[NodeRecord, ...], tuple[ChunkRefRecord, ...]]:
+        with self._lock:
+            return (tuple(self._base_nodes[p] for p in sorted(self._base_nodes)),
+                    tuple(self._base_loose[k] for k in sorted(self._base_loose)))
+
     async def commit_async(self, message: str, metadata: Mapping[str, Any] | None = None, *,
                            rebase_with: ConflictSolver | None = None,
                            rebase_tries: int = 1_000, allow_empty: bool = False) -> str:
-        """Commit the moves as one new snapshot (see :meth:`Session.commit`).
+        """Commit the moves as one new snapshot, through the commit pipeline (see
+        :meth:`Session.commit`). ``rebase_with`` is accepted for Icechunk's signature but a
+        rearrange session does not rebase: on a moved branch, open a new one and repeat the
+        moves.
 
         Raises
         ------
-        ConflictError
-            If the branch moved since the session began (a rearrange session does not
-            rebase: open a new one and repeat the moves).
+        BranchMovedError
+            If the branch moved since the session began (nothing is changed).
+        GCConflictError
+            If a garbage collection removed what the commit needs.
         SessionStateError
             If there are no moves (and ``allow_empty`` is False) or the session committed.
         """
-        if self._read_only or self._branch is None:
-            raise SessionStateError("cannot commit: " + self._read_only_reason())
-        if not isinstance(message, str):
-            raise InvalidInputError("commit message must be a string")
-        if not self._moves and not allow_empty:
-            raise SessionStateError("nothing to commit: no node was moved")
-        meta = {**self._default_commit_metadata, **dict(metadata or {})}
-        tip = await refs.read_branch(self._storage, self._branch, self._genesis)
-        if tip.snapshot_id != self._base.id:
-            raise BranchMovedError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
-        sid = new_id()
-        with self._lock:
-            nodes = tuple(self._base_nodes[p] for p in sorted(self._base_nodes))
-            loose = tuple(self._base_loose[k] for k in sorted(self._base_loose))
-            tx = self._transaction_log(sid)
-        snap = SnapshotData(id=sid, parent_id=self._base.id, written_at=datetime.now(UTC),
-                            message=message, metadata=meta, nodes=nodes, loose=loose,
-                            ancestors=ancestor_hints(self._base))
-        level = self._config.compression_level
-        await write_object(self._storage, transaction_key(sid), tx,
-                           ObjectType.TRANSACTION_LOG, level)
-        await write_object(self._storage, snapshot_key(sid), snap, ObjectType.SNAPSHOT, level)
-        await refs.write_branch(self._storage, self._branch, expected=tip, snapshot_id=sid,
-                                genesis=self._genesis)
-        self._become_committed(snap)
+        meta = self._commit_checks("commit", message, metadata,
+                                   empty=not self._moves and not allow_empty)
+        sid: str = await run_commit(commit_source(self), self._commit_kind(), message, meta)
         self._moves = []
         return sid
 
-    def commit(self, message: str, metadata: Mapping[str, Any] | None = None, *,
-               rebase_with: ConflictSolver | None = None, rebase_tries: int = 1_000,
-               allow_empty: bool = False) -> str:
-        """Commit the moves (see :meth:`commit_async`)."""
-        return _sync.run(self.commit_async(message, metadata, rebase_with=rebase_with,
-                                           rebase_tries=rebase_tries, allow_empty=allow_empty))
+    def _nothing_to_commit(self, verb: str) -> str:
+        return "nothing to commit: no node was moved"

@@ -1,65 +1,65 @@
-"""Sessions: a writable or read-only view of one branch, tag or snapshot; and forks."""
+"""Sessions: a writable or read-only view of one branch, tag or snapshot.
+
+Writes are recorded in a change-set; :meth:`Session.commit` and :meth:`Session.amend` land it
+through the one commit pipeline (``_pipeline``). Forks are :mod:`icechunk_dist.session.forks`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import copy
-import threading
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from icechunk_dist import _sync, refs
+from icechunk_dist._enums import ChunkType, SessionMode
 from icechunk_dist._types import new_id
 from icechunk_dist.changeset import ChangeSet, MergePolicy
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
-    BranchMovedError,
-    ConflictError,
     InvalidInputError,
+    NotFoundError,
     SessionStateError,
-    StorageError,
 )
-from icechunk_dist.format import SnapshotData
-from icechunk_dist.session import _rebase
-from icechunk_dist.session._commit import find_landed, write_commit
-from icechunk_dist.session._core import SessionCore
+from icechunk_dist.format import (
+    KIND_INLINE,
+    KIND_NATIVE,
+    KIND_VIRTUAL,
+    ChunkTable,
+    NodeRecord,
+    SnapshotData,
+)
+from icechunk_dist.session import forks as _forks
+from icechunk_dist.session._commit import build_transaction_log
+from icechunk_dist.session._core import SessionCore, node_names
 from icechunk_dist.session._diff import Diff, diff_from_logs
-from icechunk_dist.session._gcguard import check_before_ref_write
-from icechunk_dist.session._io import read_snapshot
-from icechunk_dist.session._parity import SessionParity
-from icechunk_dist.session._registry import _REGISTRY as _REGISTRY
-from icechunk_dist.session._registry import _REGISTRY_LOCK as _REGISTRY_LOCK
-from icechunk_dist.session._registry import _register, _release
+from icechunk_dist.session._history import History
+from icechunk_dist.session._io import ManifestCache
+from icechunk_dist.session._pipeline import AmendCommit, CommitKind, DataCommit, run_commit
+from icechunk_dist.session._rebase import rebase_onto
 from icechunk_dist.session._writeback import PendingWrites
+from icechunk_dist.session.forks import ForkSession
 from icechunk_dist.storage import Storage
 
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
 
-__all__ = ["ForkSession", "Session"]
+__all__ = ["Session", "SessionSavepoint", "commit_source"]
+
+_TYPES = {KIND_NATIVE: ChunkType.native, KIND_INLINE: ChunkType.inline,
+          KIND_VIRTUAL: ChunkType.virtual}
 
 
-# snapshots loaded by forks on workers, per process: (storage, id) -> snapshot
-_SNAPSHOTS: OrderedDict[tuple[Storage, str], SnapshotData] = OrderedDict()
-_SNAP_LOCK = threading.Lock()
+def _norm(path: str) -> str:
+    if not isinstance(path, str):
+        raise InvalidInputError(f"a node path must be a string, got {path!r}")
+    return path.strip("/")
 
 
-async def _load_snapshot_cached(storage: Storage, snapshot_id: str) -> SnapshotData:
-    key = (storage, snapshot_id)
-    with _SNAP_LOCK:
-        hit = _SNAPSHOTS.get(key)
-    if hit is not None:
-        return hit
-    snap = await read_snapshot(storage, snapshot_id)
-    with _SNAP_LOCK:
-        _SNAPSHOTS[key] = snap
-        while len(_SNAPSHOTS) > 32:
-            _SNAPSHOTS.popitem(last=False)
-    return snap
-
-
-class Session(SessionParity, SessionCore):
+class Session(SessionCore):
     """A view of the repository through which zarr reads and (if writable) writes.
 
     Obtain one from :meth:`Repository.writable_session` or
@@ -76,20 +76,21 @@ class Session(SessionParity, SessionCore):
         branch: str | None,
         read_only: bool,
         branch_tip: refs.BranchTip | None = None,
+        default_commit_metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self._init_core(storage, config, base, None, read_only)
         self._genesis = genesis
         self._branch = branch
-        self._tip = branch_tip
         self._lineage_id = new_id()
         self._merged_forks: set[str] = set()
         self._state = "open"
-        # every object this session writes is younger than this (docs/design/004-...)
+        # every object this session writes is younger than this (docs/design/005-...)
         self._started_at = datetime.now(UTC)
-        self._default_commit_metadata: dict[str, Any] = {}  # Repository's, at opening
-        # manifests written by earlier attempts of this session's commit (see write_commit)
-        self._manifest_reuse: dict[Any, Any] = {}
-        # snapshots whose ref write had an unknown outcome (see _try_commit_once)
+        # the Repository's, at opening
+        self._default_commit_metadata: dict[str, Any] = dict(default_commit_metadata or {})
+        # the data commit of this session, kept across attempts (it reuses manifests)
+        self._data_commit = DataCommit()
+        # snapshots whose ref write had an unknown outcome (settled by the next attempt)
         self._unsettled: set[str] = set()
 
     # ------------------------------------------------------------------ properties
@@ -127,21 +128,18 @@ class Session(SessionParity, SessionCore):
         self._init_core(state["storage"], state["config"], state["base"], None, True)
         self._genesis = state["genesis"]
         self._branch = state["branch"]
-        self._tip = None
         self._lineage_id = new_id()
         self._started_at = datetime.now(UTC)
         self._merged_forks = set()
         self._state = "open"
         self._default_commit_metadata = {}
-        self._manifest_reuse = {}
+        self._data_commit = DataCommit()
         self._unsettled = set()
 
     # ------------------------------------------------------------------ status
     def status(self) -> Diff:
         """The uncommitted changes of this session, as the commit's transaction log will
         record them."""
-        from icechunk_dist.session._commit import build_transaction_log
-
         with self._lock:
             changes = self._changes
         for ac in changes.chunks.values():
@@ -190,6 +188,130 @@ class Session(SessionParity, SessionCore):
             self._changes = copy.deepcopy(savepoint._changes)
             self._merged_forks = set(savepoint._merged_forks)
 
+    def _array_node(self, array_path: str) -> NodeRecord:
+        node = self._node(_norm(array_path))
+        if node is None:
+            raise NotFoundError(f"no node at {array_path!r}")
+        if node.array is None:
+            raise InvalidInputError(f"{array_path!r} is a group, not an array")
+        return node  # type: ignore[no-any-return]
+
+    @property
+    def mode(self) -> SessionMode:
+        """``SessionMode.readonly`` or ``SessionMode.writable`` (``rearrange`` for
+        :meth:`Repository.rearrange_session`)."""
+        return SessionMode.readonly if self._read_only else SessionMode.writable
+
+    @property
+    def config(self) -> Any:
+        """A copy of the repository config this session uses (a ``RepositoryConfig``)."""
+        return self._config.copy()
+
+    async def get_node_id_async(self, path: str) -> str:
+        """Async twin of :meth:`get_node_id` (no I/O)."""
+        return self.get_node_id(path)
+
+    def get_node_id(self, path: str) -> str:
+        """The stable id of the node at ``path`` (it survives moves).
+
+        Raises
+        ------
+        NotFoundError
+            If there is no node there.
+        """
+        node = self._node(_norm(path))
+        if node is None:
+            raise NotFoundError(f"no node at {path!r}")
+        return str(node.node_id)
+
+    async def chunk_coordinates(self, array_path: str,
+                                batch_size: int = 1000) -> AsyncIterator[tuple[int, ...]]:
+        """Async iterator over the coordinates of every initialized chunk of the array
+        (committed and pending; deleted chunks excluded), in sorted order.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no node at ``array_path``.
+        InvalidInputError
+            If it is a group.
+        """
+        node = self._array_node(array_path)
+        coords = await self._all_coords(node)
+        for i, c in enumerate(coords):
+            if batch_size and i and i % batch_size == 0:
+                await asyncio.sleep(0)
+            yield c
+
+    async def chunk_type_async(self, array_path: str,
+                               chunk_coordinates: Sequence[int]) -> ChunkType:
+        """Async twin of :meth:`chunk_type`."""
+        node = self._array_node(array_path)
+        assert node.array is not None
+        coord = tuple(int(c) for c in chunk_coordinates)
+        if len(coord) != len(node.array.shape):
+            raise InvalidInputError(
+                f"{len(coord)} coordinates for array {array_path!r} of {len(node.array.shape)} "
+                "dimensions")
+        ref = await self._chunk_ref(node, coord)
+        return ChunkType.uninitialized if ref is None else _TYPES[ref[0]]
+
+    def chunk_type(self, array_path: str, chunk_coordinates: Sequence[int]) -> ChunkType:
+        """How the chunk at ``chunk_coordinates`` of the array is stored.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no node at ``array_path``.
+        InvalidInputError
+            If it is a group or the coordinates do not fit it.
+        """
+        return _sync.run(self.chunk_type_async(array_path, chunk_coordinates))  # type: ignore[no-any-return]
+
+    async def all_virtual_chunk_locations_async(self) -> list[str]:
+        """Async twin of :meth:`all_virtual_chunk_locations`."""
+        urls: set[str] = set()
+        for path, node in sorted(self._all_nodes().items()):
+            if node.array is None:
+                continue
+            tables = []
+            base = self._base_nodes.get(path)
+            if base is not None and base.node_id == node.node_id:
+                for mref in base.manifests:
+                    tables.append(await self._manifests.get(self._storage, mref.id))
+            ac = self._changes.chunks.get(node.node_id)
+            if ac is not None:
+                tables.append(ac.table)
+            if not tables:
+                continue
+            merged = ChunkTable.concat(tables).normalized()
+            idx = merged.url_idx[merged.kinds == KIND_VIRTUAL]
+            urls.update(merged.urls[int(i)] for i in np.unique(idx) if i >= 0)
+        loose = {**self._base_loose, **self._changes.loose}
+        urls.update(r.url for r in loose.values() if r is not None and r.kind == KIND_VIRTUAL)
+        return sorted(urls)
+
+    def all_virtual_chunk_locations(self) -> list[str]:
+        """The distinct object URLs that virtual chunks of this session point into."""
+        return _sync.run(self.all_virtual_chunk_locations_async())  # type: ignore[no-any-return]
+
+    def move(self, from_path: str, to_path: str) -> None:
+        """Move or rename a node; only in a session from ``Repository.rearrange_session``.
+
+        Raises
+        ------
+        SessionStateError
+            Always here: this is not a rearrange session.
+        """
+        raise SessionStateError(
+            "moving nodes needs a rearrange session: "
+            "session = repo.rearrange_session(branch); session.move(src, dst)"
+        )
+
+    async def move_async(self, from_path: str, to_path: str) -> None:
+        """Async twin of :meth:`move`."""
+        self.move(from_path, to_path)
+
     # ------------------------------------------------------------------ fork / merge
     def fork(self) -> ForkSession:
         """A small picklable sub-session for workers. Writes nothing to storage.
@@ -210,10 +332,8 @@ class Session(SessionParity, SessionCore):
         with self._lock:
             inherited = self._changes.copy_metadata()
             inherited.loose = dict(self._changes.loose)
-        return ForkSession._new(
-            storage=self._storage, config=self._config, base=self._base,
-            lineage_id=self._lineage_id, inherited=inherited,
-        )
+        return _forks.new_fork(storage=self._storage, config=self._config, base=self._base,
+                               lineage_id=self._lineage_id, inherited=inherited)
 
     def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> None:
         """Bring the changes of forks into this session.
@@ -224,43 +344,38 @@ class Session(SessionParity, SessionCore):
             Forks of this session (possibly already merged among themselves).
         policy
             ``"fail"`` (default): two different writes of the same chunk raise
-            :class:`ConflictError`. ``"last_wins"``: later forks (in argument order) win.
+            :class:`MergeConflictError`. ``"last_wins"``: later forks (in argument order)
+            win.
 
         Raises
         ------
-        ConflictError
+        MergeConflictError
             On overlapping writes, naming the array and chunk coordinates.
         SessionStateError
             If a fork is of another session or base, or was already merged.
         """
         self._check_writable()
-        for f in forks:
-            if not isinstance(f, ForkSession):
-                raise InvalidInputError(
-                    f"Session.merge takes ForkSession objects, got {type(f).__name__}"
-                )
-        forks = _distinct(forks)
-        for f in forks:  # their chunk objects must have landed before we refer to them
-            f._writes.flush_sync()
+        ready = _forks.ready_to_merge(forks, into="a Session")
+        _sync.run(_forks.wait_for_writes(ready))
+        self._merge_ready(ready, policy)
+
+    async def merge_async(self, *forks: ForkSession, policy: MergePolicy = "fail") -> None:
+        """Async twin of :meth:`merge`."""
+        self._check_writable()
+        ready = _forks.ready_to_merge(forks, into="a Session")
+        await _forks.wait_for_writes(ready)
+        self._merge_ready(ready, policy)
+
+    def _merge_ready(self, ready: tuple[ForkSession, ...], policy: MergePolicy) -> None:
         with self._lock:
-            seen = set(self._merged_forks)
-            names = _node_names(self)
-            parts: list[tuple[ChangeSet, ChangeSet | None]] = []
-            for f in forks:
-                _check_same_lineage(self._storage, self._base.id, self._lineage_id, f,
-                                    "this session")
-                again = f._contributors & seen
-                if again:
-                    raise SessionStateError(
-                        f"fork {sorted(again)[0]} was already merged into this session; "
-                        "a fork's changes can be merged only once"
-                    )
-                seen |= f._contributors
-                parts.append((f._changes, f._inherited))
-            self._changes = self._changes.merge_many(parts, policy=policy, describe=names)
+            parts, seen, _names = _forks.take_changes(
+                ready, storage=self._storage, base_id=self._base.id,
+                lineage_id=self._lineage_id, seen=self._merged_forks, what="this session")
+            self._changes = self._changes.merge_many(parts, policy=policy,
+                                                     describe=node_names(self))
             self._merged_forks = seen
-        for f in forks:
-            _release(f)
+        for f in ready:
+            _forks.release(f)
 
     # ------------------------------------------------------------------ commit
     def commit(
@@ -313,62 +428,71 @@ class Session(SessionParity, SessionCore):
         allow_empty: bool = False,
     ) -> str:
         """Async twin of :meth:`commit`."""
+        meta = self._commit_checks("commit", message, metadata,
+                                   empty=self._changes.is_empty() and not allow_empty)
+        return await run_commit(_CommitSource(self), self._commit_kind(), message, meta,
+                                solver=rebase_with, tries=rebase_tries)
+
+    def _commit_kind(self) -> CommitKind:
+        """How this session's commit builds its snapshot (a rearrange session moves)."""
+        return self._data_commit
+
+    def _nothing_to_commit(self, verb: str) -> str:
+        return (f"nothing to {verb}: this session has no changes (pass allow_empty=True to "
+                f"{verb} anyway)")
+
+    def _commit_checks(self, verb: str, message: str, metadata: Mapping[str, Any] | None, *,
+                       empty: bool) -> dict[str, Any]:
         if self._read_only or self._branch is None:
-            raise SessionStateError("cannot commit: " + self._read_only_reason())
+            raise SessionStateError(f"cannot {verb}: " + self._read_only_reason())
         if not isinstance(message, str):
             raise InvalidInputError("commit message must be a string")
-        meta = {**self._default_commit_metadata, **dict(metadata or {})}
-        if self._changes.is_empty() and not allow_empty:
-            raise SessionStateError(
-                "nothing to commit: this session has no changes (pass allow_empty=True to "
-                "commit anyway)"
-            )
-        return await _rebase.commit_with_retries(_CommitHandle(self), message, meta,
-                                                 rebase_with, rebase_tries)
+        if empty:
+            raise SessionStateError(self._nothing_to_commit(verb))
+        return {**self._default_commit_metadata, **dict(metadata or {})}
 
-    async def _try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
-        """One attempt: raise ConflictError if the branch is not at our base."""
-        assert self._branch is not None
-        await self._flush_writes()  # every chunk object referenced has landed, or we fail
-        tip = await refs.read_branch(self._storage, self._branch, self._genesis)
-        if tip.snapshot_id != self._base.id:
-            landed = await find_landed(self._storage, tip.snapshot_id, self._base.id,
-                                       self._unsettled)
-            if landed is not None:  # an earlier attempt whose outcome was unknown landed
-                self._become_committed(landed)
-                return landed.id
-            raise BranchMovedError(expected_parent=self._base.id, actual_parent=tip.snapshot_id)
-        with self._lock:
-            changes = self._changes
-        for ac in changes.chunks.values():
-            ac.fold()
-        snap, _tx = await write_commit(self._storage, self._config, self._manifests,
-                                       self._base, changes, message=message, metadata=meta,
-                                       reuse=self._manifest_reuse)
-        # a garbage collection that ran meanwhile may have deleted what we reference
-        await check_before_ref_write(self._storage, self._started_at,
-                                     self._config.max_concurrent_requests, snap=snap,
-                                     base=self._base, changes=changes)
-        try:
-            await refs.write_branch(self._storage, self._branch, expected=tip,
-                                    snapshot_id=snap.id, genesis=self._genesis)
-        except StorageError:
-            self._unsettled.add(snap.id)  # it may have landed: the next attempt checks
-            raise
-        self._become_committed(snap)
-        return snap.id
+    # ------------------------------------------------------------------ amend
+    def amend(self, message: str, *, metadata: Mapping[str, Any] | None = None,
+              allow_empty: bool = False) -> str:
+        """Replace the branch tip by a new commit holding the tip's changes and this
+        session's, whose parent is the tip's parent; return its id.
+
+        The replaced commit leaves the branch's history (it stays readable by id until
+        garbage collection). After amending the session is read-only at the new snapshot.
+
+        Raises
+        ------
+        SessionStateError
+            If the session is read-only or detached, based on the repository's first
+            commit, or has no changes (and ``allow_empty`` is False).
+        ConflictError
+            If the branch moved since the session began (nothing is changed).
+        """
+        return _sync.run(self.amend_async(message, metadata=metadata, allow_empty=allow_empty))
+
+    async def amend_async(self, message: str, *, metadata: Mapping[str, Any] | None = None,
+                          allow_empty: bool = False) -> str:
+        """Async twin of :meth:`amend`."""
+        meta = self._commit_checks("amend", message, metadata,
+                                   empty=self._changes.is_empty() and not allow_empty)
+        if self._base.parent_id is None:
+            raise SessionStateError("the repository's first commit cannot be amended")
+        return await run_commit(_CommitSource(self), AmendCommit(), message, meta)
 
     def _become_committed(self, snap: SnapshotData) -> None:
         with self._lock:
-            self._base = snap
-            self._base_nodes = {n.path: n for n in snap.nodes}
-            self._base_loose = {r.key: r for r in snap.loose}
+            self._set_base(snap)
             self._changes = ChangeSet()
-            self._manifest_reuse = {}
+            self._data_commit = DataCommit()
             self._read_only = True
             self._state = "committed"
             if self._store is not None:
                 self._store._read_only_flag_from_session()
+
+    def _set_base(self, snap: SnapshotData) -> None:
+        self._base = snap
+        self._base_nodes = {n.path: n for n in snap.nodes}
+        self._base_loose = {r.key: r for r in snap.loose}
 
     def rebase(self, solver: ConflictSolver) -> None:
         """Move this session's base to the branch tip, replaying its changes on top.
@@ -378,6 +502,8 @@ class Session(SessionParity, SessionCore):
         RebaseFailedError
             If a landed commit conflicts with our changes and ``solver`` does not resolve it.
             The session is unchanged in that case.
+        HistoryRewrittenError
+            If the history between the base and the tip was expired or reset.
         """
         _sync.run(self.rebase_async(solver))
 
@@ -385,7 +511,8 @@ class Session(SessionParity, SessionCore):
         """Async twin of :meth:`rebase`."""
         if self._read_only or self._branch is None:
             raise SessionStateError("cannot rebase: " + self._read_only_reason())
-        await _rebase.rebase_session(_CommitHandle(self), solver)
+        await rebase_onto(_CommitSource(self), History(
+            self._storage, concurrency=self._config.max_concurrent_requests), solver)
 
 
 class SessionSavepoint:
@@ -402,8 +529,8 @@ class SessionSavepoint:
         return f"<icechunk_dist.SessionSavepoint of {self._session!r}>"
 
 
-class _CommitHandle:
-    """The narrow view of a session that ``_rebase`` works on (its ``CommitTarget``)."""
+class _CommitSource:
+    """The narrow view of a session that the commit pipeline and rebase work on."""
 
     __slots__ = ("_s",)
 
@@ -411,24 +538,36 @@ class _CommitHandle:
         self._s = session
 
     @property
-    def branch(self) -> str | None:
-        return self._s._branch
-
-    @property
     def storage(self) -> Storage:
         return self._s._storage
+
+    @property
+    def config(self) -> RepositoryConfig:
+        return self._s._config
 
     @property
     def genesis(self) -> str:
         return self._s._genesis
 
     @property
-    def max_concurrent_requests(self) -> int:
-        return self._s._config.max_concurrent_requests
+    def branch(self) -> str:
+        assert self._s._branch is not None
+        return self._s._branch
 
     @property
-    def snapshot_id(self) -> str:
-        return self._s.snapshot_id
+    def started_at(self) -> datetime:
+        return self._s._started_at
+
+    @property
+    def manifests(self) -> ManifestCache:
+        return self._s._manifests
+
+    @property
+    def unsettled(self) -> set[str]:
+        return self._s._unsettled
+
+    async def flush(self) -> None:
+        await self._s._flush_writes()
 
     def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
         with self._s._lock:
@@ -439,319 +578,15 @@ class _CommitHandle:
         s = self._s
         with s._lock:
             if s._changes is not expected:  # pragma: no cover - concurrent writes meanwhile
-                raise ConflictError("the session changed during rebase; retry")
-            s._base = base
-            s._base_nodes = {n.path: n for n in base.nodes}
-            s._base_loose = {r.key: r for r in base.loose}
+                raise SessionStateError("the session was written to during its rebase; "
+                                        "retry the commit")
+            s._set_base(base)
             s._changes = changes
 
-    async def try_commit_once(self, message: str, meta: dict[str, Any]) -> str:
-        return await self._s._try_commit_once(message, meta)
+    def become_committed(self, snap: SnapshotData) -> None:
+        self._s._become_committed(snap)
 
 
-# ---------------------------------------------------------------------- forks
-def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
-    # every unpickled copy is its own object with its own change-set (a task's argument
-    # must carry back only that task's writes, see docs/design/004-fork-copies.md)
-    shared = state.get("shared", False)
-    f = ForkSession.__new__(ForkSession)
-    f._setup(
-        storage=state["storage"], config=state["config"], base=None,
-        base_id=state["base_id"], lineage_id=state["lineage_id"], fork_id=state["fork_id"],
-        inherited=state["inherited"], changes=state["changes"],
-        contributors=set(state["contributors"]), shared=shared,
-    )
-    f._carried = frozenset(f._contributors)
-    return _register(f) if shared else f
-
-
-def _distinct(forks: tuple[ForkSession, ...]) -> tuple[ForkSession, ...]:
-    """``forks`` with repeats of the fork ``Session.fork()`` returned dropped: thread pools
-    (and dask's threaded scheduler) hand every task that very object, so the recipe
-    ``session.merge(*results)`` receives it once per task. Any other repeat is refused by
-    the merge as a double merge."""
-    out: list[ForkSession] = []
-    for f in forks:
-        if f._original and any(g is f for g in out):
-            continue
-        out.append(f)
-    return tuple(out)
-
-
-def _node_names(core: SessionCore) -> dict[str, str]:
-    """node id -> path of every node ``core`` can see (to name arrays in conflicts)."""
-    return {rec.node_id: path for path, rec in core._all_nodes().items()}
-
-
-def _check_same_lineage(storage: Storage, base_id: str, lineage_id: str, f: ForkSession,
-                        what: str) -> None:
-    if f._storage is not storage and f._storage != storage:
-        raise SessionStateError(
-            f"fork {f._fork_id} belongs to another repository ({f._storage.describe()})"
-        )
-    if f._base_id != base_id:
-        raise SessionStateError(
-            f"fork {f._fork_id} was made from snapshot {f._base_id}, but {what} is based on "
-            f"{base_id}: forks merge only into the session they were forked from"
-        )
-    if f._lineage_id != lineage_id:
-        raise SessionStateError(
-            f"fork {f._fork_id} was forked from another session than {what}; forks merge "
-            "only into their own parent session (or its other forks)"
-        )
-
-
-class ForkSession(SessionCore):
-    """A picklable sub-session for a worker: write chunks through :attr:`store`, send the
-    fork back, and merge it into its parent :class:`Session`. A fork cannot commit.
-
-    Pickling carries the storage spec, the config, the base snapshot id, the parent's
-    pending metadata and the fork's own change-set; never an open client. Unpickling in a
-    process that already holds the fork (same fork id) returns that same object, so every
-    task of a worker writing through one fork's store shares one change-set.
-    """
-
-    @classmethod
-    def _new(cls, *, storage: Storage, config: RepositoryConfig, base: SnapshotData,
-             lineage_id: str, inherited: ChangeSet) -> ForkSession:
-        f = cls.__new__(cls)
-        fid = new_id()
-        f._setup(storage=storage, config=config, base=base, base_id=base.id,
-                 lineage_id=lineage_id, fork_id=fid, inherited=inherited,
-                 changes=ChangeSet(), contributors=set(), shared=True)
-        f._own = fid
-        f._original = True
-        _register(f)
-        return f
-
-    def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
-               base_id: str, lineage_id: str, fork_id: str, inherited: ChangeSet,
-               changes: ChangeSet, contributors: set[str], shared: bool = False) -> None:
-        placeholder = base if base is not None else SnapshotData(
-            id=base_id, parent_id=None, written_at=_EPOCH, message="")
-        self._init_core(storage, config, placeholder, changes, False)
-        self._inherited = inherited
-        self._base_loaded = base is not None
-        self._base_id = base_id
-        self._lineage_id = lineage_id
-        self._fork_id = fork_id
-        # ids of the change-sets this fork holds; its own writes are known as ``_own``
-        # (fresh per object), added on the first write. ``_carried``: the ids it held when
-        # it was last pickled (or unpickled); a write after that starts a new change-set
-        # identity (see _note_write and docs/design/004-fork-copies.md)
-        self._contributors = contributors
-        self._own = new_id()
-        self._carried: frozenset[str] | None = None
-        self._original = False  # the very object Session.fork() returned (see _distinct)
-        # a fork from Session.fork() is "shared": its copies in each process are listed in
-        # the registry (for gather_forks); children, task results and merges are not
-        self._shared = shared
-
-    def __reduce__(self) -> Any:
-        # the copy refers to our chunk objects: they must have landed (or pickling fails)
-        self._writes.flush_sync()
-        with self._lock:
-            # from now on this change-set is also held by the copy: a later write here is a
-            # new change-set, and a written copy handed over leaves this process's registry
-            if self._own in self._contributors and self._shared:
-                _release(self)
-            self._carried = frozenset(self._contributors)
-            state = {
-                "storage": self._storage, "config": self._config, "base_id": self._base_id,
-                "lineage_id": self._lineage_id, "fork_id": self._fork_id,
-                "inherited": self._inherited, "changes": self._changes,
-                "contributors": sorted(self._contributors),
-                "shared": self._shared,
-            }
-        return (_rebuild_fork, (state,))
-
-    def __repr__(self) -> str:
-        return (f"<icechunk_dist.ForkSession {self._fork_id} of snapshot {self._base_id}, "
-                f"{self._changes.chunk_count()} chunk refs>")
-
-    @property
-    def snapshot_id(self) -> str:
-        return self._base_id
-
-    @property
-    def fork_id(self) -> str:
-        """Unique id of this fork."""
-        return self._fork_id
-
-    async def _ensure_base(self) -> None:
-        if not self._base_loaded:
-            snap = await _load_snapshot_cached(self._storage, self._base_id)
-            with self._lock:
-                if not self._base_loaded:
-                    self._base = snap
-                    self._base_nodes = {n.path: n for n in snap.nodes}
-                    self._base_loose = {r.key: r for r in snap.loose}
-                    self._base_loaded = True
-
-    def commit(self, *args: Any, **kwargs: Any) -> str:
-        """Forks cannot commit.
-
-        Raises
-        ------
-        SessionStateError
-            Always: merge the fork into its parent session and commit there.
-        """
-        raise SessionStateError(
-            "a ForkSession cannot commit: send it back to the driver, merge it with "
-            "session.merge(fork) and commit the parent session"
-        )
-
-    def child(self) -> ForkSession:
-        """A fresh, empty fork with the same parent, base and pending metadata."""
-        f = ForkSession.__new__(ForkSession)
-        fid = new_id()
-        f._setup(storage=self._storage, config=self._config,
-                 base=self._base if self._base_loaded else None, base_id=self._base_id,
-                 lineage_id=self._lineage_id, fork_id=fid, inherited=self._inherited,
-                 changes=ChangeSet(), contributors=set())
-        f._own = fid
-        return f
-
-    def fork(self) -> ForkSession:
-        """Icechunk's name for :meth:`child`: a fresh, empty fork of the same parent session
-        (same base snapshot and pending metadata), to hand to another worker; merge it back
-        with :meth:`merge` or into the parent with :meth:`Session.merge`."""
-        return self.child()
-
-    def _note_write(self) -> None:
-        """Called before each write: give this object's writes an identity of their own.
-
-        A copy's first write after it was pickled or unpickled starts a new change-set
-        identity: the ids it carried stay with the other copies, so copies of one fork
-        written by different tasks merge, while a copy merged twice (or the same copy
-        pickled twice) is refused as a double merge.
-        """
-        with self._lock:
-            if self._carried is not None:
-                self._contributors = (self._contributors - self._carried) - {self._own}
-                self._own = new_id()
-                self._carried = None
-                if self._shared:
-                    _register(self)
-            self._contributors.add(self._own)
-
-    def _as_contribution(self) -> ForkSession:
-        """This fork's changes under a new contributor id (for copies sharing a fork id)."""
-        c = self.child()
-        with self._lock:
-            c._changes = self._changes
-            c._writes = self._writes
-        if not c._changes.is_empty():
-            c._contributors = {c._own}
-        return c
-
-    def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> ForkSession:
-        """Merge other forks of the same parent into this fork (in place); returns self.
-
-        Raises
-        ------
-        SessionStateError
-            If given a :class:`Session`, or a fork of another parent or base, or a fork
-            already merged into this one.
-        ConflictError
-            On overlapping chunk writes (``policy="fail"``).
-        """
-        for f in forks:
-            if isinstance(f, Session):
-                raise SessionStateError(
-                    "ForkSession.merge accepts only forks; merge forks into the Session "
-                    "with session.merge(*forks)"
-                )
-            if not isinstance(f, ForkSession):
-                raise InvalidInputError(f"cannot merge a {type(f).__name__} into a fork")
-        forks = _distinct(forks)
-        for f in forks:  # their chunk objects must have landed before we refer to them
-            f._writes.flush_sync()
-        try:
-            with self._lock:
-                seen = set(self._contributors)
-                names = _node_names(self)
-                parts: list[tuple[ChangeSet, ChangeSet | None]] = []
-                for f in forks:
-                    if f is self:
-                        raise SessionStateError("cannot merge a fork into itself")
-                    _check_same_lineage(self._storage, self._base_id, self._lineage_id, f,
-                                        f"fork {self._fork_id}")
-                    again = f._contributors & seen
-                    if again:
-                        raise SessionStateError(
-                            f"fork {sorted(again)[0]} was already merged into fork "
-                            f"{self._fork_id}"
-                        )
-                    seen |= f._contributors
-                    names.update(_node_names(f))
-                    parts.append((f._changes, f._inherited))
-                self._changes = self._changes.merge_many(parts, policy=policy,
-                                                         describe=names)
-                self._contributors = seen
-        except ConflictError as e:
-            raise self._named_conflict(e) from None
-        for f in forks:
-            _release(f)
-        return self
-
-    def _named_conflict(self, e: ConflictError) -> ConflictError:
-        """``e`` with its array named by path: forks that only wrote chunks of arrays of the
-        base snapshot know them by node id until the base is loaded (one cached read)."""
-        if e.path is None or self._base_loaded or e.path in self._all_nodes():
-            return e
-        try:
-            _sync.run(self._ensure_base())
-        except Exception:
-            return e
-        path = _node_names(self).get(e.path)
-        if path is None:
-            return e
-        return ConflictError(str(e).replace(repr(e.path), repr(path)), path=path,
-                             chunk_coords=e.chunk_coords)
-
-    # reads and writes need the base snapshot, which a fork loads lazily on its worker
-    async def get_key(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
-        await self._ensure_base()
-        return await super().get_key(key, start, end)
-
-    async def size_of(self, key: str) -> int | None:
-        await self._ensure_base()
-        return await super().size_of(key)
-
-    async def key_exists(self, key: str) -> bool:
-        await self._ensure_base()
-        return await super().key_exists(key)
-
-    async def set_key(self, key: str, data: bytes) -> None:
-        await self._ensure_base()
-        self._check_writable()
-        self._note_write()
-        await super().set_key(key, data)
-
-    async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
-                              etag: str | None) -> None:
-        await self._ensure_base()
-        self._check_writable()
-        self._note_write()
-        await super().set_virtual_key(key, url, offset, length, etag)
-
-    async def delete_key(self, key: str) -> None:
-        await self._ensure_base()
-        self._check_writable()
-        self._note_write()
-        await super().delete_key(key)
-
-    async def iter_keys(self, prefix: str = "") -> Any:
-        await self._ensure_base()
-        async for k in super().iter_keys(prefix):
-            yield k
-
-
-def _epoch() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime(1970, 1, 1, tzinfo=UTC)
-
-
-_EPOCH = _epoch()
+def commit_source(session: Session) -> _CommitSource:
+    """The view of ``session`` that the commit pipeline works on."""
+    return _CommitSource(session)

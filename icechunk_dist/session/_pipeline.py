@@ -1,0 +1,292 @@
+"""The one commit pipeline: every path that moves a branch to a new snapshot runs it
+(docs/architecture.md section 3, docs/design/011-one-commit-pipeline.md).
+
+One attempt is, in order:
+
+1. **flush**: every chunk object the change-set names has landed (or the commit fails);
+2. **tip check**: read the branch; if it is not at the session's base, settle an earlier
+   attempt whose ref write had an unknown outcome (it may have landed), else the branch
+   moved: rebase with the solver (kinds that can) and retry with backoff, or raise
+   :class:`~icechunk_dist.errors.BranchMovedError`;
+3. **build**: the kind writes manifests, transaction log and snapshot (nothing visible yet);
+4. **GC check**: a garbage collection that may have deleted what the snapshot references
+   makes the commit wait for it and verify (``_gcguard``), or fail with
+   :class:`~icechunk_dist.errors.GCConflictError`;
+5. **ref write**: create the branch's next version; a lost response is settled by the write
+   id (``refs``), an error of unknown outcome is remembered so the next attempt settles it,
+   and a fence (the branch moved to the same snapshot: a collection running) is retried
+   without a rebase.
+
+The kinds (:class:`DataCommit`, :class:`AmendCommit`, :class:`MoveCommit`) only say how
+the snapshot is built on the base; none of them can skip a step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from icechunk_dist import refs
+from icechunk_dist._types import new_id
+from icechunk_dist.changeset import ChangeSet
+from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.errors import (
+    BranchMovedError,
+    InvalidInputError,
+    SessionStateError,
+    StorageError,
+)
+from icechunk_dist.format import NodeRecord, SnapshotData, TransactionLogData
+from icechunk_dist.session._commit import (
+    ReuseEntry,
+    ReuseKey,
+    build_transaction_log,
+    combine_transaction_logs,
+    write_manifests,
+    write_snapshot,
+)
+from icechunk_dist.session._gcguard import check_before_ref_write
+from icechunk_dist.session._history import History
+from icechunk_dist.session._io import ManifestCache, amend_marker_key, read_transaction_log
+from icechunk_dist.session._rebase import rebase_onto
+from icechunk_dist.storage import Storage
+
+if TYPE_CHECKING:
+    from icechunk_dist.conflicts import ConflictSolver
+
+__all__ = [
+    "AmendCommit",
+    "CommitKind",
+    "CommitSource",
+    "DataCommit",
+    "MoveCommit",
+    "run_commit",
+]
+
+_MIN_SLOT = 0.002  # seconds
+_MAX_SLEEP = 2.0
+# fences in a row before giving up: a collection fences each branch twice per run
+_MAX_FENCES = 100
+
+
+class CommitSource(Protocol):
+    """What the pipeline needs from the session it commits (a narrow view, no internals)."""
+
+    @property
+    def storage(self) -> Storage: ...
+
+    @property
+    def config(self) -> RepositoryConfig: ...
+
+    @property
+    def genesis(self) -> str: ...
+
+    @property
+    def branch(self) -> str: ...
+
+    @property
+    def started_at(self) -> datetime:
+        """Every object this session wrote is younger than this (for the GC check)."""
+        ...
+
+    @property
+    def manifests(self) -> ManifestCache: ...
+
+    @property
+    def unsettled(self) -> set[str]:
+        """Snapshots whose ref write had an unknown outcome (settled by the next attempt)."""
+        ...
+
+    async def flush(self) -> None:
+        """Wait until every chunk object of the change-set has landed."""
+        ...
+
+    def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
+        """The base snapshot and the change-set, read together under the session's lock."""
+        ...
+
+    def replace_base(self, expected: ChangeSet, base: SnapshotData, changes: ChangeSet
+                     ) -> None:
+        """Move to ``base`` with ``changes`` (after a rebase)."""
+        ...
+
+    def become_committed(self, snap: SnapshotData) -> None:
+        """The commit landed at ``snap``: the session is now read-only there."""
+        ...
+
+
+class CommitKind(Protocol):
+    """How one kind of commit builds its snapshot on the base (step 3)."""
+
+    #: whether a moved branch may be rebased onto (with a solver) and the commit retried
+    rebases: bool
+
+    async def build(self, source: CommitSource, history: History, base: SnapshotData,
+                    changes: ChangeSet, message: str, metadata: dict[str, Any]
+                    ) -> SnapshotData:
+        """Write what the snapshot needs and the snapshot itself; return it."""
+        ...
+
+
+# ---------------------------------------------------------------------- the kinds
+@dataclass
+class DataCommit:
+    """A commit of a session's change-set on its base (``Session.commit``)."""
+
+    rebases: bool = True
+    # manifests written by earlier attempts of this commit (see _commit.write_manifests)
+    reuse: dict[ReuseKey, ReuseEntry] = field(default_factory=dict)
+
+    async def build(self, source: CommitSource, history: History, base: SnapshotData,
+                    changes: ChangeSet, message: str, metadata: dict[str, Any]
+                    ) -> SnapshotData:
+        sid = new_id()
+        nodes, loose = await write_manifests(source.storage, source.config, source.manifests,
+                                             base, changes, reuse=self.reuse)
+        return await write_snapshot(
+            source.storage, source.config.compression_level, snapshot_id=sid,
+            parent=base, nodes=nodes, loose=loose, message=message, metadata=metadata,
+            txlog=build_transaction_log(sid, base, changes))
+
+
+@dataclass
+class AmendCommit:
+    """Replace the branch tip (the session's base) by a snapshot holding the tip's content
+    plus the change-set, whose parent is the tip's parent (``Session.amend``).
+
+    The replaced snapshot's expiry mark (``original_parent_id``) is carried over: it is part
+    of the snapshot's identity, so rebase and diff keep refusing to cross the expired
+    history (docs/design/011-one-commit-pipeline.md). An amend is not rebased: the tip it
+    replaces must be the one the session read.
+    """
+
+    rebases: bool = False
+
+    async def build(self, source: CommitSource, history: History, base: SnapshotData,
+                    changes: ChangeSet, message: str, metadata: dict[str, Any]
+                    ) -> SnapshotData:
+        # read the tip again: expiry may have re-parented it (and marked it) in place
+        history.forget(base.id)
+        tip = await history.snapshot(base.id)
+        if tip.parent_id is None:
+            raise SessionStateError("the repository's first commit cannot be amended")
+        sid = new_id()
+        nodes, loose = await write_manifests(source.storage, source.config, source.manifests,
+                                             tip, changes)
+        tx_tip = await read_transaction_log(source.storage, tip.id)
+        txlog = combine_transaction_logs(sid, tx_tip, build_transaction_log(sid, tip, changes))
+        # the marker tells the ops log this ref update was an amend (refs never say why)
+        await source.storage.put(amend_marker_key(sid), tip.id.encode(), mode="create")
+        return await write_snapshot(
+            source.storage, source.config.compression_level, snapshot_id=sid,
+            parent=None, parent_id=tip.parent_id, ancestors=tip.ancestors,
+            original_parent_id=tip.original_parent_id,
+            nodes=nodes, loose=loose, message=message, metadata=metadata, txlog=txlog)
+
+
+@dataclass
+class MoveCommit:
+    """A commit of moved nodes (``RearrangeSession.commit``): the base's node records under
+    their new paths, no chunk or manifest written. Not rebased: repeat the moves on the tip.
+    """
+
+    nodes: Callable[[], tuple[tuple[NodeRecord, ...], tuple[Any, ...]]]
+    txlog: Callable[[str], TransactionLogData]
+    rebases: bool = False
+
+    async def build(self, source: CommitSource, history: History, base: SnapshotData,
+                    changes: ChangeSet, message: str, metadata: dict[str, Any]
+                    ) -> SnapshotData:
+        sid = new_id()
+        nodes, loose = self.nodes()
+        return await write_snapshot(
+            source.storage, source.config.compression_level, snapshot_id=sid,
+            parent=base, nodes=nodes, loose=loose, message=message, metadata=metadata,
+            txlog=self.txlog(sid))
+
+
+# ---------------------------------------------------------------------- the pipeline
+async def run_commit(source: CommitSource, kind: CommitKind, message: str,
+                     metadata: dict[str, Any], *, solver: ConflictSolver | None = None,
+                     tries: int = 1_000) -> str:
+    """Run the pipeline until the branch moves to our snapshot; return its id.
+
+    Raises
+    ------
+    BranchMovedError
+        If the branch moved and there is no solver (or the kind does not rebase), or it kept
+        moving for ``tries`` rebases. Nothing is changed.
+    RebaseFailedError
+        If the solver met a conflict it does not resolve (the session is unchanged).
+    HistoryRewrittenError
+        If the history between the base and the tip was expired or reset.
+    GCConflictError
+        If a garbage collection deleted objects the snapshot references.
+    StorageError
+        If the backend failed; a ref write of unknown outcome is settled by the next commit
+        attempt of the same session.
+    """
+    if solver is not None and tries < 1:
+        raise InvalidInputError("rebase_tries must be at least 1")
+    history = History(source.storage, concurrency=source.config.max_concurrent_requests)
+    loop = asyncio.get_running_loop()
+    rebases = 0
+    fences = 0
+    slot = _MIN_SLOT  # longest attempt seen: the unit of backoff
+    while True:
+        started = loop.time()
+        await source.flush()
+        base, changes = source.base_and_changes()
+        tip = await refs.read_branch(source.storage, source.branch, source.genesis)
+        moved: BranchMovedError | None = None
+        if tip.snapshot_id != base.id:
+            landed = await history.find_landed(tip.snapshot_id, base.id, source.unsettled)
+            if landed is not None:  # an earlier attempt whose outcome was unknown landed
+                source.become_committed(landed)
+                return landed.id
+            moved = BranchMovedError(expected_parent=base.id, actual_parent=tip.snapshot_id)
+        else:
+            for ac in changes.chunks.values():
+                ac.fold()
+            snap = await kind.build(source, history, base, changes, message, metadata)
+            # a garbage collection that ran meanwhile may have deleted what we reference
+            await check_before_ref_write(source.storage, source.started_at,
+                                         source.config.max_concurrent_requests,
+                                         snap=snap, base=base, changes=changes)
+            try:
+                await refs.write_branch(source.storage, source.branch, expected=tip,
+                                        snapshot_id=snap.id, genesis=source.genesis)
+            except BranchMovedError as e:
+                if e.actual_parent == e.expected_parent and fences < _MAX_FENCES:
+                    # moved to the same snapshot: a collection fenced the branch
+                    # (docs/design/005-gc-vs-writers.md); nothing to rebase, build again
+                    fences += 1
+                    continue
+                moved = e
+            except StorageError:
+                source.unsettled.add(snap.id)  # it may have landed: the next attempt checks
+                raise
+            else:
+                source.become_committed(snap)
+                return snap.id
+        # the branch moved
+        if solver is None or not kind.rebases or moved.actual_parent is None:
+            raise moved
+        rebases += 1
+        if rebases > tries:
+            raise BranchMovedError(
+                f"gave up after {tries} rebase attempts: the branch keeps moving (last tip "
+                f"{moved.actual_parent}); raise rebase_tries or retry later",
+                expected_parent=moved.expected_parent, actual_parent=moved.actual_parent,
+            ) from moved
+        slot = max(slot, loop.time() - started)
+        # full jitter exponential backoff, in units of one attempt's duration: racing
+        # committers spread over a window that doubles until they stop colliding. Sleep
+        # *before* rebasing, so the retry goes out right after it has read the newest tip
+        await asyncio.sleep(random.uniform(0, min(_MAX_SLEEP, slot * 2 ** min(rebases - 2, 16))))
+        await rebase_onto(source, history, solver)
+
