@@ -38,6 +38,7 @@ from icechunk_dist.format import (
     encode_object,
 )
 from icechunk_dist.session._gcguard import MAX_RUN, done_key, new_run_id, start_key
+from icechunk_dist.session._history import History
 from icechunk_dist.session._io import (
     ManifestCache,
     chunk_key,
@@ -101,18 +102,8 @@ async def _roots(storage: Storage, genesis: str) -> set[str]:
 
 
 async def _walk(storage: Storage, roots: Iterable[str]) -> dict[str, SnapshotData]:
-    """Every snapshot reachable from ``roots`` through parent links."""
-    seen: dict[str, SnapshotData] = {}
-    todo = list(roots)
-    while todo:
-        batch = [s for s in dict.fromkeys(todo) if s not in seen]
-        todo = []
-        snaps = await gather_limited([read_snapshot(storage, s) for s in batch], _LIMIT)
-        for snap in snaps:
-            seen[snap.id] = snap
-            if snap.parent_id is not None and snap.parent_id not in seen:
-                todo.append(snap.parent_id)
-    return seen
+    """Every snapshot reachable from ``roots`` through parent links (the one walker)."""
+    return await History(storage, concurrency=_LIMIT).reachable(roots)
 
 
 async def reachable_snapshots(storage: Storage) -> set[str]:
@@ -347,16 +338,12 @@ async def expire_snapshots(storage: Storage, older_than: datetime, *,
     genesis = info.initial_snapshot_id
     level = int(info.config.get("compression_level", 3))
     branches, tags = await _live_refs(storage, genesis)
-    before = set(await _walk(storage, {genesis, *branches.values(), *tags.values()}))
+    history = History(storage, concurrency=_LIMIT)
+    before = set(await history.reachable({genesis, *branches.values(), *tags.values()}))
     todo = [("tag", n, s) for n, s in tags.items()] + [
         ("branch", n, s) for n, s in branches.items()]
     for kind, name, tip in todo:
-        chain: list[SnapshotData] = []
-        sid: str | None = tip
-        while sid is not None:
-            snap = await read_snapshot(storage, sid)
-            chain.append(snap)
-            sid = snap.parent_id
+        chain = await history.chain(tip)
         root = chain[-1]
         editable = chain[0]
         for snap in chain:
@@ -371,6 +358,7 @@ async def expire_snapshots(storage: Storage, older_than: datetime, *,
             await storage.put(snapshot_key(editable.id),
                               encode_object(edited, ObjectType.SNAPSHOT, level=level),
                               mode="overwrite")
+            history.forget(editable.id)
         if chain[0].written_at < older_than:
             if kind == "tag" and delete_expired_tags:
                 await refs.delete_tag(storage, name)

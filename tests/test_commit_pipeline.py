@@ -108,7 +108,7 @@ def _open(repo: icd.Repository, kind: str) -> icd.Session:
         s.move("/g", "/h")
         return s
     s = repo.writable_session("main")
-    zarr.open_array(s.store, path="x", mode="r+")[1000:] = np.arange(3000)  # three new chunk objects
+    zarr.open_array(s.store, path="x", mode="r+")[1000:] = np.arange(3000)  # 3 chunk objects
     return s
 
 

@@ -26,7 +26,7 @@ import zarr
 import icechunk_dist as icd
 from icechunk_dist import ConflictError, InvalidInputError
 from icechunk_dist.dask import _total_threads, _write_record, _WriteSpec, store_dask
-from icechunk_dist.session import internals
+from icechunk_dist.session import forks as internals
 
 pytestmark = pytest.mark.dask
 
