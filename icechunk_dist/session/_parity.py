@@ -13,6 +13,7 @@ import msgspec
 import numpy as np
 
 from icechunk_dist import _sync, refs
+from icechunk_dist._documents import amend_marker_key
 from icechunk_dist._enums import ChunkType, SessionMode
 from icechunk_dist._types import new_id
 from icechunk_dist.errors import (
@@ -199,7 +200,6 @@ class SessionParity:
     async def amend_async(self: Any, message: str, *, metadata: Mapping[str, Any] | None = None,
                           allow_empty: bool = False) -> str:
         """Async twin of :meth:`amend`."""
-        from icechunk_dist._repo_docs import amend_marker_key
         from icechunk_dist.session._commit import write_commit
         from icechunk_dist.session._io import (
             read_transaction_log,
