@@ -2,7 +2,7 @@
 Dask workers writing one dataset as one atomic commit."""
 
 from icechunk_dist._enums import ChunkType, SessionMode
-from icechunk_dist._repo_docs import Update, UpdateType
+from icechunk_dist._opslog import Update, UpdateType
 from icechunk_dist.config import (
     CachingConfig,
     CompressionAlgorithm,

@@ -1,61 +1,85 @@
-"""The repository handle: creation, refs, history, sessions."""
+"""The repository handle: creation, refs, history, sessions, repository documents.
+
+Every operation is written once, as an ``*_async`` coroutine. It runs on the library's own
+event loop whichever loop awaits it (:func:`_on_io_loop`), and its sync twin runs the same
+coroutine there and waits (``_sync.run``). History reads, the repository marker, the saved
+config and metadata, and the ops log live in modules of functions (``_ancestry.py``,
+``_marker.py``, ``_documents.py``, ``_opslog.py``) that the methods call with explicit
+arguments.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+import functools
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from datetime import datetime
+from typing import Any, ParamSpec, Self, TypeVar
 
-from icechunk_dist import _sync, refs
+from icechunk_dist import _ancestry, _documents, _marker, _opslog, _sync, refs
+from icechunk_dist._ancestry import SnapshotInfo, snapshot_info
 from icechunk_dist._maintenance import GCSummary, expire_snapshots, garbage_collect
-from icechunk_dist._repository_parity import RepositoryParity, load_config
-from icechunk_dist._types import new_id
+from icechunk_dist._opslog import Update
 from icechunk_dist.config import RepositoryConfig
+from icechunk_dist.conflicts import ConflictSolver
 from icechunk_dist.errors import (
     AlreadyExistsError,
+    BranchMovedError,
     InvalidInputError,
     RepositoryNotFoundError,
 )
-from icechunk_dist.format import ObjectType, RepoInfo, SnapshotData, TransactionLogData
+from icechunk_dist.format import RepoInfo
 from icechunk_dist.session import Diff, Session
-from icechunk_dist.session._diff import diff_from_logs
-from icechunk_dist.session._history import History
-from icechunk_dist.session._io import (
-    REPO_KEY,
-    read_repo_info,
-    read_snapshot,
-    snapshot_key,
-    transaction_key,
-    write_object,
-)
-from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
+from icechunk_dist.session._io import REPO_KEY, read_snapshot
+from icechunk_dist.session._rearrange import RearrangeSession
+from icechunk_dist.storage import Storage
 
 __all__ = ["Repository", "SnapshotInfo"]
 
-
-@dataclass(frozen=True)
-class SnapshotInfo:
-    """One entry of a repository's history."""
-
-    id: str
-    parent_id: str | None
-    written_at: datetime
-    message: str
-    metadata: Mapping[str, Any] = field(default_factory=dict)
+T = TypeVar("T")
+P = ParamSpec("P")
 
 
-def _info(s: SnapshotData) -> SnapshotInfo:
-    return SnapshotInfo(id=s.id, parent_id=s.parent_id, written_at=s.written_at,
-                        message=s.message, metadata=dict(s.metadata))
+def _on_io_loop(method: Callable[P, Coroutine[Any, Any, T]]
+                ) -> Callable[P, Coroutine[Any, Any, T]]:
+    """``method`` run on the library's loop whichever loop awaits it (as Icechunk's calls run
+    on its own runtime): the caller's loop only waits on a future, so our storage calls and
+    decoding never hold it, even where a read completes without suspending."""
+    @functools.wraps(method)
+    async def on_io_loop(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await _sync.run_async(method(*args, **kwargs))
+
+    return on_io_loop
 
 
-class Repository(RepositoryParity):
+async def _next_page(pages: AsyncIterator[list[T]]) -> list[T] | None:
+    return await anext(pages, None)
+
+
+def _iterate(pages: AsyncIterator[list[T]]) -> Iterator[T]:
+    """The items of ``pages``, each page fetched on the library's loop when needed."""
+    while (page := _sync.run(_next_page(pages))) is not None:
+        yield from page
+
+
+async def _aiterate(pages: AsyncIterator[list[T]]) -> AsyncIterator[T]:
+    """The items of ``pages``, each page fetched on the library's loop when needed."""
+    while (page := await _sync.run_async(_next_page(pages))) is not None:
+        for item in page:
+            yield item
+
+
+def _check_cutoff(when: Any, name: str) -> None:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise InvalidInputError(f"{name} must be timezone-aware (e.g. datetime.now(UTC))")
+
+
+class Repository:
     """A versioned Zarr repository on object storage.
 
     Open one with :meth:`create`, :meth:`open` or :meth:`open_or_create`. A repository
     object is cheap, holds no open connection, and pickles (unless its storage is in-memory).
+    Each method has an ``*_async`` twin with the same arguments and errors.
     """
 
     def __init__(self, storage: Storage, info: RepoInfo,
@@ -69,7 +93,7 @@ class Repository(RepositoryParity):
         return f"<icechunk_dist.Repository at {self._storage.describe()}>"
 
     def __reduce__(self) -> Any:
-        return (Repository, (self._storage, self._info, self._config))
+        return (type(self), (self._storage, self._info, self._config))
 
     @property
     def storage(self) -> Storage:
@@ -81,49 +105,36 @@ class Repository(RepositoryParity):
         config to :meth:`open` or :meth:`reopen`, and :meth:`save_config` to persist it)."""
         return self._config.copy()
 
+    @property
+    def _genesis(self) -> str:
+        return self._info.initial_snapshot_id
+
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, storage: Storage, config: RepositoryConfig | None = None) -> Repository:
+    def create(cls, storage: Storage, config: RepositoryConfig | None = None) -> Self:
         """Create a new repository with an empty initial snapshot on branch ``main``.
 
         Raises
         ------
         AlreadyExistsError
             If a repository already exists at this location.
+        InvalidInputError
+            If ``config`` is not a RepositoryConfig.
+        StorageError
+            If the backend ignores create-only writes (refs rely on them).
         """
         return _sync.run(cls.create_async(storage, config))
 
     @classmethod
+    @_on_io_loop
     async def create_async(cls, storage: Storage,
-                           config: RepositoryConfig | None = None) -> Repository:
-        config = config or RepositoryConfig()
-        if not isinstance(config, RepositoryConfig):
-            raise InvalidInputError("config must be a RepositoryConfig")
-        if await storage.exists(REPO_KEY):
-            raise AlreadyExistsError(f"a repository already exists at {storage.describe()}")
-        # refs rely on create-if-absent: refuse a backend that ignores it (StorageError)
-        await storage.check_conditional_writes()
-        now = datetime.now(UTC)
-        sid = new_id()
-        snap = SnapshotData(id=sid, parent_id=None, written_at=now,
-                            message="Repository initialized")
-        level = config.compression_level
-        await write_object(storage, snapshot_key(sid), snap, ObjectType.SNAPSHOT, level)
-        await write_object(storage, transaction_key(sid), TransactionLogData(snapshot_id=sid),
-                           ObjectType.TRANSACTION_LOG, level)
-        info = RepoInfo(format_version=1, created_at=now, initial_snapshot_id=sid,
-                        config=config.to_dict())
-        try:
-            # the marker is created last and atomically: its existence makes the repository
-            await write_object(storage, REPO_KEY, info, ObjectType.REPO, level)
-        except ObjectExistsError:
-            raise AlreadyExistsError(
-                f"a repository already exists at {storage.describe()}"
-            ) from None
+                           config: RepositoryConfig | None = None) -> Self:
+        """Async twin of :meth:`create`."""
+        info = await _marker.create_repository(storage, config or RepositoryConfig())
         return cls(storage, info)
 
     @classmethod
-    def open(cls, storage: Storage, config: RepositoryConfig | None = None) -> Repository:
+    def open(cls, storage: Storage, config: RepositoryConfig | None = None) -> Self:
         """Open an existing repository.
 
         Parameters
@@ -143,63 +154,183 @@ class Repository(RepositoryParity):
         InvalidInputError
             If ``config`` is not a RepositoryConfig.
         """
-        return _sync.run(cls._open(storage, config))
+        return _sync.run(cls.open_async(storage, config))
 
     @classmethod
+    @_on_io_loop
     async def open_async(cls, storage: Storage,
-                         config: RepositoryConfig | None = None) -> Repository:
+                         config: RepositoryConfig | None = None) -> Self:
         """Async twin of :meth:`open`."""
-        return await _sync.run_async(cls._open(storage, config))
+        info, merged = await _marker.open_repository(storage, config)
+        return cls(storage, info, merged)
 
     @classmethod
-    async def _open(cls, storage: Storage, config: RepositoryConfig | None) -> Repository:
-        if config is not None and not isinstance(config, RepositoryConfig):
-            raise InvalidInputError("config must be a RepositoryConfig")
-        try:
-            info = await read_repo_info(storage)
-        except ObjectNotFoundError:
-            raise RepositoryNotFoundError(
-                f"no repository at {storage.describe()}"
-            ) from None
-        saved = await load_config(storage, info)
-        return cls(storage, info, saved if config is None else saved.merge(config))
-
-    @classmethod
-    def open_or_create(cls, storage: Storage,
-                       config: RepositoryConfig | None = None) -> Repository:
+    def open_or_create(cls, storage: Storage, config: RepositoryConfig | None = None) -> Self:
         """Open the repository at ``storage`` (with ``config`` merged over its saved one),
-        creating it with ``config`` first if there is none."""
+        creating it with ``config`` first if there is none (safe if two processes race).
+
+        Raises
+        ------
+        FormatError
+            If an existing repository's marker or saved config is invalid.
+        InvalidInputError
+            If ``config`` is not a RepositoryConfig.
+        """
+        return _sync.run(cls.open_or_create_async(storage, config))
+
+    @classmethod
+    @_on_io_loop
+    async def open_or_create_async(cls, storage: Storage,
+                                   config: RepositoryConfig | None = None) -> Self:
+        """Async twin of :meth:`open_or_create`."""
         try:
-            return cls.open(storage, config)
+            return await cls.open_async(storage, config)
         except RepositoryNotFoundError:
             try:
-                return cls.create(storage, config)
+                return await cls.create_async(storage, config)
             except AlreadyExistsError:  # created concurrently by someone else
-                return cls.open(storage, config)
+                return await cls.open_async(storage, config)
 
     @staticmethod
     def exists(storage: Storage) -> bool:
-        """Whether a repository exists at ``storage``."""
-        return _sync.run(storage.exists(REPO_KEY))
+        """Whether a repository exists at ``storage``.
+
+        Raises
+        ------
+        StorageError
+            If the storage cannot be reached.
+        """
+        return _sync.run(Repository.exists_async(storage))
+
+    @staticmethod
+    @_on_io_loop
+    async def exists_async(storage: Storage) -> bool:
+        """Async twin of :meth:`exists`."""
+        return await storage.exists(REPO_KEY)
+
+    # ------------------------------------------------------------------ config
+    @staticmethod
+    def fetch_config(storage: Storage) -> RepositoryConfig | None:
+        """The config saved in the repository at ``storage``, or None if there is none.
+
+        Raises
+        ------
+        FormatError
+            If it is corrupt.
+        """
+        return _sync.run(Repository.fetch_config_async(storage))
+
+    @staticmethod
+    @_on_io_loop
+    async def fetch_config_async(storage: Storage) -> RepositoryConfig | None:
+        """Async twin of :meth:`fetch_config`."""
+        return await _marker.fetch_config(storage)
+
+    def save_config(self) -> None:
+        """Persist this repository object's config; later :meth:`open` calls use it.
+
+        Raises
+        ------
+        InvalidInputError
+            If the config cannot be serialised.
+        """
+        _sync.run(self.save_config_async())
+
+    @_on_io_loop
+    async def save_config_async(self) -> None:
+        """Async twin of :meth:`save_config`."""
+        await _documents.save_config(self._storage, self._config)
+
+    def reopen(self, config: RepositoryConfig | None = None) -> Self:
+        """A new repository object on the same storage with ``config`` merged over this
+        one's (not saved: call :meth:`save_config` on the result to persist it). No I/O.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``config`` is not a RepositoryConfig.
+        """
+        new = self._config.copy() if config is None else self._config.merge(config)
+        repo = type(self)(self._storage, self._info, new)
+        repo._default_commit_metadata = dict(self._default_commit_metadata)
+        return repo
+
+    @_on_io_loop
+    async def reopen_async(self, config: RepositoryConfig | None = None) -> Self:
+        """Async twin of :meth:`reopen`."""
+        return self.reopen(config)
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The repository-level user metadata (a fresh read)."""
+        return self.get_metadata()
+
+    def get_metadata(self) -> dict[str, Any]:
+        """The repository-level user metadata.
+
+        Raises
+        ------
+        FormatError
+            If the stored metadata is corrupt.
+        """
+        return _sync.run(self.get_metadata_async())
+
+    @_on_io_loop
+    async def get_metadata_async(self) -> dict[str, Any]:
+        """Async twin of :meth:`get_metadata`."""
+        return await _documents.read_metadata(self._storage)
+
+    def set_metadata(self, metadata: dict[str, Any]) -> None:
+        """Replace the repository metadata with ``metadata`` (JSON-like values).
+
+        Raises
+        ------
+        InvalidInputError
+            If it is not a dict of JSON-serialisable values with string keys.
+        """
+        _sync.run(self.set_metadata_async(metadata))
+
+    @_on_io_loop
+    async def set_metadata_async(self, metadata: dict[str, Any]) -> None:
+        """Async twin of :meth:`set_metadata`."""
+        await _documents.write_metadata(self._storage, metadata)
+
+    def update_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``metadata`` into the repository metadata (its keys win) and return the
+        result. Concurrent updates are applied one after the other, none is lost.
+
+        Raises
+        ------
+        InvalidInputError
+            If it is not a dict of JSON-serialisable values with string keys.
+        """
+        return _sync.run(self.update_metadata_async(metadata))
+
+    @_on_io_loop
+    async def update_metadata_async(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Async twin of :meth:`update_metadata`."""
+        return await _documents.merge_metadata(self._storage, metadata)
+
+    def set_default_commit_metadata(self, metadata: dict[str, Any]) -> None:
+        """Metadata merged into every commit of sessions opened *after* this call (a
+        commit's own metadata wins on equal keys). Pass ``{}`` to clear it. No I/O.
+
+        Raises
+        ------
+        InvalidInputError
+            If it is not a dict with string keys.
+        """
+        self._default_commit_metadata = _documents.check_json_dict(
+            metadata, "default commit metadata")
+
+    def default_commit_metadata(self) -> dict[str, Any]:
+        """The default commit metadata set with :meth:`set_default_commit_metadata`."""
+        return dict(self._default_commit_metadata)
 
     # ------------------------------------------------------------------ refs
-    @property
-    def _genesis(self) -> str:
-        return self._info.initial_snapshot_id
-
-    async def _check_snapshot(self, snapshot_id: str) -> SnapshotData:
-        if not isinstance(snapshot_id, str):
-            raise InvalidInputError(f"snapshot id must be a string, got {snapshot_id!r}")
-        try:
-            from icechunk_dist._types import decode_id
-
-            decode_id(snapshot_id)
-        except InvalidInputError:
-            raise InvalidInputError(f"not a snapshot id: {snapshot_id!r}") from None
-        return await read_snapshot(self._storage, snapshot_id)
-
-    def create_branch(self, name: str, snapshot_id: str) -> None:
-        """Create branch ``name`` pointing at ``snapshot_id``.
+    def create_branch(self, branch: str, snapshot_id: str) -> None:
+        """Create branch ``branch`` pointing at ``snapshot_id``.
 
         Raises
         ------
@@ -210,20 +341,26 @@ class Repository(RepositoryParity):
         InvalidInputError
             If the name is invalid.
         """
-        refs.validate_ref_name(name, "branch")
+        _sync.run(self.create_branch_async(branch, snapshot_id))
 
-        async def go() -> None:
-            await self._check_snapshot(snapshot_id)
-            await refs.write_branch(self._storage, name, expected=None,
-                                    snapshot_id=snapshot_id, genesis=self._genesis)
-
-        _sync.run(go())
+    @_on_io_loop
+    async def create_branch_async(self, branch: str, snapshot_id: str) -> None:
+        """Async twin of :meth:`create_branch`."""
+        refs.validate_ref_name(branch, "branch")
+        await _ancestry.check_snapshot(self._storage, snapshot_id)
+        await refs.write_branch(self._storage, branch, expected=None,
+                                snapshot_id=snapshot_id, genesis=self._genesis)
 
     def list_branches(self) -> set[str]:
         """Names of all branches."""
-        return _sync.run(refs.list_branches(self._storage, self._genesis))
+        return _sync.run(self.list_branches_async())
 
-    def lookup_branch(self, name: str) -> str:
+    @_on_io_loop
+    async def list_branches_async(self) -> set[str]:
+        """Async twin of :meth:`list_branches`."""
+        return await refs.list_branches(self._storage, self._genesis)
+
+    def lookup_branch(self, branch: str) -> str:
         """Snapshot id at the tip of a branch.
 
         Raises
@@ -231,32 +368,53 @@ class Repository(RepositoryParity):
         NotFoundError
             If the branch does not exist.
         """
-        refs.validate_ref_name(name, "branch")
-        tip = _sync.run(refs.read_branch(self._storage, name, self._genesis))
+        return _sync.run(self.lookup_branch_async(branch))
+
+    @_on_io_loop
+    async def lookup_branch_async(self, branch: str) -> str:
+        """Async twin of :meth:`lookup_branch`."""
+        refs.validate_ref_name(branch, "branch")
+        tip = await refs.read_branch(self._storage, branch, self._genesis)
         assert tip.snapshot_id is not None
         return tip.snapshot_id
 
-    def reset_branch(self, name: str, snapshot_id: str) -> None:
+    def reset_branch(self, branch: str, snapshot_id: str, *,
+                     from_snapshot_id: str | None = None) -> None:
         """Point an existing branch at another snapshot (history is not rewritten).
+
+        Parameters
+        ----------
+        branch
+            The branch to move.
+        snapshot_id
+            Where it will point.
+        from_snapshot_id
+            If given, reset only if the branch points there now.
 
         Raises
         ------
         NotFoundError
             If the branch or the snapshot does not exist.
-        ConflictError
-            If the branch moved while resetting.
+        BranchMovedError
+            If the branch does not point at ``from_snapshot_id``, or moved while resetting.
         """
-        refs.validate_ref_name(name, "branch")
+        _sync.run(self.reset_branch_async(branch, snapshot_id,
+                                          from_snapshot_id=from_snapshot_id))
 
-        async def go() -> None:
-            await self._check_snapshot(snapshot_id)
-            tip = await refs.read_branch(self._storage, name, self._genesis)
-            await refs.write_branch(self._storage, name, expected=tip,
-                                    snapshot_id=snapshot_id, genesis=self._genesis)
+    @_on_io_loop
+    async def reset_branch_async(self, branch: str, snapshot_id: str, *,
+                                 from_snapshot_id: str | None = None) -> None:
+        """Async twin of :meth:`reset_branch`."""
+        refs.validate_ref_name(branch, "branch")
+        await _ancestry.check_snapshot(self._storage, snapshot_id)
+        tip = await refs.read_branch(self._storage, branch, self._genesis)
+        if from_snapshot_id is not None and tip.snapshot_id != from_snapshot_id:
+            raise BranchMovedError(expected_parent=from_snapshot_id,
+                                   actual_parent=tip.snapshot_id)
+        await refs.write_branch(self._storage, branch, expected=tip,
+                                snapshot_id=snapshot_id, genesis=self._genesis)
 
-        _sync.run(go())
-
-    def delete_branch(self, name: str) -> None:
+    def delete_branch(self, branch: str) -> None:
         """Delete a branch (not ``main``).
 
         Raises
@@ -266,18 +424,19 @@ class Repository(RepositoryParity):
         NotFoundError
             If the branch does not exist.
         """
-        refs.validate_ref_name(name, "branch")
-        if name == "main":
+        _sync.run(self.delete_branch_async(branch))
+
+    @_on_io_loop
+    async def delete_branch_async(self, branch: str) -> None:
+        """Async twin of :meth:`delete_branch`."""
+        refs.validate_ref_name(branch, "branch")
+        if branch == "main":
             raise InvalidInputError("the main branch cannot be deleted")
+        tip = await refs.read_branch(self._storage, branch, self._genesis)
+        await refs.write_branch(self._storage, branch, expected=tip, snapshot_id=None,
+                                genesis=self._genesis)
 
-        async def go() -> None:
-            tip = await refs.read_branch(self._storage, name, self._genesis)
-            await refs.write_branch(self._storage, name, expected=tip, snapshot_id=None,
-                                    genesis=self._genesis)
-
-        _sync.run(go())
-
-    def create_tag(self, name: str, snapshot_id: str) -> None:
+    def create_tag(self, tag: str, snapshot_id: str) -> None:
         """Create an immutable tag.
 
         Raises
@@ -287,19 +446,25 @@ class Repository(RepositoryParity):
         NotFoundError
             If the snapshot does not exist.
         """
-        refs.validate_ref_name(name, "tag")
+        _sync.run(self.create_tag_async(tag, snapshot_id))
 
-        async def go() -> None:
-            await self._check_snapshot(snapshot_id)
-            await refs.create_tag(self._storage, name, snapshot_id)
-
-        _sync.run(go())
+    @_on_io_loop
+    async def create_tag_async(self, tag: str, snapshot_id: str) -> None:
+        """Async twin of :meth:`create_tag`."""
+        refs.validate_ref_name(tag, "tag")
+        await _ancestry.check_snapshot(self._storage, snapshot_id)
+        await refs.create_tag(self._storage, tag, snapshot_id)
 
     def list_tags(self) -> set[str]:
         """Names of all (non-deleted) tags."""
-        return _sync.run(refs.list_tags(self._storage))
+        return _sync.run(self.list_tags_async())
 
-    def lookup_tag(self, name: str) -> str:
+    @_on_io_loop
+    async def list_tags_async(self) -> set[str]:
+        """Async twin of :meth:`list_tags`."""
+        return await refs.list_tags(self._storage)
+
+    def lookup_tag(self, tag: str) -> str:
         """Snapshot id a tag points to.
 
         Raises
@@ -307,10 +472,15 @@ class Repository(RepositoryParity):
         NotFoundError
             If there is no such tag.
         """
-        refs.validate_ref_name(name, "tag")
-        return _sync.run(refs.read_tag(self._storage, name))
+        return _sync.run(self.lookup_tag_async(tag))
 
-    def delete_tag(self, name: str) -> None:
+    @_on_io_loop
+    async def lookup_tag_async(self, tag: str) -> str:
+        """Async twin of :meth:`lookup_tag`."""
+        refs.validate_ref_name(tag, "tag")
+        return await refs.read_tag(self._storage, tag)
+
+    def delete_tag(self, tag: str) -> None:
         """Delete a tag; its name can never be used again.
 
         Raises
@@ -318,10 +488,28 @@ class Repository(RepositoryParity):
         NotFoundError
             If there is no such tag.
         """
-        refs.validate_ref_name(name, "tag")
-        _sync.run(refs.delete_tag(self._storage, name))
+        _sync.run(self.delete_tag_async(tag))
+
+    @_on_io_loop
+    async def delete_tag_async(self, tag: str) -> None:
+        """Async twin of :meth:`delete_tag`."""
+        refs.validate_ref_name(tag, "tag")
+        await refs.delete_tag(self._storage, tag)
 
     # ------------------------------------------------------------------ history
+    async def _resolve(self, *, branch: str | None, tag: str | None,
+                       snapshot_id: str | None) -> str:
+        given = [x for x in (branch, tag, snapshot_id) if x is not None]
+        if len(given) != 1:
+            raise InvalidInputError("give exactly one of branch=, tag=, snapshot_id=")
+        if branch is not None:
+            return await self.lookup_branch_async(branch)
+        if tag is not None:
+            return await self.lookup_tag_async(tag)
+        assert snapshot_id is not None
+        await _ancestry.check_snapshot(self._storage, snapshot_id)
+        return snapshot_id
+
     def lookup_snapshot(self, snapshot_id: str) -> SnapshotInfo:
         """Information about one snapshot.
 
@@ -330,52 +518,46 @@ class Repository(RepositoryParity):
         NotFoundError
             If it does not exist.
         """
-        return _info(_sync.run(self._check_snapshot(snapshot_id)))
+        return _sync.run(self.lookup_snapshot_async(snapshot_id))
+
+    @_on_io_loop
+    async def lookup_snapshot_async(self, snapshot_id: str) -> SnapshotInfo:
+        """Async twin of :meth:`lookup_snapshot`."""
+        return snapshot_info(await _ancestry.check_snapshot(self._storage, snapshot_id))
 
     def ancestry(self, *, branch: str | None = None, tag: str | None = None,
                  snapshot_id: str | None = None) -> Iterator[SnapshotInfo]:
-        """History from a branch, tag or snapshot back to the initial snapshot, newest first.
+        """History from a branch, tag or snapshot back to the initial snapshot, newest
+        first, read lazily in batches.
 
         Raises
         ------
         InvalidInputError
             Unless exactly one of ``branch``, ``tag``, ``snapshot_id`` is given.
         """
-        start = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
-        sid: str | None = start
-        batch = 128
-        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
-        # lazy, in batches of growing size; each batch is read concurrently along the
-        # snapshots' ancestor hints (docs/design/007-ancestor-hints.md)
-        while sid is not None:
-            snaps = _sync.run(history.chain(sid, limit=batch))
-            for snap in snaps:
-                yield _info(snap)
-            sid = snaps[-1].parent_id
-            batch = min(batch * 2, 4096)
+        return _iterate(self._ancestry_pages(branch, tag, snapshot_id))
 
-    def _resolve(self, *, branch: str | None, tag: str | None, snapshot_id: str | None) -> str:
-        given = [x for x in (branch, tag, snapshot_id) if x is not None]
-        if len(given) != 1:
-            raise InvalidInputError("give exactly one of branch=, tag=, snapshot_id=")
-        if branch is not None:
-            return self.lookup_branch(branch)
-        if tag is not None:
-            return self.lookup_tag(tag)
-        assert snapshot_id is not None
-        _sync.run(self._check_snapshot(snapshot_id))
-        return snapshot_id
+    async def ancestry_async(self, *, branch: str | None = None, tag: str | None = None,
+                             snapshot_id: str | None = None) -> AsyncIterator[SnapshotInfo]:
+        """Async iterator twin of :meth:`ancestry`."""
+        async for info in _aiterate(self._ancestry_pages(branch, tag, snapshot_id)):
+            yield info
 
-    def diff(
-        self,
-        *,
-        from_branch: str | None = None,
-        from_tag: str | None = None,
-        from_snapshot_id: str | None = None,
-        to_branch: str | None = None,
-        to_tag: str | None = None,
-        to_snapshot_id: str | None = None,
-    ) -> Diff:
+    def async_ancestry(self, *, branch: str | None = None, tag: str | None = None,
+                       snapshot_id: str | None = None) -> AsyncIterator[SnapshotInfo]:
+        """Icechunk's name for :meth:`ancestry_async`."""
+        return self.ancestry_async(branch=branch, tag=tag, snapshot_id=snapshot_id)
+
+    async def _ancestry_pages(self, branch: str | None, tag: str | None,
+                              snapshot_id: str | None) -> AsyncIterator[list[SnapshotInfo]]:
+        start = await self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
+        async for snaps in _ancestry.ancestry_batches(self._storage, start,
+                                                     self._config.max_concurrent_requests):
+            yield [snapshot_info(s) for s in snaps]
+
+    def diff(self, *, from_branch: str | None = None, from_tag: str | None = None,
+             from_snapshot_id: str | None = None, to_branch: str | None = None,
+             to_tag: str | None = None, to_snapshot_id: str | None = None) -> Diff:
         """What changed from one snapshot to a later one, read from the transaction logs of
         the commits between them.
 
@@ -385,16 +567,48 @@ class Repository(RepositoryParity):
             If the ``to`` snapshot does not descend from the ``from`` snapshot, or not exactly
             one of each ``from_*`` / ``to_*`` is given.
         """
-        start = self._resolve(branch=from_branch, tag=from_tag, snapshot_id=from_snapshot_id)
-        end = self._resolve(branch=to_branch, tag=to_tag, snapshot_id=to_snapshot_id)
+        return _sync.run(self.diff_async(
+            from_branch=from_branch, from_tag=from_tag, from_snapshot_id=from_snapshot_id,
+            to_branch=to_branch, to_tag=to_tag, to_snapshot_id=to_snapshot_id))
 
-        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
-        return diff_from_logs(_sync.run(history.changes_between(start, end)))
+    @_on_io_loop
+    async def diff_async(self, *, from_branch: str | None = None, from_tag: str | None = None,
+                         from_snapshot_id: str | None = None, to_branch: str | None = None,
+                         to_tag: str | None = None, to_snapshot_id: str | None = None) -> Diff:
+        """Async twin of :meth:`diff`."""
+        start = await self._resolve(branch=from_branch, tag=from_tag,
+                                    snapshot_id=from_snapshot_id)
+        end = await self._resolve(branch=to_branch, tag=to_tag, snapshot_id=to_snapshot_id)
+        return await _ancestry.diff(self._storage, start, end,
+                                   self._config.max_concurrent_requests)
 
-    def garbage_collect(self, older_than: datetime, *, dry_run: bool = False,
+    def ops_log(self) -> Iterator[Update]:
+        """Who moved which ref when, newest first: commits, amends, branch creation, reset
+        and deletion, tag creation and deletion, config and metadata changes, and the
+        creation of the repository. Read from the immutable objects each change creates,
+        so every update that landed is there, whatever process made it.
+
+        Raises
+        ------
+        FormatError
+            If a ref or document object is corrupt.
+        """
+        return iter(_sync.run(self._ops_log()))
+
+    async def ops_log_async(self) -> AsyncIterator[Update]:
+        """Async iterator twin of :meth:`ops_log`."""
+        for update in await _sync.run_async(self._ops_log()):
+            yield update
+
+    async def _ops_log(self) -> list[Update]:
+        return await _opslog.ops_log(self._storage, self._genesis, self._info.created_at,
+                                     self._config.max_concurrent_requests)
+
+    # ------------------------------------------------------------------ maintenance
+    def garbage_collect(self, delete_object_older_than: datetime, *, dry_run: bool = False,
                         incremental: bool = False) -> GCSummary:
         """Delete objects that no live branch or live tag can reach and that were last
-        modified before ``older_than``.
+        modified before ``delete_object_older_than``.
 
         Roots are the initial snapshot, every live branch tip and every live tag; earlier
         versions of branches and deleted tags keep nothing alive. A run can never corrupt
@@ -403,7 +617,7 @@ class Repository(RepositoryParity):
 
         Parameters
         ----------
-        older_than
+        delete_object_older_than
             Timezone-aware cut-off; only objects last modified before it are deleted.
             Readers of snapshots that no ref reaches are protected only by it.
         dry_run
@@ -417,16 +631,23 @@ class Repository(RepositoryParity):
         Raises
         ------
         InvalidInputError
-            If ``older_than`` is naive (no timezone).
+            If the cut-off is naive (no timezone).
         ConflictError
             If refs keep changing so that marking never settles (nothing deleted).
         StorageError
             If the run outlives its 12-hour limit (it stops deleting; run it again).
         """
-        if not isinstance(older_than, datetime) or older_than.tzinfo is None:
-            raise InvalidInputError("older_than must be timezone-aware (e.g. datetime.now(UTC))")
-        return _sync.run(garbage_collect(self._storage, older_than, dry_run=dry_run,
-                                         incremental=incremental))
+        return _sync.run(self.garbage_collect_async(
+            delete_object_older_than, dry_run=dry_run, incremental=incremental))
+
+    @_on_io_loop
+    async def garbage_collect_async(self, delete_object_older_than: datetime, *,
+                                    dry_run: bool = False,
+                                    incremental: bool = False) -> GCSummary:
+        """Async twin of :meth:`garbage_collect`."""
+        _check_cutoff(delete_object_older_than, "delete_object_older_than")
+        return await garbage_collect(self._storage, delete_object_older_than,
+                                     dry_run=dry_run, incremental=incremental)
 
     def expire_snapshots(self, older_than: datetime, *, delete_expired_branches: bool = False,
                          delete_expired_tags: bool = False) -> set[str]:
@@ -452,11 +673,19 @@ class Repository(RepositoryParity):
         InvalidInputError
             If ``older_than`` is naive (no timezone).
         """
-        if not isinstance(older_than, datetime) or older_than.tzinfo is None:
-            raise InvalidInputError("older_than must be timezone-aware (e.g. datetime.now(UTC))")
-        return _sync.run(expire_snapshots(self._storage, older_than,
-                                          delete_expired_branches=bool(delete_expired_branches),
-                                          delete_expired_tags=bool(delete_expired_tags)))
+        return _sync.run(self.expire_snapshots_async(
+            older_than, delete_expired_branches=delete_expired_branches,
+            delete_expired_tags=delete_expired_tags))
+
+    @_on_io_loop
+    async def expire_snapshots_async(self, older_than: datetime, *,
+                                     delete_expired_branches: bool = False,
+                                     delete_expired_tags: bool = False) -> set[str]:
+        """Async twin of :meth:`expire_snapshots`."""
+        _check_cutoff(older_than, "older_than")
+        return await expire_snapshots(self._storage, older_than,
+                                      delete_expired_branches=bool(delete_expired_branches),
+                                      delete_expired_tags=bool(delete_expired_tags))
 
     # ------------------------------------------------------------------ sessions
     def readonly_session(self, branch: str | None = None, *, tag: str | None = None,
@@ -475,15 +704,25 @@ class Repository(RepositoryParity):
             If more than one of branch/tag/snapshot is given, ``as_of`` with a tag or
             snapshot, or a naive ``as_of``.
         """
+        return _sync.run(self.readonly_session_async(branch, tag=tag, snapshot_id=snapshot_id,
+                                                      as_of=as_of))
+
+    @_on_io_loop
+    async def readonly_session_async(self, branch: str | None = None, *,
+                                     tag: str | None = None, snapshot_id: str | None = None,
+                                     as_of: datetime | None = None) -> Session:
+        """Async twin of :meth:`readonly_session`."""
         if branch is None and tag is None and snapshot_id is None:
             branch = "main"
         if as_of is not None:
             if branch is None:
                 raise InvalidInputError("as_of goes with a branch, not a tag or snapshot id")
             refs.validate_ref_name(branch, "branch")
-            snapshot_id, branch = _sync.run(self._snapshot_as_of(branch, as_of)), None
-        sid = self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
-        snap = _sync.run(read_snapshot(self._storage, sid))
+            snapshot_id = await _ancestry.snapshot_as_of(self._storage, self._genesis,
+                                                        branch, as_of)
+            branch = None
+        sid = await self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
+        snap = await read_snapshot(self._storage, sid)
         return Session(storage=self._storage, config=self._config, genesis=self._genesis,
                        base=snap, branch=branch, read_only=True)
 
@@ -495,23 +734,54 @@ class Repository(RepositoryParity):
         NotFoundError
             If the branch does not exist.
         """
+        return _sync.run(self.writable_session_async(branch))
+
+    @_on_io_loop
+    async def writable_session_async(self, branch: str) -> Session:
+        """Async twin of :meth:`writable_session`."""
+        return await self._branch_session(branch, Session, self._config)
+
+    def rearrange_session(self, branch: str) -> Session:
+        """A session that only moves and renames nodes (:meth:`Session.move`), then commits
+        the new layout to ``branch`` without rewriting any chunk or manifest.
+
+        Raises
+        ------
+        NotFoundError
+            If the branch does not exist.
+        """
+        return _sync.run(self.rearrange_session_async(branch))
+
+    @_on_io_loop
+    async def rearrange_session_async(self, branch: str) -> Session:
+        """Async twin of :meth:`rearrange_session`."""
+        return await self._branch_session(branch, RearrangeSession, self._config.copy())
+
+    async def _branch_session(self, branch: str, kind: type[Session],
+                              config: RepositoryConfig) -> Session:
         refs.validate_ref_name(branch, "branch")
-
-        async def go() -> Session:
-            tip = await refs.read_branch(self._storage, branch, self._genesis)
-            assert tip.snapshot_id is not None
-            snap = await read_snapshot(self._storage, tip.snapshot_id)
-            return Session(storage=self._storage, config=self._config, genesis=self._genesis,
-                           base=snap, branch=branch, read_only=False, branch_tip=tip,
-                           default_commit_metadata=self._default_commit_metadata)
-
-        return _sync.run(go())
+        tip = await refs.read_branch(self._storage, branch, self._genesis)
+        assert tip.snapshot_id is not None
+        snap = await read_snapshot(self._storage, tip.snapshot_id)
+        return kind(storage=self._storage, config=config, genesis=self._genesis, base=snap,
+                    branch=branch, read_only=False, branch_tip=tip,
+                    default_commit_metadata=self._default_commit_metadata)
 
     @contextlib.contextmanager
     def transaction(self, branch: str, *, message: str,
                     metadata: Mapping[str, Any] | None = None,
-                    **commit_kwargs: Any) -> Iterator[Any]:
+                    rebase_with: ConflictSolver | None = None, rebase_tries: int = 1_000,
+                    allow_empty: bool = False) -> Iterator[Any]:
         """Context manager yielding a writable store; commits on success, discards on error.
+
+        Raises
+        ------
+        NotFoundError
+            If the branch does not exist.
+        ConflictError
+            If the branch moved and no solver was given (nothing is changed).
+        SessionStateError
+            If nothing was written (unless ``allow_empty``).
 
         Examples
         --------
@@ -524,4 +794,5 @@ class Repository(RepositoryParity):
         except BaseException:
             session.discard_changes()
             raise
-        session.commit(message, metadata, **commit_kwargs)
+        session.commit(message, metadata, rebase_with=rebase_with, rebase_tries=rebase_tries,
+                       allow_empty=allow_empty)

@@ -4,7 +4,7 @@ Every reader of history goes through :class:`History`: rebase and the commit pip
 (:meth:`History.landed_since`, :meth:`History.find_landed`), time travel
 (:meth:`History.as_of`), ``ancestry`` and ``diff`` (:meth:`History.chain`,
 :meth:`History.changes_between`), expiry and garbage collection (:meth:`History.reachable`)
-and the ops log (:meth:`History.parents`).
+and the ops log (:meth:`History.snapshots`).
 
 The walk follows ``parent_id`` only. The ``ancestors`` hints of the snapshots read name the
 next ones, which are fetched concurrently (a sliding window of at most ``concurrency``
@@ -250,8 +250,8 @@ class History:
                 raise r
         return seen
 
-    async def parents(self, snapshot_ids: Iterable[str]) -> dict[str, str | None]:
-        """snapshot id -> parent id for each of ``snapshot_ids`` that still exists (read
+    async def snapshots(self, snapshot_ids: Iterable[str]) -> dict[str, SnapshotData]:
+        """snapshot id -> snapshot for each of ``snapshot_ids`` that still exists (read
         concurrently; snapshots deleted by garbage collection are left out)."""
         ids = list(dict.fromkeys(snapshot_ids))
 
@@ -262,5 +262,4 @@ class History:
                 return None
 
         snaps = await gather_limited([one(s) for s in ids], self._limit)
-        return {s.id: s.parent_id for s in snaps if s is not None}
-
+        return {s.id: s for s in snaps if s is not None}

@@ -1,111 +1,27 @@
-"""Small versioned documents of a repository (saved config, user metadata) and the ops log.
+"""The ops log: who moved which ref when (:func:`ops_log`), and its entries (:class:`Update`,
+:class:`UpdateType`).
 
-A document is a sequence of immutable JSON objects ``<prefix>/<12 digits>``. The digits count
-down, so the newest version sorts first. A change creates version ``n + 1`` with a
-create-only put, so of two concurrent writers exactly one wins and the other re-reads and
-retries (like branches, ``refs.py``). Nothing is ever overwritten, and every version stays
-readable (the ops log reads them).
-
-The ops log (:func:`ops_log`) is read from objects that already exist, one per ref update:
-branch versions, tag objects, config and metadata versions, plus one marker per amended
-commit. Nothing extra is written when a ref moves, so the log cannot miss an update that
-landed.
+The log is read from objects that already exist, one per ref update: branch versions, tag
+objects, config and metadata versions (``_documents.py``), plus one marker per amended commit.
+Nothing extra is written when a ref moves, so the log cannot miss an update that landed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-import msgspec
-
-from icechunk_dist.errors import FormatError, InvalidInputError, NotFoundError
+from icechunk_dist._documents import list_versions, read_version
 from icechunk_dist.format import ObjectType, RefData, decode_object
-from icechunk_dist.session._io import gather_limited, read_snapshot
-from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
+from icechunk_dist.keys import AMEND_PREFIX, CONFIG_PREFIX, METADATA_PREFIX, REFS_PREFIX
+from icechunk_dist.session._history import History
+from icechunk_dist.session._io import gather_limited
+from icechunk_dist.storage import Storage
 
-__all__ = [
-    "CONFIG_PREFIX",
-    "METADATA_PREFIX",
-    "Update",
-    "UpdateType",
-    "amend_marker_key",
-    "ops_log",
-    "read_doc",
-    "update_doc",
-]
-
-CONFIG_PREFIX = "config/"
-METADATA_PREFIX = "metadata/"
-_AMEND_PREFIX = "amends/"
-_MAXV = 10**12 - 1
+__all__ = ["Update", "UpdateType", "ops_log"]
 
 
-def amend_marker_key(snapshot_id: str) -> str:
-    return f"{_AMEND_PREFIX}{snapshot_id}"
-
-
-class _Doc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    version: int
-    written_at: datetime
-    doc: dict[str, Any]
-
-
-async def _versions(storage: Storage, prefix: str) -> list[str]:
-    keys = [m.key async for m in storage.list(prefix)]
-    return sorted(k for k in keys if len(k.rsplit("/", 1)[-1]) == 12
-                  and k.rsplit("/", 1)[-1].isdigit())
-
-
-async def _read_version(storage: Storage, key: str) -> _Doc:
-    raw = await storage.get(key)
-    try:
-        return msgspec.json.decode(raw, type=_Doc)
-    except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise FormatError(f"not a valid repository document: {e}", object_name=key) from None
-
-
-async def read_doc(storage: Storage, prefix: str) -> tuple[int, dict[str, Any] | None]:
-    """(version, document) of the newest version, or (-1, None) if there is none.
-
-    Raises
-    ------
-    FormatError
-        If the newest version is corrupt.
-    """
-    keys = await _versions(storage, prefix)
-    if not keys:
-        return -1, None
-    d = await _read_version(storage, keys[0])
-    return d.version, d.doc
-
-
-async def update_doc(storage: Storage, prefix: str, change: Any) -> dict[str, Any]:
-    """Write ``change(current_or_None) -> new`` as the next version; retried when a
-    concurrent writer created that version first. Returns the document written.
-
-    Raises
-    ------
-    InvalidInputError
-        If the new document is not JSON-serialisable.
-    """
-    while True:
-        version, current = await read_doc(storage, prefix)
-        new: dict[str, Any] = change(None if current is None else dict(current))
-        body = _Doc(version=version + 1, written_at=datetime.now(UTC), doc=new)
-        try:
-            data = msgspec.json.encode(body)
-        except (TypeError, msgspec.EncodeError) as e:
-            raise InvalidInputError(f"not JSON-serialisable: {e}") from None
-        try:
-            await storage.put(f"{prefix}{_MAXV - (version + 1):012d}", data, mode="create")
-        except ObjectExistsError:
-            continue  # someone else wrote that version: re-read and apply again
-        return new
-
-
-# ---------------------------------------------------------------------- the ops log
 class UpdateType:
     """The kind of one ops-log entry; each variant is a nested class (as in Icechunk)."""
 
@@ -219,8 +135,8 @@ async def ops_log(storage: Storage, genesis: str, created_at: datetime,
     out: list[Update] = [Update(_RepoInitialized(), created_at)]
     branch_keys: dict[str, list[str]] = {}
     tag_keys: list[tuple[str, str]] = []
-    async for meta in storage.list("refs/"):
-        rest = meta.key[len("refs/"):]
+    async for meta in storage.list(REFS_PREFIX):
+        rest = meta.key[len(REFS_PREFIX):]
         head, _, leaf = rest.partition("/")
         if head.startswith("branch.") and len(leaf) == 12 and leaf.isdigit():
             branch_keys.setdefault(head[len("branch."):], []).append(meta.key)
@@ -231,29 +147,28 @@ async def ops_log(storage: Storage, genesis: str, created_at: datetime,
         tk: UpdateType = (_TagCreated(name=name) if key.endswith("/ref")
                           else _TagDeleted(name=name))
         out.append(Update(tk, ref.written_at))
-    amended = {m.key[len(_AMEND_PREFIX):] async for m in storage.list(_AMEND_PREFIX)}
-    parents: dict[str, str | None] = {}
-
-    async def parent_of(sid: str) -> str | None:
-        if sid not in parents:
-            try:
-                parents[sid] = (await read_snapshot(storage, sid)).parent_id
-            except (NotFoundError, ObjectNotFoundError):  # expired snapshot
-                parents[sid] = None
-        return parents[sid]
-
+    amended = {m.key[len(AMEND_PREFIX):] async for m in storage.list(AMEND_PREFIX)}
+    versions: dict[str, list[RefData]] = {}
     for name, keys in branch_keys.items():
         keys.sort(reverse=True)  # oldest version first
-        refs = await gather_limited([_ref(storage, k) for k in keys], limit)
+        versions[name] = await gather_limited([_ref(storage, k) for k in keys], limit)
+    # the parents of every snapshot a branch moved to, read at once through the history
+    # walker; a snapshot that expiry re-parented is known by its original parent too, and
+    # one that garbage collection deleted is left out
+    history = History(storage, concurrency=limit)
+    moved_to = {r.snapshot_id for rs in versions.values() for r in rs if r.snapshot_id}
+    snaps = await history.snapshots(moved_to)
+    for name, refs in versions.items():
         prev: str | None = genesis if name == "main" else None
         for ref in refs:
             new = ref.snapshot_id
+            snap = snaps.get(new) if new is not None else None
             kind: UpdateType
             if new is None:
                 kind = _BranchDeleted(name=name, previous_snap_id=prev)
             elif prev is None:
                 kind = _BranchCreated(name=name)
-            elif await parent_of(new) == prev:
+            elif snap is not None and prev in (snap.parent_id, snap.original_parent_id):
                 kind = _NewCommit(branch=name, new_snap_id=new)
             elif new in amended:
                 kind = _CommitAmended(branch=name, previous_snap_id=prev, new_snap_id=new)
@@ -262,7 +177,8 @@ async def ops_log(storage: Storage, genesis: str, created_at: datetime,
             out.append(Update(kind, ref.written_at))
             prev = new
     for prefix, cls in ((CONFIG_PREFIX, _ConfigChanged), (METADATA_PREFIX, _MetadataChanged)):
-        for key in await _versions(storage, prefix):
-            out.append(Update(cls(), (await _read_version(storage, key)).written_at))
+        docs = await gather_limited([read_version(storage, k)
+                                     for k in await list_versions(storage, prefix)], limit)
+        out.extend(Update(cls(), d.written_at) for d in docs)
     out.sort(key=lambda u: u.updated_at, reverse=True)
     return out
