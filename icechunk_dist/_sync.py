@@ -9,14 +9,15 @@ thread on first use.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from icechunk_dist.errors import SessionStateError
 
-__all__ = ["io_loop", "run", "run_async"]
+__all__ = ["aiterate_pages", "io_loop", "iterate_pages", "on_io_loop", "run", "run_async"]
 
 T = TypeVar("T")
 
@@ -94,3 +95,37 @@ async def run_async(coro: Coroutine[Any, Any, T]) -> T:
     if running is loop:
         return await coro
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+P = ParamSpec("P")
+
+
+def on_io_loop(method: Callable[P, Coroutine[Any, Any, T]]
+               ) -> Callable[P, Coroutine[Any, Any, T]]:
+    """``method`` run on the library's loop whichever loop awaits it (as Icechunk's calls run
+    on its own runtime): the caller's loop only waits on a future, so our storage calls and
+    decoding never hold it, even where a read completes without suspending. Every ``*_async``
+    method of the API is written once this way; its sync twin is ``run(self.x_async(...))``.
+    """
+    @functools.wraps(method)
+    async def wrapped(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await run_async(method(*args, **kwargs))
+
+    return wrapped
+
+
+async def _next_page(pages: AsyncIterator[list[T]]) -> list[T] | None:
+    return await anext(pages, None)
+
+
+def iterate_pages(pages: AsyncIterator[list[T]]) -> Iterator[T]:
+    """The items of ``pages``, each page fetched on the library's loop when needed."""
+    while (page := run(_next_page(pages))) is not None:
+        yield from page
+
+
+async def aiterate_pages(pages: AsyncIterator[list[T]]) -> AsyncIterator[T]:
+    """The items of ``pages``, each page fetched on the library's loop when needed."""
+    while (page := await run_async(_next_page(pages))) is not None:
+        for item in page:
+            yield item

@@ -1,7 +1,7 @@
 """The repository handle: creation, refs, history, sessions, repository documents.
 
 Every operation is written once, as an ``*_async`` coroutine. It runs on the library's own
-event loop whichever loop awaits it (:func:`_on_io_loop`), and its sync twin runs the same
+event loop whichever loop awaits it (``_sync.on_io_loop``), and its sync twin runs the same
 coroutine there and waits (``_sync.run``). History reads, the repository marker, the saved
 config and metadata, and the ops log live in modules of functions (``_ancestry.py``,
 ``_marker.py``, ``_documents.py``, ``_opslog.py``) that the methods call with explicit
@@ -11,10 +11,9 @@ arguments.
 from __future__ import annotations
 
 import contextlib
-import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any, Self
 
 from icechunk_dist import _ancestry, _documents, _marker, _opslog, _sync, refs
 from icechunk_dist._ancestry import SnapshotInfo, snapshot_info
@@ -36,37 +35,6 @@ from icechunk_dist.storage import Storage
 
 __all__ = ["Repository", "SnapshotInfo"]
 
-T = TypeVar("T")
-P = ParamSpec("P")
-
-
-def _on_io_loop(method: Callable[P, Coroutine[Any, Any, T]]
-                ) -> Callable[P, Coroutine[Any, Any, T]]:
-    """``method`` run on the library's loop whichever loop awaits it (as Icechunk's calls run
-    on its own runtime): the caller's loop only waits on a future, so our storage calls and
-    decoding never hold it, even where a read completes without suspending."""
-    @functools.wraps(method)
-    async def on_io_loop(*args: P.args, **kwargs: P.kwargs) -> T:
-        return await _sync.run_async(method(*args, **kwargs))
-
-    return on_io_loop
-
-
-async def _next_page(pages: AsyncIterator[list[T]]) -> list[T] | None:
-    return await anext(pages, None)
-
-
-def _iterate(pages: AsyncIterator[list[T]]) -> Iterator[T]:
-    """The items of ``pages``, each page fetched on the library's loop when needed."""
-    while (page := _sync.run(_next_page(pages))) is not None:
-        yield from page
-
-
-async def _aiterate(pages: AsyncIterator[list[T]]) -> AsyncIterator[T]:
-    """The items of ``pages``, each page fetched on the library's loop when needed."""
-    while (page := await _sync.run_async(_next_page(pages))) is not None:
-        for item in page:
-            yield item
 
 
 def _check_cutoff(when: Any, name: str) -> None:
@@ -126,7 +94,7 @@ class Repository:
         return _sync.run(cls.create_async(storage, config))
 
     @classmethod
-    @_on_io_loop
+    @_sync.on_io_loop
     async def create_async(cls, storage: Storage,
                            config: RepositoryConfig | None = None) -> Self:
         """Async twin of :meth:`create`."""
@@ -157,7 +125,7 @@ class Repository:
         return _sync.run(cls.open_async(storage, config))
 
     @classmethod
-    @_on_io_loop
+    @_sync.on_io_loop
     async def open_async(cls, storage: Storage,
                          config: RepositoryConfig | None = None) -> Self:
         """Async twin of :meth:`open`."""
@@ -179,7 +147,7 @@ class Repository:
         return _sync.run(cls.open_or_create_async(storage, config))
 
     @classmethod
-    @_on_io_loop
+    @_sync.on_io_loop
     async def open_or_create_async(cls, storage: Storage,
                                    config: RepositoryConfig | None = None) -> Self:
         """Async twin of :meth:`open_or_create`."""
@@ -203,7 +171,7 @@ class Repository:
         return _sync.run(Repository.exists_async(storage))
 
     @staticmethod
-    @_on_io_loop
+    @_sync.on_io_loop
     async def exists_async(storage: Storage) -> bool:
         """Async twin of :meth:`exists`."""
         return await storage.exists(REPO_KEY)
@@ -221,7 +189,7 @@ class Repository:
         return _sync.run(Repository.fetch_config_async(storage))
 
     @staticmethod
-    @_on_io_loop
+    @_sync.on_io_loop
     async def fetch_config_async(storage: Storage) -> RepositoryConfig | None:
         """Async twin of :meth:`fetch_config`."""
         return await _marker.fetch_config(storage)
@@ -236,7 +204,7 @@ class Repository:
         """
         _sync.run(self.save_config_async())
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def save_config_async(self) -> None:
         """Async twin of :meth:`save_config`."""
         await _documents.save_config(self._storage, self._config)
@@ -255,7 +223,7 @@ class Repository:
         repo._default_commit_metadata = dict(self._default_commit_metadata)
         return repo
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def reopen_async(self, config: RepositoryConfig | None = None) -> Self:
         """Async twin of :meth:`reopen`."""
         return self.reopen(config)
@@ -276,7 +244,7 @@ class Repository:
         """
         return _sync.run(self.get_metadata_async())
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def get_metadata_async(self) -> dict[str, Any]:
         """Async twin of :meth:`get_metadata`."""
         return await _documents.read_metadata(self._storage)
@@ -291,7 +259,7 @@ class Repository:
         """
         _sync.run(self.set_metadata_async(metadata))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def set_metadata_async(self, metadata: dict[str, Any]) -> None:
         """Async twin of :meth:`set_metadata`."""
         await _documents.write_metadata(self._storage, metadata)
@@ -307,7 +275,7 @@ class Repository:
         """
         return _sync.run(self.update_metadata_async(metadata))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def update_metadata_async(self, metadata: dict[str, Any]) -> dict[str, Any]:
         """Async twin of :meth:`update_metadata`."""
         return await _documents.merge_metadata(self._storage, metadata)
@@ -343,7 +311,7 @@ class Repository:
         """
         _sync.run(self.create_branch_async(branch, snapshot_id))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def create_branch_async(self, branch: str, snapshot_id: str) -> None:
         """Async twin of :meth:`create_branch`."""
         refs.validate_ref_name(branch, "branch")
@@ -355,7 +323,7 @@ class Repository:
         """Names of all branches."""
         return _sync.run(self.list_branches_async())
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def list_branches_async(self) -> set[str]:
         """Async twin of :meth:`list_branches`."""
         return await refs.list_branches(self._storage, self._genesis)
@@ -370,7 +338,7 @@ class Repository:
         """
         return _sync.run(self.lookup_branch_async(branch))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def lookup_branch_async(self, branch: str) -> str:
         """Async twin of :meth:`lookup_branch`."""
         refs.validate_ref_name(branch, "branch")
@@ -401,7 +369,7 @@ class Repository:
         _sync.run(self.reset_branch_async(branch, snapshot_id,
                                           from_snapshot_id=from_snapshot_id))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def reset_branch_async(self, branch: str, snapshot_id: str, *,
                                  from_snapshot_id: str | None = None) -> None:
         """Async twin of :meth:`reset_branch`."""
@@ -426,7 +394,7 @@ class Repository:
         """
         _sync.run(self.delete_branch_async(branch))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def delete_branch_async(self, branch: str) -> None:
         """Async twin of :meth:`delete_branch`."""
         refs.validate_ref_name(branch, "branch")
@@ -448,7 +416,7 @@ class Repository:
         """
         _sync.run(self.create_tag_async(tag, snapshot_id))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def create_tag_async(self, tag: str, snapshot_id: str) -> None:
         """Async twin of :meth:`create_tag`."""
         refs.validate_ref_name(tag, "tag")
@@ -459,7 +427,7 @@ class Repository:
         """Names of all (non-deleted) tags."""
         return _sync.run(self.list_tags_async())
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def list_tags_async(self) -> set[str]:
         """Async twin of :meth:`list_tags`."""
         return await refs.list_tags(self._storage)
@@ -474,7 +442,7 @@ class Repository:
         """
         return _sync.run(self.lookup_tag_async(tag))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def lookup_tag_async(self, tag: str) -> str:
         """Async twin of :meth:`lookup_tag`."""
         refs.validate_ref_name(tag, "tag")
@@ -490,7 +458,7 @@ class Repository:
         """
         _sync.run(self.delete_tag_async(tag))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def delete_tag_async(self, tag: str) -> None:
         """Async twin of :meth:`delete_tag`."""
         refs.validate_ref_name(tag, "tag")
@@ -520,7 +488,7 @@ class Repository:
         """
         return _sync.run(self.lookup_snapshot_async(snapshot_id))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def lookup_snapshot_async(self, snapshot_id: str) -> SnapshotInfo:
         """Async twin of :meth:`lookup_snapshot`."""
         return snapshot_info(await _ancestry.check_snapshot(self._storage, snapshot_id))
@@ -535,12 +503,12 @@ class Repository:
         InvalidInputError
             Unless exactly one of ``branch``, ``tag``, ``snapshot_id`` is given.
         """
-        return _iterate(self._ancestry_pages(branch, tag, snapshot_id))
+        return _sync.iterate_pages(self._ancestry_pages(branch, tag, snapshot_id))
 
     async def ancestry_async(self, *, branch: str | None = None, tag: str | None = None,
                              snapshot_id: str | None = None) -> AsyncIterator[SnapshotInfo]:
         """Async iterator twin of :meth:`ancestry`."""
-        async for info in _aiterate(self._ancestry_pages(branch, tag, snapshot_id)):
+        async for info in _sync.aiterate_pages(self._ancestry_pages(branch, tag, snapshot_id)):
             yield info
 
     def async_ancestry(self, *, branch: str | None = None, tag: str | None = None,
@@ -571,7 +539,7 @@ class Repository:
             from_branch=from_branch, from_tag=from_tag, from_snapshot_id=from_snapshot_id,
             to_branch=to_branch, to_tag=to_tag, to_snapshot_id=to_snapshot_id))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def diff_async(self, *, from_branch: str | None = None, from_tag: str | None = None,
                          from_snapshot_id: str | None = None, to_branch: str | None = None,
                          to_tag: str | None = None, to_snapshot_id: str | None = None) -> Diff:
@@ -640,7 +608,7 @@ class Repository:
         return _sync.run(self.garbage_collect_async(
             delete_object_older_than, dry_run=dry_run, incremental=incremental))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def garbage_collect_async(self, delete_object_older_than: datetime, *,
                                     dry_run: bool = False,
                                     incremental: bool = False) -> GCSummary:
@@ -677,7 +645,7 @@ class Repository:
             older_than, delete_expired_branches=delete_expired_branches,
             delete_expired_tags=delete_expired_tags))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def expire_snapshots_async(self, older_than: datetime, *,
                                      delete_expired_branches: bool = False,
                                      delete_expired_tags: bool = False) -> set[str]:
@@ -707,7 +675,7 @@ class Repository:
         return _sync.run(self.readonly_session_async(branch, tag=tag, snapshot_id=snapshot_id,
                                                       as_of=as_of))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def readonly_session_async(self, branch: str | None = None, *,
                                      tag: str | None = None, snapshot_id: str | None = None,
                                      as_of: datetime | None = None) -> Session:
@@ -736,7 +704,7 @@ class Repository:
         """
         return _sync.run(self.writable_session_async(branch))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def writable_session_async(self, branch: str) -> Session:
         """Async twin of :meth:`writable_session`."""
         return await self._branch_session(branch, Session, self._config)
@@ -752,7 +720,7 @@ class Repository:
         """
         return _sync.run(self.rearrange_session_async(branch))
 
-    @_on_io_loop
+    @_sync.on_io_loop
     async def rearrange_session_async(self, branch: str) -> Session:
         """Async twin of :meth:`rearrange_session`."""
         return await self._branch_session(branch, RearrangeSession, self._config.copy())

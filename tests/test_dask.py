@@ -35,7 +35,13 @@ import pytest
 import zarr
 
 import icechunk_dist as icd
-from icechunk_dist import ConflictError, ForkSession, Repository, SessionStateError
+from icechunk_dist import (
+    ConflictError,
+    ForkSession,
+    LostWritesError,
+    Repository,
+    SessionStateError,
+)
 from icechunk_dist._sync import run as sync_run
 from icechunk_dist.dask import gather_forks, store_dask, to_zarr
 from icechunk_dist.format.chunktable import KIND_NATIVE
@@ -240,7 +246,8 @@ def test_gather_forks_detects_missing_chunks(dask_client, repo: Repository):
         # only the first half is written, but the whole array is expected
         target = zarr.open_array(fork.store, path="a", mode="r+")
         da.to_zarr(da.ones(50, chunks=10, dtype="i4"), target, region=(slice(0, 50),))
-        with pytest.raises(ConflictError) as ei:
+        # a lost worker is not a conflict: its own error, with the array and the chunks
+        with pytest.raises(LostWritesError) as ei:
             gather_forks(fork, expect=[("a", None)], client=dask_client)
     assert ei.value.path == "a"
     assert ei.value.chunk_coords == [(i,) for i in range(5, 10)]

@@ -53,7 +53,7 @@ def test_registry_never_evicts_a_fork_that_holds_writes(
     saved = list(_session._REGISTRY.items())
     _session._REGISTRY.clear()  # as on a worker process that has not seen the fork yet
     try:
-        from icechunk_dist.session import _registry
+        from icechunk_dist.session import forks as _registry
 
         monkeypatch.setattr(_registry, "_REGISTRY_MAX", 8)
         worker_copy = pickle.loads(blob)

@@ -1,4 +1,4 @@
-"""The one history model: a walker over the snapshot graph (docs/architecture.md section 4).
+"""The one history model: a walker over the snapshot graph (docs/architecture.md section 6).
 
 Every reader of history goes through :class:`History`: rebase and the commit pipeline
 (:meth:`History.landed_since`, :meth:`History.find_landed`), time travel

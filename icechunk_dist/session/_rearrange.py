@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from icechunk_dist import _sync
 from icechunk_dist._enums import SessionMode
 from icechunk_dist.errors import (
     AlreadyExistsError,
@@ -187,6 +188,7 @@ class RearrangeSession(Session):
             return (tuple(self._base_nodes[p] for p in sorted(self._base_nodes)),
                     tuple(self._base_loose[k] for k in sorted(self._base_loose)))
 
+    @_sync.on_io_loop
     async def commit_async(self, message: str, metadata: Mapping[str, Any] | None = None, *,
                            rebase_with: ConflictSolver | None = None,
                            rebase_tries: int = 1_000, allow_empty: bool = False) -> str:

@@ -243,6 +243,7 @@ class Session(SessionCore):
                 await asyncio.sleep(0)
             yield c
 
+    @_sync.on_io_loop
     async def chunk_type_async(self, array_path: str,
                                chunk_coordinates: Sequence[int]) -> ChunkType:
         """Async twin of :meth:`chunk_type`."""
@@ -268,6 +269,7 @@ class Session(SessionCore):
         """
         return _sync.run(self.chunk_type_async(array_path, chunk_coordinates))  # type: ignore[no-any-return]
 
+    @_sync.on_io_loop
     async def all_virtual_chunk_locations_async(self) -> list[str]:
         """Async twin of :meth:`all_virtual_chunk_locations`."""
         urls: set[str] = set()
@@ -359,6 +361,7 @@ class Session(SessionCore):
         _sync.run(_forks.wait_for_writes(ready))
         self._merge_ready(ready, policy)
 
+    @_sync.on_io_loop
     async def merge_async(self, *forks: ForkSession, policy: MergePolicy = "fail") -> None:
         """Async twin of :meth:`merge`."""
         self._check_writable()
@@ -418,6 +421,7 @@ class Session(SessionCore):
         return _sync.run(self.commit_async(message, metadata, rebase_with=rebase_with,
                                            rebase_tries=rebase_tries, allow_empty=allow_empty))
 
+    @_sync.on_io_loop
     async def commit_async(
         self,
         message: str,
@@ -470,6 +474,7 @@ class Session(SessionCore):
         """
         return _sync.run(self.amend_async(message, metadata=metadata, allow_empty=allow_empty))
 
+    @_sync.on_io_loop
     async def amend_async(self, message: str, *, metadata: Mapping[str, Any] | None = None,
                           allow_empty: bool = False) -> str:
         """Async twin of :meth:`amend`."""
@@ -507,6 +512,7 @@ class Session(SessionCore):
         """
         _sync.run(self.rebase_async(solver))
 
+    @_sync.on_io_loop
     async def rebase_async(self, solver: ConflictSolver) -> None:
         """Async twin of :meth:`rebase`."""
         if self._read_only or self._branch is None:
