@@ -190,15 +190,10 @@ class Repository(RepositoryParity):
         return self._info.initial_snapshot_id
 
     async def _check_snapshot(self, snapshot_id: str) -> SnapshotData:
-        if not isinstance(snapshot_id, str):
-            raise InvalidInputError(f"snapshot id must be a string, got {snapshot_id!r}")
-        try:
-            from icechunk_dist._types import decode_id
+        """The snapshot a caller's id names (any case; its ``id`` is the canonical form)."""
+        from icechunk_dist._types import parse_id
 
-            decode_id(snapshot_id)
-        except InvalidInputError:
-            raise InvalidInputError(f"not a snapshot id: {snapshot_id!r}") from None
-        return await read_snapshot(self._storage, snapshot_id)
+        return await read_snapshot(self._storage, parse_id(snapshot_id, "snapshot id"))
 
     def create_branch(self, name: str, snapshot_id: str) -> None:
         """Create branch ``name`` pointing at ``snapshot_id``.
@@ -215,9 +210,9 @@ class Repository(RepositoryParity):
         refs.validate_ref_name(name, "branch")
 
         async def go() -> None:
-            await self._check_snapshot(snapshot_id)
+            sid = (await self._check_snapshot(snapshot_id)).id
             await refs.write_branch(self._storage, name, expected=None,
-                                    snapshot_id=snapshot_id, genesis=self._genesis)
+                                    snapshot_id=sid, genesis=self._genesis)
 
         _sync.run(go())
 
@@ -251,10 +246,10 @@ class Repository(RepositoryParity):
         refs.validate_ref_name(name, "branch")
 
         async def go() -> None:
-            await self._check_snapshot(snapshot_id)
+            sid = (await self._check_snapshot(snapshot_id)).id
             tip = await refs.read_branch(self._storage, name, self._genesis)
             await refs.write_branch(self._storage, name, expected=tip,
-                                    snapshot_id=snapshot_id, genesis=self._genesis)
+                                    snapshot_id=sid, genesis=self._genesis)
 
         _sync.run(go())
 
@@ -292,8 +287,8 @@ class Repository(RepositoryParity):
         refs.validate_ref_name(name, "tag")
 
         async def go() -> None:
-            await self._check_snapshot(snapshot_id)
-            await refs.create_tag(self._storage, name, snapshot_id)
+            sid = (await self._check_snapshot(snapshot_id)).id
+            await refs.create_tag(self._storage, name, sid)
 
         _sync.run(go())
 
@@ -366,8 +361,7 @@ class Repository(RepositoryParity):
         if tag is not None:
             return self.lookup_tag(tag)
         assert snapshot_id is not None
-        _sync.run(self._check_snapshot(snapshot_id))
-        return snapshot_id
+        return _sync.run(self._check_snapshot(snapshot_id)).id
 
     def diff(
         self,

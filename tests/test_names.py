@@ -194,3 +194,136 @@ def test_odd_names_round_trip_on_local_disk(tmp_path: Path) -> None:
     assert {repo.lookup_branch(n) for n in ODD} == {repo.lookup_tag(n) for n in ODD} == {sid}
     with pytest.raises(icd.InvalidInputError, match="at most 248"):
         repo.create_tag("é" * 124 + "a", sid)
+
+
+# ----------------------------------------------------------------------------- snapshot ids
+# docs/spec.md section 2: ids are case-insensitive for callers and canonical (upper case)
+# in every object and key; any other text is not an id
+NOT_IDS: list[object] = [
+    "", "0" * 19, "0" * 21, " " + "0" * 19, "0" * 19 + " ", "0" * 19 + "\n",
+    "0" * 19 + "U", "0" * 19 + "u",
+    "0" * 19 + "I", "0" * 19 + "L", "0" * 19 + "O",  # Crockford's aliases are not accepted
+    "00000-00000-00000-00",  # nor its hyphens
+    "2" + "0" * 19, "z" + "0" * 19,  # more than 96 bits
+    "\uff10" * 20,  # full-width digits
+    123, b"0" * 20, ["0" * 20],
+]
+ABSENT = "0" * 19 + "1"
+
+
+def _history(tmp_path: Path) -> tuple[icd.Repository, str, str]:
+    """A repository on local disk: (repo, the initial snapshot, one commit after it)."""
+    repo = _repo(tmp_path)
+    init = repo.lookup_branch("main")
+    return repo, init, _write(repo, "main", 5)
+
+
+def _entry_points(repo: icd.Repository, init: str) -> dict[str, Callable[[object], object]]:
+    """Each public call that takes a snapshot id; each returns the id it resolved."""
+    def branch(sid: object) -> str:
+        repo.create_branch("b", sid)  # type: ignore[arg-type]
+        try:
+            return repo.lookup_branch("b")
+        finally:
+            repo.delete_branch("b")
+
+    def reset(sid: object) -> str:
+        if "r" not in repo.list_branches():
+            repo.create_branch("r", init)
+        repo.reset_branch("r", sid)  # type: ignore[arg-type]
+        return repo.lookup_branch("r")
+
+    tags = iter(range(1000))
+
+    def tag(sid: object) -> str:
+        name = f"t{next(tags)}"
+        repo.create_tag(name, sid)  # type: ignore[arg-type]
+        return repo.lookup_tag(name)
+
+    def diff_to(sid: object) -> str:
+        d = repo.diff(from_snapshot_id=init.lower(), to_snapshot_id=sid)  # type: ignore[arg-type]
+        assert d.new_arrays == {"/x"}
+        return next(repo.ancestry(snapshot_id=sid)).id  # type: ignore[arg-type]
+
+    def diff_from(sid: object) -> str:
+        d = repo.diff(from_snapshot_id=sid, to_branch="main")  # type: ignore[arg-type]
+        assert d.new_arrays == {"/x"}
+        return next(repo.ancestry(snapshot_id=sid)).id  # type: ignore[arg-type]
+
+    def session(sid: object) -> str:
+        s = repo.readonly_session(snapshot_id=sid)  # type: ignore[arg-type]
+        np.testing.assert_array_equal(_x(s), [5, 5, 5, 5])
+        return s.snapshot_id
+
+    return {
+        "lookup_snapshot": lambda sid: repo.lookup_snapshot(sid).id,  # type: ignore[arg-type]
+        "readonly_session": session,
+        "create_branch": branch,
+        "reset_branch": reset,
+        "create_tag": tag,
+        "ancestry": lambda sid: [h.id for h in repo.ancestry(snapshot_id=sid)],  # type: ignore[arg-type]
+        "diff_to": diff_to,
+        "diff_from": diff_from,
+    }
+
+
+@pytest.mark.parametrize("entry", ["lookup_snapshot", "readonly_session", "create_branch",
+                                   "reset_branch", "create_tag", "ancestry", "diff_to",
+                                   "diff_from"])
+def test_snapshot_id_entry_points(tmp_path: Path, entry: str) -> None:
+    repo, init, sid = _history(tmp_path)
+    call = _entry_points(repo, init)[entry]
+    target = init if entry == "diff_from" else sid
+    want = call(target)
+    assert want in (target, [sid, init])
+    mixed = "".join(c.lower() if i % 2 else c for i, c in enumerate(target))
+    for form in (target.lower(), mixed):
+        assert call(form) == want  # resolved to the canonical id, never stored otherwise
+    for bad in NOT_IDS:
+        with pytest.raises(icd.InvalidInputError, match="snapshot id"):
+            call(bad)
+    for absent in (ABSENT, ABSENT.lower()):
+        with pytest.raises(icd.NotFoundError, match=f"snapshot {ABSENT} does not exist"):
+            call(absent)
+    # every ref written holds the canonical id
+    for ref in (tmp_path / "repo" / "refs").rglob("*"):
+        if ref.is_file():
+            assert target.lower().encode() not in ref.read_bytes()
+
+
+def test_cli_diff_takes_lower_case_ids(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from icechunk_dist.cli import main
+
+    _, init, sid = _history(tmp_path)
+    assert main(["diff", str(tmp_path / "repo"), init.lower(), sid.lower()]) == 0
+    assert "new arrays: /x" in capsys.readouterr().out
+    assert main(["diff", str(tmp_path / "repo"), init, "0" * 19 + "O"]) == 2
+
+
+def test_stored_ids_are_upper_case() -> None:
+    # an id inside an object names a key: a lower-case one is a corrupt object
+    from datetime import UTC, datetime
+
+    from icechunk_dist._types import new_id
+    from icechunk_dist.format import ObjectType, RefData, decode_object, encode_object
+
+    sid = new_id()
+    for snapshot_id in (sid, sid.lower()):
+        ref = RefData(snapshot_id=snapshot_id, write_id=new_id(), written_at=datetime.now(UTC))
+        raw = encode_object(ref, ObjectType.REF)
+        if snapshot_id == sid:
+            assert decode_object(raw, RefData, ObjectType.REF, name="r").snapshot_id == sid
+        else:
+            with pytest.raises(icd.FormatError, match="not written in upper case"):
+                decode_object(raw, RefData, ObjectType.REF, name="r")
+
+
+def test_parse_id() -> None:
+    from icechunk_dist._types import new_id, parse_id
+
+    sid = new_id()
+    assert parse_id(sid) == parse_id(sid.lower()) == parse_id(sid.swapcase()) == sid
+    for bad in NOT_IDS:
+        with pytest.raises(icd.InvalidInputError, match=r"not a snapshot id|must be a string"):
+            parse_id(bad, "snapshot id")
