@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from icechunk_dist import refs
-from icechunk_dist._types import decode_id
+from icechunk_dist._types import parse_id
 from icechunk_dist.errors import InvalidInputError, NotFoundError
 from icechunk_dist.format import SnapshotData
 from icechunk_dist.session import Diff
@@ -45,7 +45,7 @@ class SnapshotInfo:
 
 
 async def check_snapshot(storage: Storage, snapshot_id: str) -> SnapshotData:
-    """The snapshot ``snapshot_id``, after checking that it is an id.
+    """The snapshot a caller's id names, in any case (its ``id`` is the canonical form).
 
     Raises
     ------
@@ -54,13 +54,7 @@ async def check_snapshot(storage: Storage, snapshot_id: str) -> SnapshotData:
     NotFoundError
         If there is no such snapshot.
     """
-    if not isinstance(snapshot_id, str):
-        raise InvalidInputError(f"snapshot id must be a string, got {snapshot_id!r}")
-    try:
-        decode_id(snapshot_id)
-    except InvalidInputError:
-        raise InvalidInputError(f"not a snapshot id: {snapshot_id!r}") from None
-    return await read_snapshot(storage, snapshot_id)
+    return await read_snapshot(storage, parse_id(snapshot_id, "snapshot id"))
 
 
 def snapshot_info(s: SnapshotData) -> SnapshotInfo:

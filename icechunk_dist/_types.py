@@ -15,6 +15,7 @@ __all__ = [
     "encode_id",
     "new_id",
     "new_id_bytes",
+    "parse_id",
 ]
 
 SnapshotId = NewType("SnapshotId", str)
@@ -64,6 +65,26 @@ def decode_id(text: str) -> bytes:
     if n >> (ID_BYTES * 8):
         raise InvalidInputError(f"not an id (out of range): {text!r}")
     return n.to_bytes(ID_BYTES, "big")
+
+
+def parse_id(text: object, what: str = "id") -> str:
+    """The canonical (upper-case) form of an id given by a caller.
+
+    Ids are case-insensitive: lower and mixed case name the same id (docs/spec.md
+    section 2). Every other text, including Crockford's ``I``/``L``/``O`` aliases, hyphens
+    and surrounding blanks, is not an id.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``text`` is not a string of 20 Crockford base32 characters within 96 bits.
+    """
+    if not isinstance(text, str):
+        raise InvalidInputError(f"a {what} must be a string, got {type(text).__name__}")
+    try:
+        return encode_id(decode_id(text))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"not a {what}: {exc}") from None
 
 
 def new_id() -> str:

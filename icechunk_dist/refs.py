@@ -56,6 +56,12 @@ _HINT_LEAF = "tip"
 _MAX_PROBES = 4  # versions walked past a lagging hint before one listing is cheaper
 _log = logging.getLogger(__name__)
 _BAD = re.compile(r"[\x00-\x1f\x7f/\\]")
+# The longest name every backend can store: a name is one key component, ``branch.<name>``
+# or ``tag.<name>``, and a file name on local disk holds at most 255 bytes (NAME_MAX). The
+# longer prefix, ``branch.``, leaves 248 bytes of UTF-8; the same limit for tags keeps every
+# branch name usable as a tag name. S3 and GCS keys hold 1024 bytes in all, Azure blob names
+# 1024 characters (docs/spec.md section 6).
+MAX_REF_NAME_BYTES = 255 - len("branch.")
 
 
 def validate_ref_name(name: str, what: str = "ref") -> str:
@@ -64,14 +70,23 @@ def validate_ref_name(name: str, what: str = "ref") -> str:
     Raises
     ------
     InvalidInputError
-        If the name is empty, too long, contains ``/``, ``\\``, ``..`` or control characters.
+        If the name is empty, longer than :data:`MAX_REF_NAME_BYTES` bytes of UTF-8,
+        contains ``/``, ``\\``, ``..`` or control characters, or is ``.``.
     """
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"{what} name must be a non-empty string, got {name!r}")
-    if len(name) > 255 or _BAD.search(name) or ".." in name or name in (".",):
+    if _BAD.search(name) or ".." in name or name in (".",):
         raise InvalidInputError(
-            f"invalid {what} name {name!r}: no '/', '\\\\', '..', control characters, "
-            "at most 255 characters"
+            f"invalid {what} name {name!r}: no '/', '\\\\', '..' or control characters"
+        )
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: no backend can store it
+        raise InvalidInputError(f"invalid {what} name {name!r}: not valid Unicode") from None
+    if size > MAX_REF_NAME_BYTES:
+        raise InvalidInputError(
+            f"{what} name too long: {size} bytes of UTF-8, at most {MAX_REF_NAME_BYTES} "
+            f"(the longest a local file name can hold after the 'branch.' prefix): {name!r}"
         )
     return name
 

@@ -19,6 +19,7 @@ from icechunk_dist import _ancestry, _documents, _marker, _opslog, _sync, refs
 from icechunk_dist._ancestry import SnapshotInfo, snapshot_info
 from icechunk_dist._maintenance import GCSummary, expire_snapshots, garbage_collect
 from icechunk_dist._opslog import Update
+from icechunk_dist._types import parse_id
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.conflicts import ConflictSolver
 from icechunk_dist.errors import (
@@ -315,9 +316,9 @@ class Repository:
     async def create_branch_async(self, branch: str, snapshot_id: str) -> None:
         """Async twin of :meth:`create_branch`."""
         refs.validate_ref_name(branch, "branch")
-        await _ancestry.check_snapshot(self._storage, snapshot_id)
+        sid = (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
         await refs.write_branch(self._storage, branch, expected=None,
-                                snapshot_id=snapshot_id, genesis=self._genesis)
+                                snapshot_id=sid, genesis=self._genesis)
 
     def list_branches(self) -> set[str]:
         """Names of all branches."""
@@ -374,13 +375,15 @@ class Repository:
                                  from_snapshot_id: str | None = None) -> None:
         """Async twin of :meth:`reset_branch`."""
         refs.validate_ref_name(branch, "branch")
-        await _ancestry.check_snapshot(self._storage, snapshot_id)
+        sid = (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
+        if from_snapshot_id is not None:
+            from_snapshot_id = parse_id(from_snapshot_id, "snapshot id")
         tip = await refs.read_branch(self._storage, branch, self._genesis)
         if from_snapshot_id is not None and tip.snapshot_id != from_snapshot_id:
             raise BranchMovedError(expected_parent=from_snapshot_id,
                                    actual_parent=tip.snapshot_id)
         await refs.write_branch(self._storage, branch, expected=tip,
-                                snapshot_id=snapshot_id, genesis=self._genesis)
+                                snapshot_id=sid, genesis=self._genesis)
 
     def delete_branch(self, branch: str) -> None:
         """Delete a branch (not ``main``).
@@ -420,8 +423,8 @@ class Repository:
     async def create_tag_async(self, tag: str, snapshot_id: str) -> None:
         """Async twin of :meth:`create_tag`."""
         refs.validate_ref_name(tag, "tag")
-        await _ancestry.check_snapshot(self._storage, snapshot_id)
-        await refs.create_tag(self._storage, tag, snapshot_id)
+        sid = (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
+        await refs.create_tag(self._storage, tag, sid)
 
     def list_tags(self) -> set[str]:
         """Names of all (non-deleted) tags."""
@@ -475,8 +478,7 @@ class Repository:
         if tag is not None:
             return await self.lookup_tag_async(tag)
         assert snapshot_id is not None
-        await _ancestry.check_snapshot(self._storage, snapshot_id)
-        return snapshot_id
+        return (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
 
     def lookup_snapshot(self, snapshot_id: str) -> SnapshotInfo:
         """Information about one snapshot.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from icechunk_dist._types import ID_CHARS, decode_id
+from icechunk_dist._types import ID_CHARS, parse_id
 from icechunk_dist.errors import FormatError, InvalidInputError
 from icechunk_dist.format._structs import (
     MAX_ANCESTOR_HINTS,
@@ -37,12 +37,15 @@ class _Bad(Exception):
 
 
 def _id(value: str, what: str) -> None:
+    # an id inside an object is written in canonical (upper) case: it names a key
     if len(value) != ID_CHARS:
         raise _Bad(f"{what} {value!r} is not an id")
     try:
-        decode_id(value)
+        canonical = parse_id(value)
     except InvalidInputError:
         raise _Bad(f"{what} {value!r} is not an id") from None
+    if canonical != value:
+        raise _Bad(f"{what} {value!r} is not written in upper case")
 
 
 def _count(value: int, what: str) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from icechunk_dist._types import encode_id, new_id, new_id_bytes
 from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.config import RepositoryConfig
-from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError
+from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError, StorageError
 from icechunk_dist.format import (
     KIND_INLINE,
     KIND_NATIVE,
@@ -174,6 +174,16 @@ class SessionCore:
         return self._base_loose.get(key)
 
     async def _read_ref(self, ref: Ref, start: int, end: int | None, key: str) -> bytes:
+        """Bytes ``[start, end)`` of the chunk ``ref`` points to (``key`` names it in errors).
+
+        Raises
+        ------
+        FormatError
+            If a native chunk object is missing, or holds fewer (or, where the read can see
+            it, more) bytes than its ref records.
+        StorageError
+            If the backend fails, or a virtual chunk cannot be read whole.
+        """
         kind, payload = ref
         if kind == KIND_INLINE:
             return bytes(payload[start:end])
@@ -182,24 +192,54 @@ class SessionCore:
             stop = length if end is None else min(end, length)
             if stop <= start:
                 return b""
-            if len(self._writes):
-                await self._writes.wait_for(chunk_key(cid))  # our own write, still landing
-            try:
-                return await self._storage.get_range(
-                    chunk_key(cid), offset + start, offset + stop
-                )
-            except ObjectNotFoundError:
-                raise FormatError(
-                    f"chunk object {chunk_key(cid)} referenced by key {key!r} is missing",
-                    object_name=chunk_key(cid),
-                ) from None
+            return await self._read_native(chunk_key(cid), offset, length, start, stop, key)
         if kind == KIND_VIRTUAL:
             url, etag, offset, length = payload
             stop = length if end is None else min(end, length)
             if stop <= start:
                 return b""
-            return await self._storage.read_url(url, offset + start, offset + stop, etag=etag)
+            data = await self._storage.read_url(url, offset + start, offset + stop, etag=etag)
+            if len(data) != stop - start:
+                raise StorageError(
+                    f"virtual chunk {url!r} of key {key!r} is shorter than its ref records: "
+                    f"bytes [{offset + start}, {offset + stop}) requested, {len(data)} read",
+                    key=url,
+                )
+            return data
         raise FormatError(f"unknown chunk ref kind {kind}", object_name=key)
+
+    async def _read_native(self, obj: str, offset: int, length: int, start: int, stop: int,
+                           key: str) -> bytes:
+        """Bytes ``[start, stop)`` (``0 <= start < stop <= length``) of a native chunk.
+
+        A short read means the object is shorter than its ref records. A chunk at offset 0
+        is the whole object (spec section 5.2), so a read up to its recorded end asks for
+        one byte more: getting it means the object is longer than recorded. A read that
+        stops inside the chunk can only check what it gets back.
+        """
+        if len(self._writes):
+            await self._writes.wait_for(obj)  # our own write, still landing
+        probe = 1 if offset == 0 and stop == length else 0
+        try:
+            data = await self._storage.get_range(obj, offset + start, offset + stop + probe)
+        except ObjectNotFoundError:
+            raise FormatError(
+                f"chunk object {obj} referenced by key {key!r} is missing", object_name=obj
+            ) from None
+        if len(data) < stop - start:
+            raise FormatError(
+                f"chunk object of key {key!r} is shorter than its ref records "
+                f"({length} bytes at offset {offset}): bytes [{offset + start}, "
+                f"{offset + stop}) requested, {len(data)} read (truncated or overwritten)",
+                object_name=obj,
+            )
+        if len(data) > stop - start:
+            raise FormatError(
+                f"chunk object of key {key!r} is longer than the {length} bytes its ref "
+                "records (overwritten or corrupt)",
+                object_name=obj,
+            )
+        return data
 
     async def get_key(self, key: str, start: int = 0, end: int | None = None) -> bytes | None:
         """Bytes ``[start, end)`` of ``key``, or None if it does not exist."""
