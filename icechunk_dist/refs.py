@@ -37,6 +37,16 @@ from icechunk_dist.errors import (
     StorageError,
 )
 from icechunk_dist.format import ObjectType, RefData, decode_object, encode_object
+from icechunk_dist.keys import (
+    BRANCH_LIST_PREFIX,
+    TAG_LIST_PREFIX,
+    VERSION_DIGITS,
+    branch_hint_key,
+    branch_prefix,
+    branch_version_key,
+    tag_deleted_key,
+    tag_key,
+)
 from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
 
 __all__ = [
@@ -51,8 +61,7 @@ __all__ = [
     "write_branch",
 ]
 
-_MAXV = 10**12 - 1
-_HINT_LEAF = "tip"
+_MAXV = 10**VERSION_DIGITS - 1
 _MAX_PROBES = 4  # versions walked past a lagging hint before one listing is cheaper
 _log = logging.getLogger(__name__)
 _BAD = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -91,14 +100,6 @@ def validate_ref_name(name: str, what: str = "ref") -> str:
     return name
 
 
-def _branch_prefix(name: str) -> str:
-    return f"refs/branch.{name}/"
-
-
-def _version_key(name: str, version: int) -> str:
-    return f"{_branch_prefix(name)}{_MAXV - version:012d}"
-
-
 @dataclass(frozen=True)
 class BranchTip:
     """The newest version of a branch: ``snapshot_id`` None means deleted."""
@@ -117,10 +118,6 @@ class _TipHint(msgspec.Struct, frozen=True):
     write_id: str
     written_at: datetime
     version: int
-
-
-def _hint_key(name: str) -> str:
-    return f"{_branch_prefix(name)}{_HINT_LEAF}"
 
 
 async def read_branch(storage: Storage, name: str, genesis: str | None) -> BranchTip:
@@ -146,7 +143,7 @@ async def read_branch(storage: Storage, name: str, genesis: str | None) -> Branc
 
 async def _read_version(storage: Storage, name: str, version: int) -> RefData | None:
     """Version ``version`` of a branch, or None if it was never created."""
-    key = _version_key(name, version)
+    key = branch_version_key(name, version)
     try:
         raw = await storage.get(key)
     except ObjectNotFoundError:
@@ -156,7 +153,7 @@ async def _read_version(storage: Storage, name: str, version: int) -> RefData | 
 
 async def _read_hint(storage: Storage, name: str) -> int | None:
     """The version the tip hint names, or None if there is no usable hint."""
-    key = _hint_key(name)
+    key = branch_hint_key(name)
     try:
         hint = decode_object(await storage.get(key), _TipHint, ObjectType.REF, name=key)
     except (ObjectNotFoundError, FormatError):
@@ -209,7 +206,7 @@ async def _list_tip(storage: Storage, name: str, genesis: str | None, *,
     """The fallback: list the branch's versions, then walk on from the newest one listed
     (a listing may miss the newest keys; the walk finds them)."""
     best = at_least
-    async for meta in storage.list(_branch_prefix(name)):
+    async for meta in storage.list(branch_prefix(name)):
         leaf = meta.key.rsplit("/", 1)[-1]
         if len(leaf) == 12 and leaf.isdigit():
             best = max(best, _MAXV - int(leaf))
@@ -235,7 +232,7 @@ async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -
     hint = _TipHint(snapshot_id=ref.snapshot_id, write_id=ref.write_id,
                     written_at=ref.written_at, version=version)
     try:
-        await storage.put(_hint_key(name), encode_object(hint, ObjectType.REF))
+        await storage.put(branch_hint_key(name), encode_object(hint, ObjectType.REF))
     except StorageError as exc:
         _log.warning("branch %r moved to version %d but its tip hint was not updated: %s",
                      name, version, exc)
@@ -274,7 +271,7 @@ async def write_branch(
             raise AlreadyExistsError(f"branch {name!r} already exists")
         expected = current
     version = expected.version + 1
-    key = _version_key(name, version)
+    key = branch_version_key(name, version)
     write_id = new_id()
     ref = RefData(snapshot_id=snapshot_id, write_id=write_id, written_at=datetime.now(UTC))
     mine = await _create_settled(storage, key, encode_object(ref, ObjectType.REF), write_id,
@@ -319,8 +316,8 @@ async def _create_settled(storage: Storage, key: str, data: bytes, write_id: str
 
 async def list_branches(storage: Storage, genesis: str | None) -> set[str]:
     names: set[str] = set()
-    async for meta in storage.list("refs/branch."):
-        names.add(meta.key[len("refs/branch.") :].split("/", 1)[0])
+    async for meta in storage.list(BRANCH_LIST_PREFIX):
+        names.add(meta.key[len(BRANCH_LIST_PREFIX) :].split("/", 1)[0])
     out = set()
     for n in names:
         try:
@@ -331,14 +328,6 @@ async def list_branches(storage: Storage, genesis: str | None) -> set[str]:
     if "main" not in names and genesis is not None:
         out.add("main")
     return out
-
-
-def _tag_key(name: str) -> str:
-    return f"refs/tag.{name}/ref"
-
-
-def _tag_deleted_key(name: str) -> str:
-    return f"refs/tag.{name}/deleted"
 
 
 async def create_tag(storage: Storage, name: str, snapshot_id: str) -> None:
@@ -353,10 +342,10 @@ async def create_tag(storage: Storage, name: str, snapshot_id: str) -> None:
     """
     write_id = new_id()
     ref = RefData(snapshot_id=snapshot_id, write_id=write_id, written_at=datetime.now(UTC))
-    if await _create_settled(storage, _tag_key(name), encode_object(ref, ObjectType.REF),
+    if await _create_settled(storage, tag_key(name), encode_object(ref, ObjectType.REF),
                              write_id, f"creating tag {name!r}"):
         return
-    if await storage.exists(_tag_deleted_key(name)):
+    if await storage.exists(tag_deleted_key(name)):
         raise AlreadyExistsError(f"tag {name!r} was deleted; tag names are never reused")
     raise AlreadyExistsError(f"tag {name!r} already exists")
 
@@ -369,12 +358,12 @@ async def read_tag(storage: Storage, name: str) -> str:
     NotFoundError
         If the tag does not exist or was deleted.
     """
-    key = _tag_key(name)
+    key = tag_key(name)
     try:
         data = decode_object(await storage.get(key), RefData, ObjectType.REF, name=key)
     except ObjectNotFoundError:
         raise NotFoundError(f"tag {name!r} does not exist") from None
-    if await storage.exists(_tag_deleted_key(name)):
+    if await storage.exists(tag_deleted_key(name)):
         raise NotFoundError(f"tag {name!r} was deleted")
     assert data.snapshot_id is not None
     return data.snapshot_id
@@ -393,7 +382,7 @@ async def delete_tag(storage: Storage, name: str) -> None:
     await read_tag(storage, name)
     write_id = new_id()
     ref = RefData(snapshot_id=None, write_id=write_id, written_at=datetime.now(UTC))
-    if not await _create_settled(storage, _tag_deleted_key(name),
+    if not await _create_settled(storage, tag_deleted_key(name),
                                  encode_object(ref, ObjectType.REF), write_id,
                                  f"deleting tag {name!r}"):
         raise NotFoundError(f"tag {name!r} was deleted")
@@ -402,7 +391,7 @@ async def delete_tag(storage: Storage, name: str) -> None:
 async def list_tags(storage: Storage) -> set[str]:
     refs: set[str] = set()
     deleted: set[str] = set()
-    async for meta in storage.list("refs/tag."):
-        name, _, leaf = meta.key[len("refs/tag.") :].partition("/")
+    async for meta in storage.list(TAG_LIST_PREFIX):
+        name, _, leaf = meta.key[len(TAG_LIST_PREFIX) :].partition("/")
         (refs if leaf == "ref" else deleted if leaf == "deleted" else set()).add(name)
     return refs - deleted
