@@ -14,7 +14,6 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import NotFoundError, ReadOnlyError
 from icechunk_dist.session._storeslot import register_store_class
 from icechunk_dist.storage import Storage
@@ -24,8 +23,6 @@ __all__ = ["IcechunkStore", "StoreBackend"]
 
 class StoreBackend(Protocol):
     """What the store needs from a session or fork (``Session``, ``ForkSession``)."""
-
-    _config: RepositoryConfig  # the repository config the session was opened with
 
     @property
     def read_only(self) -> bool: ...
@@ -38,6 +35,11 @@ class StoreBackend(Protocol):
 
     @property
     def fork_id(self) -> str | None: ...
+
+    @property
+    def partial_values_concurrency(self) -> int:
+        """How many ranged reads one ``get_partial_values`` call runs at once."""
+        ...
 
     def read_only_reason(self) -> str: ...
 
@@ -107,9 +109,6 @@ class IcechunkStore(Store):
     def session(self) -> StoreBackend:
         """The session this store reads and writes through."""
         return self._session
-
-    def _read_only_flag_from_session(self) -> None:
-        self._read_only = self._read_only or self._session.read_only
 
     @property
     def read_only(self) -> bool:
@@ -194,7 +193,7 @@ class IcechunkStore(Store):
     ) -> list[Buffer | None]:
         from icechunk_dist.session._io import gather_limited
 
-        limit = self._session._config.get_partial_values_concurrency
+        limit = self._session.partial_values_concurrency
         return await gather_limited([self.get(k, prototype, r) for k, r in key_ranges], limit)
 
     async def exists(self, key: str) -> bool:

@@ -92,6 +92,12 @@ class SessionCore:
         return self._store
 
     @property
+    def partial_values_concurrency(self) -> int:
+        """How many ranged reads one ``get_partial_values`` call of the store runs at once
+        (``RepositoryConfig.get_partial_values_concurrency``)."""
+        return int(self._config.get_partial_values_concurrency)
+
+    @property
     def fork_id(self) -> str | None:
         """The fork's id for a :class:`ForkSession`; None for a session."""
         return None

@@ -490,9 +490,7 @@ class Session(SessionCore):
             self._changes = ChangeSet()
             self._data_commit = DataCommit()
             self._read_only = True
-            self._state = "committed"
-            if self._store is not None:
-                self._store._read_only_flag_from_session()
+            self._state = "committed"  # the store follows: its read_only reads ours
 
     def _set_base(self, snap: SnapshotData) -> None:
         self._base = snap
