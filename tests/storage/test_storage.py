@@ -258,6 +258,16 @@ class StorageTests:
         with pytest.raises(ObjectNotFoundError):
             storage.get_sync("s/2")
 
+    async def test_empty_and_staged(self, storage: Storage) -> None:
+        """A fresh location is empty and holds no staging objects; one put makes it
+        non-empty; deleting no staging objects is no error."""
+        assert await storage.is_empty()
+        assert [m async for m in storage.list_staged("")] == []
+        assert await storage.delete_staged([]) == 0
+        await storage.put("d/k", b"v")
+        assert not await storage.is_empty()
+        assert [m async for m in storage.list_staged("d/")] == []
+
     def test_identity(self, storage: Storage) -> None:
         assert storage == storage
         assert hash(storage) == hash(storage)
