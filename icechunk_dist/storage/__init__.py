@@ -15,6 +15,7 @@ from icechunk_dist.storage._factories import (
     s3_storage,
 )
 from icechunk_dist.storage._faults import Fault, FaultKind, FaultyStorage
+from icechunk_dist.storage._url import from_url
 from icechunk_dist.storage._wrapper import WrapperStorage
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "Storage",
     "WrapperStorage",
     "azure_storage",
+    "from_url",
     "gcs_storage",
     "in_memory_storage",
     "local_filesystem_storage",
