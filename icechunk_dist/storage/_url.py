@@ -1,7 +1,7 @@
 """Repository URLs: :func:`from_url` turns one string (a path or a URL) into a storage.
 
-The one parser of storage locations: the CLI, ingestion and the Helm chart's runner all go
-through it (docs/storage.md, "Repository URLs").
+The one parser of storage locations: the CLI (and so the Helm chart's runner, which runs it)
+and ingestion go through it (docs/storage.md, "Repository URLs").
 """
 
 from __future__ import annotations
