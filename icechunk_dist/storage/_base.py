@@ -358,7 +358,7 @@ class Storage(abc.ABC):
 
     async def is_empty(self) -> bool:
         """Whether nothing is stored under this storage's root: no object (on local disk: no
-        file or directory at all). A new repository goes only where this holds.
+        file or directory at all). The CLI creates repositories only where this holds.
 
         Raises
         ------
