@@ -68,12 +68,15 @@ class GCSummary:
     bytes_deleted: int
     dry_run: bool
     incremental: bool = False
+    #: staging files of writes that never finished (writers killed mid-write); full runs only
+    staging_files_deleted: int = 0
 
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
         return (f"{verb} {self.chunks_deleted} chunks, {self.manifests_deleted} manifests, "
                 f"{self.snapshots_deleted} snapshots, {self.transaction_logs_deleted} "
-                f"transaction logs ({self.bytes_deleted} bytes)")
+                f"transaction logs, {self.staging_files_deleted} staging files of unfinished "
+                f"writes ({self.bytes_deleted} bytes)")
 
 
 # ---------------------------------------------------------------------------------- roots
@@ -164,6 +167,16 @@ async def _list_old(storage: Storage, prefix: str, older_than: datetime
         if meta.last_modified < older_than:
             out[meta.key[len(prefix):]] = (meta.key, meta.size)
     return out
+
+
+async def _staged_old(storage: Storage, older_than: datetime) -> list[tuple[str, int]]:
+    """(key, size) of every staging object left by a write that never finished (its writer
+    was killed between writing and renaming it) and last written before the cut-off. A live
+    writer keeps writing to its staging file, so with a sane cut-off it is never listed;
+    should a reckless one catch it, that write fails and its commit with it, as for its
+    chunks. Listings never show staging objects: only this finds them."""
+    return sorted([(m.key, m.size) async for m in storage.list_staged("")
+                   if m.last_modified < older_than])
 
 
 async def _doomed_full(storage: Storage, snaps: dict[str, SnapshotData],
@@ -276,6 +289,8 @@ async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bo
     else:  # pragma: no cover - refs changing under every one of several marks
         raise GaveUpError("garbage collection gave up: refs kept changing while marking; "
                             "nothing was deleted")
+    # staging files are found by walking everything: a full run's job
+    staged = [] if incremental else await _staged_old(storage, older_than)
     if incremental:
         # sizes of chunks are not listed; HEAD them (also drops ids already gone)
         metas = await gather_limited([_size(storage, k) for k, _ in doomed["chunks/"]], _LIMIT)
@@ -292,15 +307,18 @@ async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bo
                         f"{MAX_RUN}, the limit commits rely on; run it again"
                     )
                 await storage.delete_many(keys[i : i + 1000])
+        for i in range(0, len(staged), 1000):
+            await storage.delete_staged([k for k, _ in staged[i : i + 1000]])
         await _fence(storage, genesis)
     summary = GCSummary(
         chunks_deleted=len(doomed["chunks/"]),
         manifests_deleted=len(doomed["manifests/"]),
         snapshots_deleted=len(doomed["snapshots/"]),
         transaction_logs_deleted=len(doomed["transactions/"]),
-        bytes_deleted=sum(s for v in doomed.values() for _, s in v),
+        bytes_deleted=sum(s for v in (*doomed.values(), staged) for _, s in v),
         dry_run=dry_run,
         incremental=incremental,
+        staging_files_deleted=len(staged),
     )
     if not dry_run:
         done = msgspec.structs.replace(

@@ -11,7 +11,8 @@ import pytest
 import zarr
 
 import icechunk_dist as icd
-from icechunk_dist.cli import load_ingest_config, main, storage_from_url
+from icechunk_dist.cli import load_ingest_config, main
+from icechunk_dist.storage import from_url
 
 
 def _repo(path: Path) -> icd.Repository:
@@ -101,13 +102,14 @@ def test_yaml_config(tmp_path: Path) -> None:
 
 
 def test_storage_urls(tmp_path: Path) -> None:
-    assert storage_from_url(str(tmp_path)) == storage_from_url(tmp_path.as_uri())
-    s3 = storage_from_url("s3://bucket/some/prefix", endpoint_url="http://127.0.0.1:9000",
-                          allow_http=True)
+    # the CLI's parser is icechunk_dist.storage.from_url (tests/storage/test_from_url.py)
+    assert from_url(str(tmp_path)) == from_url(tmp_path.as_uri())
+    s3 = from_url("s3://bucket/some/prefix", endpoint_url="http://127.0.0.1:9000",
+                  allow_http=True)
     assert s3 is not None
     for bad in ("gopher://x", "s3:///nobucket", "file://otherhost/x", ""):
         with pytest.raises(icd.InvalidInputError):
-            storage_from_url(bad)
+            from_url(bad)
 
 
 def test_diff_and_gc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

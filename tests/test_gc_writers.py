@@ -9,7 +9,7 @@ lands normally.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,46 +20,24 @@ import zarr
 
 import icechunk_dist as icd
 from icechunk_dist import BasicConflictSolver, RepositoryConfig
-from icechunk_dist.storage import ObjectMeta, Storage
+from icechunk_dist.storage import ObjectMeta, Storage, WrapperStorage
 
 
-class HookStorage(Storage):
+class HookStorage(WrapperStorage):
     """Real storage that awaits ``hooks[n]`` right before the n-th write of a ref version of
     ``main`` (counting from 1), i.e. after the committer's last check."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hooks: dict[int, Callable[[], Awaitable[None]]] = {}
         self.ref_puts = 0
 
     @property
-    def backend(self) -> str:
-        return self.inner.backend
-
-    @property
     def supports_pickle(self) -> bool:
-        return False
+        return False  # holds hooks and counters of this process
 
     def describe(self) -> str:
         return "hook:" + self.inner.describe()
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        return await self.inner.get_range(key, start, end)
-
-    async def get_suffix(self, key: str, length: int) -> bytes:
-        return await self.inner.get_suffix(key, length)
-
-    async def head(self, key: str) -> ObjectMeta:
-        return await self.inner.head(key)
 
     async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> None:
         if key.startswith("refs/branch.main/"):
@@ -69,14 +47,6 @@ class HookStorage(Storage):
                 await hook()
         await self.inner.put(key, data, mode=mode)
 
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Iterable[str]) -> int:
-        return await self.inner.delete_many(keys)
-
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
-        return self.inner.list(prefix)
 
 
 def _soon() -> datetime:

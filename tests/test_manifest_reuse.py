@@ -3,7 +3,7 @@ meanwhile touched (issue 4)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,46 +12,24 @@ import zarr
 
 import icechunk_dist as icd
 from icechunk_dist import ConflictDetector, RepositoryConfig
-from icechunk_dist.storage import ObjectMeta, Storage
+from icechunk_dist.storage import Storage, WrapperStorage
 
 
-class RaceStorage(Storage):
+class RaceStorage(WrapperStorage):
     """Real local storage that runs ``hook`` once, right before the next snapshot is written:
     the moment another writer can land between our tip check and our ref update."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hook: Callable[[], None] | None = None
         self.manifest_puts = 0
 
     @property
-    def backend(self) -> str:
-        return self.inner.backend
-
-    @property
     def supports_pickle(self) -> bool:
-        return False
+        return False  # holds hooks and counters of this process
 
     def describe(self) -> str:
         return "race:" + self.inner.describe()
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        return await self.inner.get_range(key, start, end)
-
-    async def get_suffix(self, key: str, length: int) -> bytes:
-        return await self.inner.get_suffix(key, length)
-
-    async def head(self, key: str) -> ObjectMeta:
-        return await self.inner.head(key)
 
     async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> None:
         if key.startswith("manifests/"):
@@ -63,14 +41,6 @@ class RaceStorage(Storage):
             await asyncio.to_thread(hook)
         await self.inner.put(key, data, mode=mode)
 
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Iterable[str]) -> int:
-        return await self.inner.delete_many(keys)
-
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
-        return self.inner.list(prefix)
 
 
 def test_retry_rewrites_only_the_splits_the_landed_commit_touched(tmp_path: Path) -> None:

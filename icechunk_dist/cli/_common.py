@@ -6,9 +6,10 @@ import argparse
 import os
 from typing import Any
 
-from icechunk_dist.errors import InvalidInputError
+from icechunk_dist import _sync
+from icechunk_dist.errors import AlreadyExistsError, InvalidInputError
 from icechunk_dist.repository import Repository
-from icechunk_dist.storage import Storage, local_filesystem_storage
+from icechunk_dist.storage import Storage, from_url
 
 __all__ = [
     "EXIT_CONFLICT",
@@ -18,11 +19,11 @@ __all__ = [
     "EXIT_USAGE",
     "REPO_HELP",
     "add_dask_options",
+    "check_new_repository",
     "client_for",
     "common_parser",
     "resolve_ref",
     "storage_for",
-    "storage_from_url",
 ]
 
 # Exit codes (documented in the README and docs/cli.md): scripts and job runners branch on them.
@@ -32,7 +33,8 @@ EXIT_USAGE = 2  # usage or bad input
 EXIT_CONFLICT = 3  # a conflict that rebase did not solve
 EXIT_STORAGE = 4  # storage unreachable or a transient failure: worth retrying
 
-REPO_HELP = "repository: a path, file:///path or s3://bucket/prefix"
+REPO_HELP = ("repository: a path (a directory), file:///path, s3://bucket/prefix, "
+             "gs://bucket/prefix or az://container/prefix")
 
 
 def common_parser() -> argparse.ArgumentParser:
@@ -45,28 +47,40 @@ def common_parser() -> argparse.ArgumentParser:
     return common
 
 
-def storage_from_url(url: str, *, endpoint_url: str | None = None, allow_http: bool = False,
-                     region: str | None = None) -> Storage:
-    """The storage a CLI path or URL names.
+def storage_for(args: argparse.Namespace, url: str | None = None) -> Storage:
+    """The storage of ``args.repo`` (or ``url``) with the common endpoint flags applied.
 
     Raises
     ------
     InvalidInputError
-        For an unsupported scheme or an S3 URL without a bucket.
+        For an unsupported scheme, or a URL without its bucket or container.
     """
-    from icechunk_dist.ingest import storage_from_url as parse
-
-    if len(url) > 2 and url[1:3] == ":\\":  # a Windows drive path, not a URL scheme
-        return local_filesystem_storage(url)
-    return parse(url, storage_options={"endpoint_url": endpoint_url,
-                                       "allow_http": allow_http, "region": region})
+    return from_url(url if url is not None else args.repo,
+                    endpoint_url=args.endpoint_url or None,
+                    allow_http=bool(args.allow_http) or None, region=args.region or None)
 
 
-def storage_for(args: argparse.Namespace, url: str | None = None) -> Storage:
-    """The storage of ``args.repo`` (or ``url``) with the common endpoint flags applied."""
-    return storage_from_url(url if url is not None else args.repo,
-                            endpoint_url=args.endpoint_url or None,
-                            allow_http=bool(args.allow_http), region=args.region or None)
+def check_new_repository(storage: Storage) -> None:
+    """Refuse, before anything is written, a location where a new repository cannot go
+    cleanly: one that holds a repository, or anything else (on local disk: any file or
+    directory, e.g. a folder named ``repo`` where the repository marker must go).
+
+    Raises
+    ------
+    AlreadyExistsError
+        If a repository is there.
+    InvalidInputError
+        If the location is not empty, or a file is where the directory must be.
+    StorageError
+        If the storage cannot be reached.
+    """
+    if Repository.exists(storage):
+        raise AlreadyExistsError(f"a repository already exists at {storage.describe()}")
+    if not _sync.run(storage.is_empty()):
+        raise InvalidInputError(
+            f"{storage.describe()} is not empty and holds no repository: a new repository "
+            "needs an empty (or missing) location"
+        )
 
 
 def resolve_ref(repo: Repository, ref: str) -> str:

@@ -12,10 +12,17 @@ import argparse
 import time
 from typing import Any
 
-from icechunk_dist.cli._common import REPO_HELP, add_dask_options, client_for, storage_from_url
+from icechunk_dist.cli._common import (
+    REPO_HELP,
+    add_dask_options,
+    check_new_repository,
+    client_for,
+    storage_for,
+)
 from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.ingest import IngestConfig, load_config
 from icechunk_dist.repository import Repository
+from icechunk_dist.storage import Storage, from_url
 
 __all__ = ["register"]
 
@@ -49,8 +56,7 @@ def _synthetic(args: argparse.Namespace) -> int:
     chunks = _ints(args.chunks, "--chunks")
     if len(shape) != len(chunks):
         raise InvalidInputError("--synthetic and --chunks differ in length")
-    storage = storage_from_url(args.repo, endpoint_url=args.endpoint_url or None,
-                               allow_http=bool(args.allow_http), region=args.region or None)
+    storage = _repository_storage(storage_for(args), create=not args.no_create)
     repo = Repository.open(storage) if args.no_create else Repository.open_or_create(storage)
     branch = args.branch or "main"
     session = repo.writable_session(branch)
@@ -99,16 +105,29 @@ def _config(args: argparse.Namespace) -> IngestConfig:
     return IngestConfig(**base)
 
 
+def _repository_storage(storage: Storage, *, create: bool) -> Storage:
+    """``storage``, checked before any work starts: a repository there, or (``create``) a
+    location where a new one can go cleanly."""
+    if create and not Repository.exists(storage):
+        check_new_repository(storage)
+    return storage
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.synthetic:
         return _synthetic(args)
     cfg = _config(args)
     from icechunk_dist.ingest import ingest
 
+    storage = _repository_storage(
+        from_url(cfg.repo, endpoint_url=cfg.endpoint_url, allow_http=cfg.allow_http or None,
+                 region=cfg.region),
+        create=True,  # a dry run says so too, rather than the real run failing later
+    )
     client, cluster = client_for(args)
     try:
         result = ingest(
-            cfg.repo, cfg.sources, concat_dim=cfg.concat_dim, group=cfg.group,
+            storage, cfg.sources, concat_dim=cfg.concat_dim, group=cfg.group,
             branch=cfg.branch, batch_size=cfg.batch_size, message=cfg.message,
             client=client, dry_run=bool(args.dry_run), progress=not args.no_progress,
             endpoint_url=cfg.endpoint_url, allow_http=cfg.allow_http, region=cfg.region,

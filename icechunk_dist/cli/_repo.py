@@ -6,14 +6,16 @@ import argparse
 from datetime import UTC
 from typing import Any
 
-from icechunk_dist.cli._common import REPO_HELP, resolve_ref, storage_for
+from icechunk_dist.cli._common import REPO_HELP, check_new_repository, resolve_ref, storage_for
 from icechunk_dist.repository import Repository
 
 __all__ = ["register"]
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    repo = Repository.create(storage_for(args))
+    storage = storage_for(args)
+    check_new_repository(storage)  # before anything is written: a failed init leaves nothing
+    repo = Repository.create(storage)
     print(f"created repository at {args.repo}; main -> {repo.lookup_branch('main')}")
     return 0
 

@@ -19,7 +19,7 @@ along the concat dimension, and written through forks of one session: see
 from icechunk_dist.ingest._config import IngestConfig, load_config
 from icechunk_dist.ingest._ingest import METADATA_KEY, IngestResult, ingest
 from icechunk_dist.ingest._readers import open_source
-from icechunk_dist.ingest._sources import SourceFile, expand_sources, storage_from_url
+from icechunk_dist.ingest._sources import SourceFile, expand_sources
 
 __all__ = [
     "METADATA_KEY",
@@ -30,5 +30,4 @@ __all__ = [
     "ingest",
     "load_config",
     "open_source",
-    "storage_from_url",
 ]

@@ -18,7 +18,8 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     Attributes
     ----------
     repo
-        Repository URL: a path, ``file:///path`` or ``s3://bucket/prefix``.
+        Repository URL: a path, ``file:///path``, ``s3://bucket/prefix``, ``gs://``,
+        ``az://`` (anything :func:`icechunk_dist.storage.from_url` takes).
     sources
         Paths, ``file://`` or ``s3://`` URLs, or globs of either (``s3://raw/2024/*.nc``).
     concat_dim

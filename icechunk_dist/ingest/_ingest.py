@@ -34,10 +34,10 @@ from icechunk_dist.errors import (
     StorageError,
 )
 from icechunk_dist.ingest._readers import FileSummary, VarSummary, describe, open_source, summarize
-from icechunk_dist.ingest._sources import SourceFile, expand_sources, storage_from_url
+from icechunk_dist.ingest._sources import SourceFile, expand_sources
 from icechunk_dist.repository import Repository
 from icechunk_dist.session import ForkSession, Session
-from icechunk_dist.storage import Storage
+from icechunk_dist.storage import Storage, from_url
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -421,7 +421,7 @@ def _as_repo(repo_or_url: Repository | Storage | str | os.PathLike[str],
     if isinstance(repo_or_url, Repository):
         return repo_or_url, repo_or_url.storage
     storage = (repo_or_url if isinstance(repo_or_url, Storage)
-               else storage_from_url(os.fspath(repo_or_url), storage_options=storage_options))
+               else from_url(repo_or_url, **storage_options))
     return (Repository.open(storage) if Repository.exists(storage) else None), storage
 
 
@@ -453,7 +453,8 @@ def ingest(
     ----------
     repo_or_url
         A :class:`~icechunk_dist.Repository`, a :class:`~icechunk_dist.storage.Storage` or a
-        URL (path, ``file:///path``, ``s3://bucket/prefix``).
+        URL (path, ``file:///path``, ``s3://bucket/prefix``...: see
+        :func:`icechunk_dist.storage.from_url`).
     sources
         Paths, directories, ``file://`` or ``s3://`` URLs, or globs of either.
     concat_dim

@@ -75,7 +75,7 @@ def _engine(head: bytes, url: str) -> str:
 
 def _fetch(src: SourceFile, storage_options: Mapping[str, Any] | None) -> bytes:
     p = urlparse(src.url)
-    storage = s3_source_storage(p.netloc, "", storage_options)
+    storage = s3_source_storage(p.netloc, storage_options)
     try:
         return storage.get_sync(p.path.lstrip("/"))
     except StorageError:

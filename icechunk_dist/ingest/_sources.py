@@ -1,4 +1,7 @@
-"""Sources: expanding paths, ``file://`` and ``s3://`` URLs and globs into files to ingest."""
+"""Sources: expanding paths, ``file://`` and ``s3://`` URLs and globs into files to ingest.
+
+Only source files are parsed here; a repository URL is :func:`icechunk_dist.storage.from_url`'s.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,9 @@ from urllib.parse import unquote, urlparse
 import msgspec
 
 from icechunk_dist.errors import InvalidInputError, NotFoundError, StorageError
-from icechunk_dist.storage import Storage, local_filesystem_storage, s3_storage
+from icechunk_dist.storage import Storage, from_url
 
-__all__ = ["SourceFile", "expand_sources", "s3_source_storage", "storage_from_url"]
+__all__ = ["SourceFile", "expand_sources", "s3_source_storage"]
 
 _GLOB = set("*?[")
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray", ".zmetadata")
@@ -57,41 +60,10 @@ def _has_glob(text: str) -> bool:
     return any(c in _GLOB for c in text)
 
 
-def storage_from_url(url: str, *, storage_options: Mapping[str, Any] | None = None) -> Storage:
-    """The storage of a repository URL: a path, ``file:///path`` or ``s3://bucket/prefix``.
-
-    ``storage_options`` go to :func:`icechunk_dist.storage.s3_storage` for S3 URLs
-    (``endpoint_url``, ``allow_http``, ``region``, keys; ``from_env`` defaults to True).
-
-    Raises
-    ------
-    InvalidInputError
-        For an unsupported scheme or an S3 URL without a bucket.
-    """
-    if not url:
-        raise InvalidInputError("a repository path or URL is required")
-    parsed = urlparse(url)
-    if parsed.scheme in ("", "file"):
-        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-            raise InvalidInputError(f"file URLs must be local (file:///path), got {url!r}")
-        return local_filesystem_storage(unquote(parsed.path) if parsed.scheme else url)
-    if parsed.scheme == "s3":
-        if not parsed.netloc:
-            raise InvalidInputError(f"S3 URL needs a bucket: s3://bucket/prefix, got {url!r}")
-        return s3_source_storage(parsed.netloc, parsed.path.strip("/"), storage_options)
-    raise InvalidInputError(
-        f"unsupported URL {url!r}: use a path, file:///path or s3://bucket/prefix"
-    )
-
-
-def s3_source_storage(bucket: str, prefix: str = "",
-                      storage_options: Mapping[str, Any] | None = None) -> Storage:
-    """An S3 storage over ``prefix`` of ``bucket`` with the given options (credentials from
-    the environment unless keys are given)."""
-    opts = dict(storage_options or {})
-    opts.setdefault("from_env", "access_key_id" not in opts)
-    opts = {k: v for k, v in opts.items() if v is not None}
-    return s3_storage(bucket=bucket, prefix=prefix, **opts)
+def s3_source_storage(bucket: str, storage_options: Mapping[str, Any] | None = None
+                      ) -> Storage:
+    """The storage over the whole of ``bucket`` that S3 sources are read through."""
+    return from_url(f"s3://{bucket}", **dict(storage_options or {}))
 
 
 def _is_zarr_dir(path: str) -> bool:
@@ -140,7 +112,7 @@ def _expand_s3(url: str, storage_options: Mapping[str, Any] | None) -> list[Sour
     bucket, key = parsed.netloc, parsed.path.lstrip("/")
     if not bucket or not key:
         raise InvalidInputError(f"source {url!r}: S3 sources are s3://bucket/key")
-    storage = s3_source_storage(bucket, "", storage_options)
+    storage = s3_source_storage(bucket, storage_options)
     if not _has_glob(key):
         try:
             if key.endswith("/"):

@@ -1,7 +1,9 @@
 """Object storage for icechunk_dist: the :class:`Storage` contract and its backends.
 
-:class:`FaultyStorage` (with :class:`Fault` rules) is a testing utility: it wraps any storage
-and injects latency, transient errors, lost responses, partial listings or a SIGKILL.
+:class:`WrapperStorage` forwards every operation to another storage; it is the base of
+storages that change some requests. :class:`FaultyStorage` (with :class:`Fault` rules) is a
+testing utility built on it: it injects latency, transient errors, lost responses, partial
+listings or a SIGKILL.
 """
 
 from icechunk_dist.storage._base import ObjectExistsError, ObjectMeta, ObjectNotFoundError, Storage
@@ -13,6 +15,8 @@ from icechunk_dist.storage._factories import (
     s3_storage,
 )
 from icechunk_dist.storage._faults import Fault, FaultKind, FaultyStorage
+from icechunk_dist.storage._url import from_url
+from icechunk_dist.storage._wrapper import WrapperStorage
 
 __all__ = [
     "Fault",
@@ -22,7 +26,9 @@ __all__ = [
     "ObjectMeta",
     "ObjectNotFoundError",
     "Storage",
+    "WrapperStorage",
     "azure_storage",
+    "from_url",
     "gcs_storage",
     "in_memory_storage",
     "local_filesystem_storage",

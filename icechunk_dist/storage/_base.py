@@ -147,6 +147,11 @@ def validate_prefix(prefix: str) -> str:
     return prefix
 
 
+async def _nothing() -> AsyncIterator[ObjectMeta]:
+    return
+    yield  # an async generator that yields nothing
+
+
 # ---------------------------------------------------------------------------------------------
 # the contract
 
@@ -317,7 +322,56 @@ class Storage(abc.ABC):
             If the backend fails.
         """
 
-    # -- sync twins ---------------------------------------------------------------------------
+    # -- leftovers of unfinished writes --------------------------------------------------------
+
+    def list_staged(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
+        """Iterate over the *staging objects* under ``prefix``: what a write leaves before it
+        moves the object into place (local disk: ``<key>#<digits>`` files, renamed or
+        linked onto ``<key>``). :meth:`list` never shows them. One that stays was left by a
+        writer killed mid-write, or belongs to a write still running: its ``last_modified``
+        tells them apart. Backends whose writes leave nothing behind list none (default).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``prefix`` is malformed.
+        StorageError
+            If the backend fails.
+        """
+        validate_prefix(prefix)
+        return _nothing()
+
+    async def delete_staged(self, keys: Iterable[str]) -> int:
+        """Delete staging objects named by :meth:`list_staged` (missing ones are no error);
+        return how many were asked.
+
+        Raises
+        ------
+        InvalidInputError
+            If a key is not a staging object of this backend.
+        StorageError
+            If the backend fails.
+        """
+        for key in keys:
+            raise InvalidInputError(f"{self.describe()} has no staging objects, not {key!r}")
+        return 0
+
+    async def is_empty(self) -> bool:
+        """Whether nothing is stored under this storage's root: no object (on local disk: no
+        file or directory at all). The CLI creates repositories only where this holds.
+
+        Raises
+        ------
+        InvalidInputError
+            If the location cannot be a storage root (local disk: a file is in the way).
+        StorageError
+            If the backend fails.
+        """
+        async for _ in self.list(""):
+            return False
+        return True
+
+    # -- virtual chunks and sync twins ---------------------------------------------------------
 
     async def read_url(self, url: str, start: int, end: int, *, etag: str | None = None
                        ) -> bytes:

@@ -7,8 +7,9 @@ does not know), hides entries of a listing, or SIGKILLs its own process just bef
 after a request lands (crash testing without hooks in production code).
 
 Faults are injected *below* a retry loop that behaves like the one of the real backends
-(:mod:`._retry`): a lost response to a ``put(mode="create")`` is retried, and the retry then
-meets the object the first attempt wrote, exactly as on S3 when a response is lost on the wire.
+(the same :class:`~._retry.RetryPolicy` and counting, with shorter waits): a lost response to
+a ``put(mode="create")`` is retried, and the retry then meets the object the first attempt
+wrote, exactly as on S3 when a response is lost on the wire.
 When every attempt fails the caller gets :class:`~icechunk_dist.StorageError`.
 
 Examples
@@ -39,7 +40,8 @@ from typing import Any, Literal, TypeVar
 
 from icechunk_dist.errors import InvalidInputError, StorageError
 from icechunk_dist.storage._base import ObjectMeta, PutMode, Storage
-from icechunk_dist.storage._retry import RetryPolicy
+from icechunk_dist.storage._retry import SIMULATED_RETRY, Attempts, RetryPolicy
+from icechunk_dist.storage._wrapper import WrapperStorage
 
 __all__ = ["Fault", "FaultKind", "FaultyStorage"]
 
@@ -161,8 +163,10 @@ class _Injected(Exception):
     """An injected transient failure, seen by the wrapper's retry loop only."""
 
 
-class FaultyStorage(Storage):
-    """A :class:`Storage` that injects :class:`Fault` rules into the requests to ``inner``.
+class FaultyStorage(WrapperStorage):
+    """A :class:`WrapperStorage` that injects :class:`Fault` rules into the requests to
+    ``inner``. Listings of staging objects, :meth:`is_empty`, the conditional-write probe and
+    virtual chunk reads pass through without faults.
 
     Parameters
     ----------
@@ -174,8 +178,10 @@ class FaultyStorage(Storage):
     seed
         Seed of the generator behind ``probability`` and ``keep``: runs are reproducible.
     retry
-        The retry loop around injected failures, like the one real backends have. Its
-        ``attempts`` bounds how many injected failures one call survives.
+        The retry loop around injected failures, like the one real backends have (default
+        :data:`~icechunk_dist.storage._retry.SIMULATED_RETRY`: 4 tries, millisecond waits).
+        Its ``attempts`` bounds how many injected failures one call survives. Failures of
+        ``inner`` itself are retried by ``inner`` alone, never here.
 
     Attributes
     ----------
@@ -199,11 +205,10 @@ class FaultyStorage(Storage):
         for f in faults:
             if not isinstance(f, Fault):
                 raise InvalidInputError(f"faults must be Fault rules, got {f!r}")
-        self.inner = inner
+        super().__init__(inner)
         self.faults: tuple[Fault, ...] = tuple(faults)
         self.seed = seed
-        self.retry = retry if retry is not None else RetryPolicy(attempts=4, base=0.001,
-                                                                  cap=0.01)
+        self.retry = retry if retry is not None else SIMULATED_RETRY
         self.requests: Counter[str] = Counter()
         self.fired: Counter[str] = Counter()
         self.landed: builtins.list[str] = []
@@ -229,14 +234,6 @@ class FaultyStorage(Storage):
             self.log.clear()
 
     # -- identity -----------------------------------------------------------------------------
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
-
-    @property
-    def supports_pickle(self) -> bool:
-        return self.inner.supports_pickle
 
     def describe(self) -> str:
         return f"{self.inner.describe()} (with {len(self.faults)} fault rules)"
@@ -306,18 +303,17 @@ class FaultyStorage(Storage):
 
     async def _run(self, op: str, key: str, call: Callable[[], Awaitable[T]],
                    mode: PutMode | None = None) -> T:
-        attempt = 0
+        tries = Attempts(self.retry)
         while True:
             try:
                 return await self._attempt(op, key, mode, call)
             except _Injected as exc:
-                attempt += 1
-                if attempt >= self.retry.attempts:
-                    raise StorageError(
-                        f"{op} of {key!r} in {self.inner.describe()} failed after {attempt} "
-                        f"attempts: {exc}", key=key or None, cause=exc,
-                    ) from None
-                await asyncio.sleep(self.retry.delay(attempt - 1))
+                if await tries.retry(transient=True):
+                    continue
+                raise StorageError(
+                    f"{op} of {key!r} in {self.inner.describe()} failed after {tries.failed} "
+                    f"attempts: {exc}", key=key or None, cause=exc,
+                ) from None
 
     # -- the Storage contract -----------------------------------------------------------------
 
@@ -335,10 +331,6 @@ class FaultyStorage(Storage):
 
     async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> None:
         await self._run("put", key, lambda: self.inner.put(key, data, mode=mode), mode)
-
-    async def check_conditional_writes(self) -> None:
-        # a property of the backend, not of this wrapper: ask it without injecting faults
-        await self.inner.check_conditional_writes()
 
     async def delete(self, key: str) -> None:
         await self._run("delete", key, lambda: self.inner.delete(key))
@@ -362,10 +354,6 @@ class FaultyStorage(Storage):
                    for f in self._matching("list", meta.key, None, frozenset({"partial_list"}))):
                 continue
             yield meta
-
-    async def read_url(self, url: str, start: int, end: int, *, etag: str | None = None
-                       ) -> bytes:
-        return await self.inner.read_url(url, start, end, etag=etag)
 
 
 def _restore(inner: Storage, faults: tuple[Fault, ...], seed: int, retry: RetryPolicy

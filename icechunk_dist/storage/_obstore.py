@@ -29,14 +29,23 @@ from icechunk_dist.errors import InvalidInputError, NotFoundError, StorageError
 from icechunk_dist.storage._base import (
     ObjectExistsError,
     ObjectMeta,
-    ObjectNotFoundError,
     PutMode,
     Storage,
     validate_key,
     validate_prefix,
 )
+from icechunk_dist.storage._local import (
+    check_root,
+    is_empty_dir,
+    list_staged,
+    local_size,
+    put_local_file,
+    read_local_file,
+    remove_staged,
+)
 from icechunk_dist.storage._retry import (
     DEFAULT_RETRY,
+    Attempts,
     RetryPolicy,
     is_transient,
     translate_error,
@@ -115,80 +124,6 @@ def _restore(spec: StorageSpec) -> ObstoreStorage:
 def _is_range_error(exc: BaseException) -> bool:
     # obstore refuses ranges past the end (and every range of an empty object)
     return isinstance(exc, obe.GenericError) and "range" in str(exc).lower()
-
-
-def _put_local_file(path: str, data: bytes, key: str, *, create: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically: a staged file (``<path>#<digits>``, which
-    listings skip), then a rename over ``path`` or, with ``create``, a hard link that
-    fails if ``path`` exists (exactly one of several racing creators wins), as obstore's
-    LocalStore does."""
-    staged = f"{path}#{int.from_bytes(os.urandom(7), 'little')}"
-    try:
-        try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        if not create:
-            os.replace(staged, path)
-            return
-        try:
-            os.link(staged, path)
-        except FileExistsError:
-            raise ObjectExistsError(f"object {key!r} in local storage already exists",
-                                    key=key) from None
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(staged)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(staged)
-        raise StorageError(f"put of {key!r} in local storage failed: {exc}", key=key,
-                           cause=exc) from exc
-
-
-def _read_local_file(path: str, key: str, op: str, start: int | None = None,
-                     end: int | None = None, suffix: int | None = None) -> bytes:
-    """The bytes of ``path`` (all of them, ``[start, end)`` clipped to the size, or the last
-    ``suffix``), with missing files as :class:`ObjectNotFoundError`."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            size = os.fstat(fd).st_size
-            if suffix is not None:
-                start, end = max(0, size - suffix), size
-            lo = 0 if start is None else min(start, size)
-            hi = size if end is None else min(end, size)
-            parts: builtins.list[bytes] = []
-            pos = lo
-            while pos < hi:
-                got = os.pread(fd, hi - pos, pos)
-                if not got:  # truncated meanwhile
-                    break
-                parts.append(got)
-                pos += len(got)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-        finally:
-            os.close(fd)
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        raise ObjectNotFoundError(f"object {key!r} in local storage not found",
-                                  key=key) from None
-    except OSError as exc:
-        raise StorageError(f"{op} of {key!r} in local storage failed: {exc}", key=key,
-                           cause=exc) from exc
-
-
-def _local_size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0  # the read reports what is wrong
 
 
 def _batches(keys: Iterable[str], size: int) -> Iterator[builtins.list[str]]:
@@ -283,26 +218,28 @@ class ObstoreStorage(Storage):
             call, backend=self._spec.backend, key=key, op=op, policy=self.retry_policy
         )
 
-    def _local_file(self, key: str) -> str | None:
-        """The file of ``key`` if the local fast path serves it (plain Python file I/O,
+    def _local_root(self, key: str) -> str | None:
+        """The root directory if the local fast path serves ``key`` (plain Python file I/O,
         no hop to obstore's runtime), else None."""
         if self._spec.backend != "local" or _PLAIN_KEY.fullmatch(key) is None:
             return None
-        return os.path.join(self._spec.option("path"), key)
+        root: str = self._spec.option("path")
+        return root
 
-    async def _read_local(self, path: str, key: str, op: str, start: int | None = None,
+    async def _read_local(self, root: str, key: str, op: str, start: int | None = None,
                           end: int | None = None, suffix: int | None = None) -> bytes:
         want = (suffix if suffix is not None
                 else (end - start) if start is not None and end is not None else None)
-        if (want if want is not None else _local_size(path)) <= _INLINE_LOCAL_BYTES:
-            return _read_local_file(path, key, op, start, end, suffix)
-        return await asyncio.to_thread(_read_local_file, path, key, op, start, end, suffix)
+        if (want if want is not None
+                else local_size(os.path.join(root, key))) <= _INLINE_LOCAL_BYTES:
+            return read_local_file(root, key, op, start, end, suffix)
+        return await asyncio.to_thread(read_local_file, root, key, op, start, end, suffix)
 
     # -- reads --------------------------------------------------------------------------------
 
     async def get(self, key: str) -> bytes:
         validate_key(key)
-        local = self._local_file(key)
+        local = self._local_root(key)
         if local is not None:
             return await self._read_local(local, key, "get")
         store = self._client()
@@ -324,7 +261,7 @@ class ObstoreStorage(Storage):
             raise InvalidInputError(f"byte range [{start}, {end}) of {key!r} is negative")
         if end <= start:
             return b""
-        local = self._local_file(key)
+        local = self._local_root(key)
         if local is not None:
             return await self._read_local(local, key, "get_range", start, end)
         store = self._client()
@@ -348,7 +285,7 @@ class ObstoreStorage(Storage):
             raise InvalidInputError(f"suffix length {length} of {key!r} is negative")
         if length == 0:
             return b""
-        local = self._local_file(key)
+        local = self._local_root(key)
         if local is not None:
             return await self._read_local(local, key, "get_suffix", suffix=length)
         store = self._client()
@@ -395,15 +332,15 @@ class ObstoreStorage(Storage):
         validate_key(key)
         if mode not in ("overwrite", "create"):
             raise InvalidInputError(f"put mode must be 'overwrite' or 'create', not {mode!r}")
-        local = self._local_file(key)
+        local = self._local_root(key)
         if local is not None:
             # the staged file and atomic rename (or hard link, for a create) that obstore's
             # LocalStore does, without the hop to its I/O runtime and back
             create = mode == "create"
             if len(data) <= _INLINE_LOCAL_BYTES:
-                _put_local_file(local, data, key, create=create)
+                put_local_file(local, key, data, create=create)
             else:
-                await asyncio.to_thread(_put_local_file, local, data, key, create=create)
+                await asyncio.to_thread(put_local_file, local, key, data, create=create)
             return
         store = self._client()
         if len(data) <= _INLINE_PUT_BYTES and self._spec.backend == "memory":
@@ -419,8 +356,12 @@ class ObstoreStorage(Storage):
         await self._io(call, key, "put")
 
     async def check_conditional_writes(self) -> None:
+        if self._spec.backend == "local":
+            # hard links: create-if-absent by construction; only a file in the way fails
+            check_root(self._spec.option("path"))
+            return
         if self._spec.backend not in _NETWORK_BACKENDS:
-            return  # local disk (hard links) and memory: create-if-absent by construction
+            return  # memory: create-if-absent by construction
         key = f"{_PROBE_PREFIX}/{uuid.uuid4().hex}"
         what = f"{self.describe()} cannot hold a repository"
         try:
@@ -495,7 +436,7 @@ class ObstoreStorage(Storage):
         resumable = self._spec.backend in _SORTED_LISTINGS
         offset: str | None = None
         yielded = False
-        failures = 0
+        tries = Attempts(self.retry_policy)
         while True:
             try:
                 stream = obstore.list(store, directory, offset=offset, chunk_size=_LIST_CHUNK)
@@ -507,16 +448,40 @@ class ObstoreStorage(Storage):
                         offset = raw["path"]
                 return
             except Exception as exc:  # the one translation boundary
-                failures += 1
-                retry = resumable or not yielded
-                if retry and failures < self.retry_policy.attempts and is_transient(exc):
+                # a listing that already yielded resumes only where it can skip what it gave
+                if await tries.retry((resumable or not yielded) and is_transient(exc)):
                     if not resumable:
                         offset = None
-                    await asyncio.sleep(self.retry_policy.delay(failures - 1))
                     continue
                 raise translate_error(
-                    exc, backend=self._spec.backend, key=prefix or None, op="list"
+                    exc, backend=self._spec.backend, key=prefix or None, op="list",
+                    attempts=tries.failed,
                 ) from exc
+
+    # -- leftovers of unfinished writes -------------------------------------------------------
+
+    def list_staged(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
+        if self._spec.backend != "local":
+            # memory writes are atomic; a network put that dies leaves no object (a large
+            # one may leave an incomplete multipart upload: docs/storage.md)
+            return super().list_staged(prefix)
+        validate_prefix(prefix)
+        return self._list_staged(prefix)
+
+    async def _list_staged(self, prefix: str) -> AsyncIterator[ObjectMeta]:
+        for meta in await asyncio.to_thread(list_staged, self._spec.option("path"), prefix):
+            yield meta
+
+    async def delete_staged(self, keys: Iterable[str]) -> int:
+        if self._spec.backend != "local":
+            return await super().delete_staged(keys)
+        wanted = [validate_key(k) for k in keys]
+        return await asyncio.to_thread(remove_staged, self._spec.option("path"), wanted)
+
+    async def is_empty(self) -> bool:
+        if self._spec.backend == "local":
+            return is_empty_dir(self._spec.option("path"))
+        return await super().is_empty()
 
     # -- virtual chunks -----------------------------------------------------------------------
 

@@ -6,28 +6,18 @@ A spec is plain data: it pickles, compares and hashes; credentials are kept out 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
-from icechunk_dist.errors import InvalidInputError
+from icechunk_dist.errors import InvalidInputError, StorageError
+from icechunk_dist.storage._local import check_root
+from icechunk_dist.storage._retry import OBSTORE_RETRY_CONFIG
 
 if TYPE_CHECKING:
-    from obstore.store import ObjectStore, RetryConfig, S3Credential
+    from obstore.store import ObjectStore, S3Credential
 
 __all__ = ["StorageSpec", "make_store"]
-
-# obstore retries each HTTP request itself; keep that short since with_retries wraps it
-_OBSTORE_RETRY: RetryConfig = {
-    "max_retries": 3,
-    "retry_timeout": timedelta(seconds=60),
-    "backoff": {
-        "init_backoff": timedelta(milliseconds=100),
-        "max_backoff": timedelta(seconds=5),
-        "base": 2,
-    },
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +116,7 @@ def _s3_store(spec: StorageSpec) -> S3Store:
         bucket,
         prefix=spec.option("prefix") or None,
         client_options=client or None,  # type: ignore[arg-type]
-        retry_config=_OBSTORE_RETRY,
+        retry_config=OBSTORE_RETRY_CONFIG,  # retries are ours alone: _retry.py
         **kw,
     )
 
@@ -172,7 +162,7 @@ def _gcs_store(spec: StorageSpec) -> GCSStore:
         prefix=spec.option("prefix") or None,
         config=extra or None,  # type: ignore[arg-type]
         client_options=_client_options(spec),  # type: ignore[arg-type]
-        retry_config=_OBSTORE_RETRY,
+        retry_config=OBSTORE_RETRY_CONFIG,  # retries are ours alone: _retry.py
         **kw,
     )
 
@@ -195,14 +185,29 @@ def _azure_store(spec: StorageSpec) -> AzureStore:
         prefix=spec.option("prefix") or None,
         config=extra or None,  # type: ignore[arg-type]
         client_options=_client_options(spec),  # type: ignore[arg-type]
-        retry_config=_OBSTORE_RETRY,
+        retry_config=OBSTORE_RETRY_CONFIG,  # retries are ours alone: _retry.py
         **kw,
     )
 
 
 def make_store(spec: StorageSpec) -> ObjectStore:
+    """The obstore client of ``spec`` (no I/O but, for local disk, making the directory).
+
+    Raises
+    ------
+    InvalidInputError
+        For an unknown backend, or a local root that a file blocks.
+    StorageError
+        If the local root cannot be made (permissions).
+    """
     if spec.backend == "local":
-        return LocalStore(prefix=spec.option("path"), mkdir=True)
+        root = spec.option("path")
+        check_root(root)
+        try:
+            return LocalStore(prefix=root, mkdir=True)
+        except OSError as exc:
+            raise StorageError(f"cannot use {root!r} as local storage: {exc}",
+                               cause=exc) from exc
     if spec.backend == "memory":
         return MemoryStore()
     if spec.backend == "s3":

@@ -258,6 +258,16 @@ class StorageTests:
         with pytest.raises(ObjectNotFoundError):
             storage.get_sync("s/2")
 
+    async def test_empty_and_staged(self, storage: Storage) -> None:
+        """A fresh location is empty and holds no staging objects; one put makes it
+        non-empty; deleting no staging objects is no error."""
+        assert await storage.is_empty()
+        assert [m async for m in storage.list_staged("")] == []
+        assert await storage.delete_staged([]) == 0
+        await storage.put("d/k", b"v")
+        assert not await storage.is_empty()
+        assert [m async for m in storage.list_staged("d/")] == []
+
     def test_identity(self, storage: Storage) -> None:
         assert storage == storage
         assert hash(storage) == hash(storage)
@@ -298,6 +308,44 @@ class TestLocalStorage(StorageTests):
 
     def test_multiprocess_create_race(self, storage: Storage) -> None:
         run_race(storage)
+
+    async def test_staging_files(self, tmp_path: Path) -> None:
+        """A writer's staging file (``<key>#<digits>``, as put names it) is invisible to
+        ``list`` and found by ``list_staged``; only staging names can be deleted that way."""
+        storage = local_filesystem_storage(tmp_path / "repo")
+        await storage.put("chunks/AAA", b"done")
+        left = tmp_path / "repo" / "chunks" / "BBB#8120398"
+        left.write_bytes(b"half")
+        assert [m.key async for m in storage.list("")] == ["chunks/AAA"]
+        staged = [m async for m in storage.list_staged("chunks/")]
+        assert [(m.key, m.size) for m in staged] == [("chunks/BBB#8120398", 4)]
+        assert abs(staged[0].last_modified.timestamp() - left.stat().st_mtime) < 1e-3
+        assert [m async for m in storage.list_staged("manifests/")] == []
+        assert not await storage.is_empty()
+        with pytest.raises(InvalidInputError, match="not a staging file"):
+            await storage.delete_staged(["chunks/AAA"])
+        assert await storage.delete_staged(["chunks/BBB#8120398", "chunks/CCC#1"]) == 2
+        assert not left.exists() and await storage.get("chunks/AAA") == b"done"
+
+    async def test_root_blocked_by_a_file(self, tmp_path: Path) -> None:
+        (tmp_path / "FILE").write_text("x")
+        for root in (tmp_path / "FILE", tmp_path / "FILE" / "sub"):
+            storage = local_filesystem_storage(root)
+            for call in (storage.head("repo"), storage.get("repo"), storage.put("k", b"v"),
+                         storage.is_empty(), storage.check_conditional_writes()):
+                with pytest.raises(InvalidInputError, match="is a file"):
+                    await call
+        assert (tmp_path / "FILE").read_text() == "x"
+
+    async def test_a_directory_where_the_object_goes(self, tmp_path: Path) -> None:
+        """On local disk a directory and an object cannot share a name: a create there is
+        refused as bad input, not reported as an existing object."""
+        storage = local_filesystem_storage(tmp_path)
+        (tmp_path / "repo").mkdir()
+        assert not await storage.exists("repo")
+        for mode in ("create", "overwrite"):
+            with pytest.raises(InvalidInputError, match="a directory of that name"):
+                await storage.put("repo", b"v", mode=mode)  # type: ignore[arg-type]
 
     def test_fork(self, tmp_path: Path) -> None:
         # a fresh interpreter, so that no earlier test has started obstore's runtime
@@ -357,6 +405,10 @@ class TestMemoryStorage(StorageTests):
     @pytest.fixture
     def storage(self) -> Storage:
         return in_memory_storage()
+
+    async def test_no_staging_objects(self, storage: Storage) -> None:
+        with pytest.raises(InvalidInputError, match="no staging objects"):
+            await storage.delete_staged(["a#1"])
 
     def test_two_are_different(self) -> None:
         a, b = in_memory_storage(), in_memory_storage()
