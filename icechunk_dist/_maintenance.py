@@ -37,6 +37,13 @@ from icechunk_dist.format import (
     decode_object,
     encode_object,
 )
+from icechunk_dist.keys import (
+    CHUNKS_PREFIX,
+    MANIFESTS_PREFIX,
+    OBJECT_PREFIXES,
+    SNAPSHOTS_PREFIX,
+    TRANSACTIONS_PREFIX,
+)
 from icechunk_dist.session._gcguard import MAX_RUN, done_key, new_run_id, start_key
 from icechunk_dist.session._history import History
 from icechunk_dist.session._io import (
@@ -52,7 +59,6 @@ from icechunk_dist.storage import ObjectNotFoundError, Storage
 
 __all__ = ["GCSummary", "expire_snapshots", "garbage_collect", "reachable_snapshots"]
 
-_PREFIXES = ("chunks/", "manifests/", "snapshots/", "transactions/")
 _LIMIT = 64
 _MARK_TRIES = 5
 
@@ -182,10 +188,10 @@ async def _staged_old(storage: Storage, older_than: datetime) -> list[tuple[str,
 async def _doomed_full(storage: Storage, snaps: dict[str, SnapshotData],
                        older_than: datetime) -> dict[str, list[tuple[str, int]]]:
     manifests, chunks = await _mark_full(storage, snaps)
-    keep = {"chunks/": chunks, "manifests/": manifests, "snapshots/": set(snaps),
-            "transactions/": set(snaps)}
+    keep = {CHUNKS_PREFIX: chunks, MANIFESTS_PREFIX: manifests, SNAPSHOTS_PREFIX: set(snaps),
+            TRANSACTIONS_PREFIX: set(snaps)}
     doomed: dict[str, list[tuple[str, int]]] = {}
-    for prefix in _PREFIXES:
+    for prefix in OBJECT_PREFIXES:
         old = await _list_old(storage, prefix, older_than)
         doomed[prefix] = [v for k, v in sorted(old.items()) if k not in keep[prefix]]
     return doomed
@@ -210,19 +216,19 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
             for m in n.manifests:
                 entry[1][m.split].add(m.id)
     doomed: dict[str, list[tuple[str, int]]] = {}
-    for prefix in ("manifests/", "snapshots/", "transactions/"):
+    for prefix in (MANIFESTS_PREFIX, SNAPSHOTS_PREFIX, TRANSACTIONS_PREFIX):
         old = await _list_old(storage, prefix, older_than)
-        live = live_manifests if prefix == "manifests/" else set(snaps)
+        live = live_manifests if prefix == MANIFESTS_PREFIX else set(snaps)
         doomed[prefix] = [v for k, v in sorted(old.items()) if k not in live]
     candidates: set[str] = set()
-    for key, _ in doomed["snapshots/"]:
+    for key, _ in doomed[SNAPSHOTS_PREFIX]:
         try:
-            snap = await read_snapshot(storage, key[len("snapshots/"):])
+            snap = await read_snapshot(storage, key[len(SNAPSHOTS_PREFIX):])
         except NotFoundError:
             continue
         candidates |= {r.id for r in snap.loose if r.kind == KIND_NATIVE} - live_loose
     per_split: dict[tuple[str, tuple[int, ...]], set[str]] = defaultdict(set)
-    for key, _ in doomed["manifests/"]:
+    for key, _ in doomed[MANIFESTS_PREFIX]:
         try:
             raw = await storage.get(key)
         except ObjectNotFoundError:
@@ -246,7 +252,7 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
             alive |= _native_ids(await cache.get(storage, mid))
         candidates |= cids - alive
     candidates -= live_loose
-    doomed["chunks/"] = [(chunk_key(c), 0) for c in sorted(candidates)]
+    doomed[CHUNKS_PREFIX] = [(chunk_key(c), 0) for c in sorted(candidates)]
     return doomed
 
 
@@ -293,12 +299,13 @@ async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bo
     staged = [] if incremental else await _staged_old(storage, older_than)
     if incremental:
         # sizes of chunks are not listed; HEAD them (also drops ids already gone)
-        metas = await gather_limited([_size(storage, k) for k, _ in doomed["chunks/"]], _LIMIT)
-        doomed["chunks/"] = [(k, s) for (k, _), s in zip(doomed["chunks/"], metas, strict=True)
-                             if s is not None]
+        old_chunks = doomed[CHUNKS_PREFIX]
+        metas = await gather_limited([_size(storage, k) for k, _ in old_chunks], _LIMIT)
+        doomed[CHUNKS_PREFIX] = [(k, s) for (k, _), s in zip(old_chunks, metas, strict=True)
+                                 if s is not None]
     if not dry_run:
         # chunks and manifests first: a snapshot is never left pointing at deleted objects
-        for prefix in _PREFIXES:
+        for prefix in OBJECT_PREFIXES:
             keys = [k for k, _ in doomed[prefix]]
             for i in range(0, len(keys), 1000):
                 if time.monotonic() - clock > MAX_RUN.total_seconds():
@@ -311,10 +318,10 @@ async def garbage_collect(storage: Storage, older_than: datetime, *, dry_run: bo
             await storage.delete_staged([k for k, _ in staged[i : i + 1000]])
         await _fence(storage, genesis)
     summary = GCSummary(
-        chunks_deleted=len(doomed["chunks/"]),
-        manifests_deleted=len(doomed["manifests/"]),
-        snapshots_deleted=len(doomed["snapshots/"]),
-        transaction_logs_deleted=len(doomed["transactions/"]),
+        chunks_deleted=len(doomed[CHUNKS_PREFIX]),
+        manifests_deleted=len(doomed[MANIFESTS_PREFIX]),
+        snapshots_deleted=len(doomed[SNAPSHOTS_PREFIX]),
+        transaction_logs_deleted=len(doomed[TRANSACTIONS_PREFIX]),
         bytes_deleted=sum(s for v in (*doomed.values(), staged) for _, s in v),
         dry_run=dry_run,
         incremental=incremental,

@@ -53,7 +53,12 @@ async def create_repository(storage: Storage, config: RepositoryConfig) -> RepoI
     try:
         # the marker is created last and atomically: its existence makes the repository
         await write_object(storage, REPO_KEY, info, ObjectType.REPO, level)
-    except ObjectExistsError:
+    except (ObjectExistsError, InvalidInputError) as e:
+        # no repository was made here: take back what we wrote, so a failed create leaves
+        # the location as it found it (another creator won, or something is in the way)
+        await storage.delete_many([snapshot_key(sid), transaction_key(sid)])
+        if isinstance(e, InvalidInputError):
+            raise
         raise AlreadyExistsError(
             f"a repository already exists at {storage.describe()}"
         ) from None

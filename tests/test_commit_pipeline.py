@@ -14,7 +14,7 @@ handling and the retries are the pipeline's. So the invariants hold for every ki
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,47 +25,22 @@ import zarr
 
 import icechunk_dist as icd
 from icechunk_dist._maintenance import garbage_collect
-from icechunk_dist.storage import ObjectMeta, Storage
+from icechunk_dist.storage import Storage, WrapperStorage
 
 KINDS = ["commit", "amend", "rearrange"]
 
 
-class HookStorage(Storage):
+class HookStorage(WrapperStorage):
     """Local storage that awaits ``hook`` right before the next write of a version of branch
     ``main``: after the committer's GC check, just before its ref write."""
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hook: Callable[[], Awaitable[None]] | None = None
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
 
     @property
     def supports_pickle(self) -> bool:
         return False
-
-    def describe(self) -> str:
-        return "hook:" + self.inner.describe()
-
-    def __eq__(self, other: object) -> bool:
-        return other is self
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        return await self.inner.get_range(key, start, end)
-
-    async def get_suffix(self, key: str, length: int) -> bytes:
-        return await self.inner.get_suffix(key, length)
-
-    async def head(self, key: str) -> ObjectMeta:
-        return await self.inner.head(key)
 
     async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> None:
         if key.startswith("refs/branch.main/") and not key.endswith("/tip"):
@@ -73,15 +48,6 @@ class HookStorage(Storage):
             if hook is not None:
                 await hook()
         await self.inner.put(key, data, mode=mode)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Iterable[str]) -> int:
-        return await self.inner.delete_many(keys)
-
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
-        return self.inner.list(prefix)
 
 
 def _repo(root: Path, hooked: bool = False) -> icd.Repository:
