@@ -358,7 +358,7 @@ class Session(SessionCore):
         """
         self._check_writable()
         ready = _forks.ready_to_merge(forks, into="a Session")
-        _sync.run(_forks.wait_for_writes(ready))
+        _forks.wait_for_writes_sync(ready)
         self._merge_ready(ready, policy)
 
     @_sync.on_io_loop
