@@ -27,6 +27,7 @@ half-written dataset.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["open_dataset", "require_xarray", "to_icechunk"]
+
+_log = logging.getLogger(__name__)
 
 ZarrWriteModes = Literal["w", "w-", "a", "a-", "r+"]
 Region = Mapping[str, "slice | Literal['auto']"] | Literal["auto"] | None
@@ -205,7 +208,7 @@ def to_icechunk(
     region: Region = None,
     encoding: Mapping[Any, Any] | None = None,
     split_every: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     **kwargs: Any,
 ) -> None:
     """Write an xarray Dataset (or DataArray) into a writable session; commit it yourself.
@@ -240,7 +243,8 @@ def to_icechunk(
     split_every
         Fan-in of the tree reduction that merges the workers' forks (default 8).
     progress
-        Show a progress bar while dask-backed variables are written (default True).
+        Draw a progress bar on stderr while dask-backed variables are written. Default
+        False: the call prints nothing (it logs to ``logging.getLogger("icechunk_dist")``).
     **kwargs
         ``safe_chunks``, ``align_chunks``, ``write_empty_chunks`` as in ``Dataset.to_zarr``;
         ``zarr_format`` (only 3), ``consolidated`` (only False/None), ``compute`` (only
@@ -352,6 +356,8 @@ def _write(xr: Any, ds: xr.Dataset, session: Session, *, group: str | None, mode
     # in-memory variables: straight into the session
     for source, target, reg in writer.eager:
         target[reg or ...] = source
+    _log.info("to_icechunk: %d variable(s) written on the driver, %d dask-backed through "
+              "forks, into group %r", len(writer.eager), len(writer.lazy), group or "/")
     if writer.lazy:
         _write_lazy(session, writer.lazy, split_every=split_every, progress=progress)
 
