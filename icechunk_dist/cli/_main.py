@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from icechunk_dist import __version__
-from icechunk_dist.cli import _ingest, _maintenance, _map, _repo
+from icechunk_dist.cli import _info, _ingest, _maintenance, _map, _repo
 from icechunk_dist.cli._common import (
     EXIT_CONFLICT,
     EXIT_ERROR,
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     _ingest.register(sub, common)
     _maintenance.register(sub, common)
     _map.register(sub, common)
+    _info.register(sub, common)
     return p
 
 
