@@ -144,13 +144,6 @@ def test_make_demo_installs_what_the_readme_uses(tmp_path: Path) -> None:
     assert "ingest exit 0" in proc.stdout and "times 8" in proc.stdout, proc.stdout
 
 
-def test_readme_set_up_names_the_demo_extras() -> None:
-    text = (ROOT / "README.md").read_text()
-    assert "make demo" in text.split("## What it is")[0]
-    for extra in _demo_extras():
-        assert extra in EXTRAS
-
-
 # ---------------------------------------------------------------- messages name extras
 def _named_extras(text: str) -> list[str]:
     return [e.strip() for group in re.findall(r"icechunk_dist\[([\w,\s-]+)\]", text)
