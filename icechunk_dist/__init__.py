@@ -1,5 +1,19 @@
 """icechunk_dist: transactional, versioned Zarr v3 storage on object storage, built for many
-Dask workers writing one dataset as one atomic commit."""
+Dask workers writing one dataset as one atomic commit.
+
+``import icechunk_dist as icechunk`` is the one import a port from Icechunk needs: the
+integrations ``icechunk.dask``, ``icechunk.xarray`` (and ``ingest``, ``kubernetes``, ``cli``)
+are submodules loaded on first use, so importing the package itself never imports dask or
+xarray.
+
+The library prints nothing; it logs through ``logging.getLogger("icechunk_dist")`` (a
+``NullHandler`` is attached, so nothing shows unless the application configures logging),
+and progress bars are opt-in (``progress=True``, drawn on stderr).
+"""
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
 
 from icechunk_dist._enums import ChunkType, SessionMode
 from icechunk_dist._opslog import Update, UpdateType
@@ -52,7 +66,29 @@ from icechunk_dist.storage import (
 )
 from icechunk_dist.store import IcechunkStore
 
+if TYPE_CHECKING:  # the lazy submodules, for type checkers (not cli: it imports the package)
+    from icechunk_dist import dask as dask
+    from icechunk_dist import ingest as ingest
+    from icechunk_dist import kubernetes as kubernetes
+    from icechunk_dist import xarray as xarray
+
 __version__ = "0.1.0"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+# integrations whose dependencies are optional extras: imported on first attribute access
+_LAZY_SUBMODULES = frozenset({"cli", "dask", "ingest", "kubernetes", "xarray"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY_SUBMODULES)
+
 
 __all__ = [
     "AlreadyExistsError",

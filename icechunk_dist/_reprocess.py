@@ -212,7 +212,7 @@ def reprocess(
     message: str | None = None,
     client: Any = None,
     split_every: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
 ) -> MapResult:
     """Open the dataset at ``source``, apply ``func`` and/or ``rechunk``, and write the result
     to ``branch`` as exactly one commit (``icechunk-dist map``).
@@ -238,7 +238,8 @@ def reprocess(
         A ``distributed`` client to run on (default: the current client, else the threaded
         scheduler).
     split_every, progress
-        As in :func:`icechunk_dist.xarray.to_icechunk`.
+        As in :func:`icechunk_dist.xarray.to_icechunk` (``progress=True`` draws a progress
+        bar on stderr; by default nothing is printed).
 
     Returns
     -------

@@ -27,6 +27,8 @@ half-written dataset.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -37,12 +39,14 @@ from icechunk_dist.errors import (
     NotFoundError,
     ReadOnlyError,
 )
-from icechunk_dist.session import Session
+from icechunk_dist.session import ForkSession, Session
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["open_dataset", "require_xarray", "to_icechunk"]
+__all__ = ["open_dataset", "require_xarray", "session_for", "to_icechunk"]
+
+_log = logging.getLogger(__name__)
 
 ZarrWriteModes = Literal["w", "w-", "a", "a-", "r+"]
 Region = Mapping[str, "slice | Literal['auto']"] | Literal["auto"] | None
@@ -205,7 +209,7 @@ def to_icechunk(
     region: Region = None,
     encoding: Mapping[Any, Any] | None = None,
     split_every: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     **kwargs: Any,
 ) -> None:
     """Write an xarray Dataset (or DataArray) into a writable session; commit it yourself.
@@ -240,7 +244,8 @@ def to_icechunk(
     split_every
         Fan-in of the tree reduction that merges the workers' forks (default 8).
     progress
-        Show a progress bar while dask-backed variables are written (default True).
+        Draw a progress bar on stderr while dask-backed variables are written. Default
+        False: the call prints nothing (it logs to ``logging.getLogger("icechunk_dist")``).
     **kwargs
         ``safe_chunks``, ``align_chunks``, ``write_empty_chunks`` as in ``Dataset.to_zarr``;
         ``zarr_format`` (only 3), ``consolidated`` (only False/None), ``compute`` (only
@@ -352,6 +357,8 @@ def _write(xr: Any, ds: xr.Dataset, session: Session, *, group: str | None, mode
     # in-memory variables: straight into the session
     for source, target, reg in writer.eager:
         target[reg or ...] = source
+    _log.info("to_icechunk: %d variable(s) written on the driver, %d dask-backed through "
+              "forks, into group %r", len(writer.eager), len(writer.lazy), group or "/")
     if writer.lazy:
         _write_lazy(session, writer.lazy, split_every=split_every, progress=progress)
 
@@ -381,23 +388,98 @@ def _write_lazy(session: Session, lazy: list[tuple[Any, Any, Any]], *,
     session.merge(merged)
 
 
-def open_dataset(session: Any, *, group: str | None = None, chunks: Any = None,
-                 **kwargs: Any) -> xr.Dataset:
-    """``xr.open_zarr(session.store, group=group, consolidated=False, ...)``: the dataset in
-    a session (read-only or writable), lazily with dask when it is installed (``chunks=None``
-    means dask arrays with the Zarr chunks; other values as in ``xr.open_zarr``).
+def session_for(source: Any, *, branch: str | None = None, tag: str | None = None,
+                snapshot_id: str | None = None,
+                storage_options: Mapping[str, Any] | None = None) -> Session | ForkSession:
+    """The session ``source`` names: a path or URL (opened with
+    :func:`icechunk_dist.storage.from_url` and ``storage_options``), a ``Storage``, a
+    ``Repository`` (a read-only session at ``branch``, ``tag`` or ``snapshot_id``; default
+    the tip of ``main``), or a session or fork itself.
 
     Raises
     ------
+    InvalidInputError
+        On a bad path or URL, unknown storage options, more than one of ``branch``, ``tag``
+        and ``snapshot_id``, or these with a session.
     NotFoundError
-        If there is no dataset at ``group``.
+        If there is no repository there, or the ref or snapshot does not exist.
+    StorageError
+        If the storage cannot be reached.
+    """
+    from icechunk_dist.repository import Repository
+    from icechunk_dist.storage import Storage, from_url
+
+    if sum(x is not None for x in (branch, tag, snapshot_id)) > 1:
+        raise InvalidInputError("give at most one of branch=, tag= and snapshot_id=")
+    if isinstance(source, Session | ForkSession):
+        if branch is not None or tag is not None or snapshot_id is not None:
+            raise InvalidInputError("branch=, tag= and snapshot_id= name a version of a "
+                                    "repository; this is already a session")
+        if storage_options:
+            raise InvalidInputError("storage_options go with a path or URL, not a session")
+        return source
+    if isinstance(source, str | os.PathLike):
+        source = from_url(source, **dict(storage_options or {}))
+    elif storage_options:
+        raise InvalidInputError("storage_options go with a path or URL")
+    if isinstance(source, Storage):
+        source = Repository.open(source)
+    if not isinstance(source, Repository):
+        raise InvalidInputError(
+            "expected a repository path or URL, a Storage, a Repository or a session, got "
+            f"{type(source).__name__}"
+        )
+    return source.readonly_session(branch, tag=tag, snapshot_id=snapshot_id)
+
+
+def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = None,
+                 snapshot_id: str | None = None, group: str | None = None,
+                 chunks: Any = None, storage_options: Mapping[str, Any] | None = None,
+                 **kwargs: Any) -> xr.Dataset:
+    """The xarray dataset in a repository or session, in one line, lazily with dask when it
+    is installed::
+
+        ds = open_dataset("s3://bucket/era5", tag="v1", storage_options={"region": "eu-west-1"})
+        ds = open_dataset(repo.readonly_session("main"), group="era5")
+
+    ``xr.open_dataset(url, engine="icechunk_dist", chunks={})`` is the same through xarray's
+    backend entry point.
+
+    Parameters
+    ----------
+    source
+        A path or URL (``/data/repo``, ``file://``, ``s3://``, ``gs://``, ``az://``), a
+        ``Storage``, a ``Repository``, or a session (read-only or writable) or fork.
+    branch, tag, snapshot_id
+        The version to open (at most one; default the tip of ``main``). Not with a session.
+    group
+        The Zarr group of the dataset (default: the root).
+    chunks
+        ``None`` (default): dask arrays with the Zarr chunks when dask is installed, numpy
+        otherwise; other values as in ``xr.open_zarr``.
+    storage_options
+        Keywords of the storage factory for a path or URL (``region``, ``endpoint_url``,
+        ``allow_http``, credentials...), as :func:`icechunk_dist.storage.from_url` takes.
+    **kwargs
+        Passed to ``xr.open_zarr`` (``decode_times``, ``drop_variables``...).
+
+    Raises
+    ------
+    InvalidInputError
+        On a bad source, URL or storage option, or more than one version named.
+    NotFoundError
+        If there is no repository, no such ref or snapshot, or no dataset at ``group``.
+    StorageError
+        If the storage cannot be reached.
     """
     xarray_mod = require_xarray()
+    session = session_for(source, branch=branch, tag=tag, snapshot_id=snapshot_id,
+                          storage_options=storage_options)
     if chunks is None and _has_dask():
         chunks = {}  # dask arrays with the Zarr chunks
     try:
         ds: xr.Dataset = xarray_mod.open_zarr(session.store, group=group, consolidated=False,
-                                      chunks=chunks, **kwargs)
+                                              chunks=chunks, **kwargs)
     except (FileNotFoundError, KeyError) as e:
         where = group or "/"
         raise NotFoundError(f"no xarray dataset at group {where!r}: {e}") from None

@@ -15,15 +15,22 @@ The main entry points:
   on a ``distributed`` cluster: it collects the fork's change-sets from every worker
   process and checks that every chunk of the written region is accounted for.
 
-Works with the threaded, processes and distributed schedulers; progress is shown with
-``distributed``'s progress bar under a client, or dask's local ``ProgressBar`` otherwise.
+Works with the threaded, processes and distributed schedulers. Nothing is printed: each
+write is logged (``logging.getLogger("icechunk_dist.dask")``) and ``progress=True`` draws a
+progress bar on stderr (``distributed``'s under a client, dask's local ``ProgressBar``
+otherwise).
+
+Needs the optional extra: ``pip install 'icechunk_dist[dask]'``.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import sys
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -41,11 +48,20 @@ from icechunk_dist.session import ForkSession, Session
 from icechunk_dist.session import forks as _forks
 from icechunk_dist.store import IcechunkStore
 
+try:
+    import dask  # noqa: F401  (checked here so that a missing extra says which one)
+except ImportError as e:  # pragma: no cover - the extra is installed in tests
+    raise ImportError(
+        f"icechunk_dist.dask needs dask: pip install 'icechunk_dist[dask]' ({e})"
+    ) from e
+
 if TYPE_CHECKING:
     import dask.array as da
     import zarr
 
 __all__ = ["gather_forks", "session_merge_reduction", "store_dask", "to_zarr"]
+
+_log = logging.getLogger(__name__)
 
 Region = tuple[slice, ...]
 
@@ -405,26 +421,56 @@ def _block_regions(source: da.Array, region: Region) -> list[tuple[tuple[int, ..
 
 
 def _compute(obj: Any, *, progress: bool, description: str) -> Any:
-    """Compute with the active scheduler and a progress display that works under it."""
+    """Compute with the active scheduler; log ``description``, and with ``progress`` draw
+    a progress bar on stderr that works under that scheduler. Nothing goes to stdout."""
     import dask
 
+    _log.info("%s", description)
+    start = time.perf_counter()
     client = _default_client()
     if client is not None and dask.config.get("scheduler", None) in (None, "dask.distributed"):
         fut = client.compute(obj)
         if progress:
-            from distributed import progress as dprogress
-
-            print(description, flush=True)
-            dprogress(fut)
-            print(flush=True)
-        return fut.result()
-    if progress:
+            print(description, file=sys.stderr, flush=True)
+            _distributed_progress(fut)
+        result = fut.result()
+    elif progress:
         from dask.diagnostics import ProgressBar
 
-        print(description, flush=True)
-        with ProgressBar():
-            return dask.compute(obj)[0]
-    return dask.compute(obj)[0]
+        print(description, file=sys.stderr, flush=True)
+        with ProgressBar(out=sys.stderr):
+            result = dask.compute(obj)[0]
+    else:
+        result = dask.compute(obj)[0]
+    _log.info("icechunk_dist: written in %.2f s", time.perf_counter() - start)
+    return result
+
+
+def _distributed_progress(fut: Any) -> None:
+    """Block until ``fut`` is done, drawing distributed's progress bar (its widget in a
+    notebook; in a terminal its text bar, on stderr instead of stdout)."""
+    from distributed import progress as dprogress
+    from distributed.diagnostics.progress import format_time
+    from distributed.diagnostics.progressbar import TextProgressBar
+    from distributed.utils import is_kernel
+
+    if is_kernel():
+        dprogress(fut)
+        return
+
+    class _StderrBar(TextProgressBar):  # type: ignore[misc]
+        def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+            frac = (1 - remaining / all) if all else 1.0
+            bar = "#" * int(self.width * frac)
+            sys.stderr.write(f"\r[{bar:<{self.width}}] | {int(100 * frac)}% Completed | "
+                             f"{format_time(self.elapsed)}")
+            sys.stderr.flush()
+
+        def _draw_stop(self, **kwargs: Any) -> None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    _StderrBar([fut])
 
 
 # ------------------------------------------------------------------------------ API
@@ -435,7 +481,7 @@ def store_dask(
     regions: Sequence[Region | None] | None = None,
     split_every: int | None = None,
     blocks_per_task: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     compute: bool = True,
 ) -> Any:
     """Write dask arrays into zarr arrays opened on a fork's store; return the merged fork.
@@ -460,7 +506,8 @@ def store_dask(
         thread of the cluster, so every thread keeps work. ``1`` gives one task per block.
         An icechunk_dist extension (Icechunk's ``store_dask`` has no such argument).
     progress
-        Show a progress bar (default True; distributed's under a client, dask's otherwise).
+        Draw a progress bar on stderr (distributed's under a client, dask's otherwise).
+        Default False: the call prints nothing (it logs to ``icechunk_dist.dask``).
     compute
         If False, return a ``dask.delayed`` object that computes the merged fork.
 
@@ -574,7 +621,7 @@ def to_zarr(
     chunks: Sequence[int] | None = None,
     split_every: int | None = None,
     blocks_per_task: int | None = None,
-    progress: bool = True,
+    progress: bool = False,
     **create_kwargs: Any,
 ) -> zarr.Array:
     """Create array ``path`` in ``session``, write ``arr`` into it on the workers through

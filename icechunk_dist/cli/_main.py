@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from icechunk_dist import __version__
-from icechunk_dist.cli import _ingest, _maintenance, _map, _repo
+from icechunk_dist.cli import _info, _ingest, _maintenance, _map, _repo
 from icechunk_dist.cli._common import (
     EXIT_CONFLICT,
     EXIT_ERROR,
@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     _ingest.register(sub, common)
     _maintenance.register(sub, common)
     _map.register(sub, common)
+    _info.register(sub, common)
     return p
 
 
@@ -68,6 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"icechunk-dist: error: {e}", file=sys.stderr)
         return exit_code_for(e)
     except ImportError as e:
-        print(f"icechunk-dist: error: {e} (pip install 'icechunk_dist[dask]')", file=sys.stderr)
+        print(f"icechunk-dist: error: {_install_hint(e)}", file=sys.stderr)
         return EXIT_ERROR
     return rc
+
+
+# the extra of pyproject.toml that provides each optional import (tests/test_extras.py)
+_EXTRA_OF = {"dask": "dask", "distributed": "dask", "xarray": "xarray", "h5netcdf": "xarray",
+             "h5py": "xarray", "scipy": "xarray", "yaml": "xarray", "dask_kubernetes": "k8s",
+             "cfgrib": "grib"}
+
+
+def _install_hint(e: ImportError) -> str:
+    """The error, naming the extra that provides the missing module (our own messages
+    already name it)."""
+    if "pip install" in str(e):
+        return str(e)
+    extra = _EXTRA_OF.get((e.name or "").partition(".")[0])
+    return f"{e} (pip install 'icechunk_dist[{extra}]')" if extra else str(e)

@@ -10,7 +10,7 @@ import asyncio
 import copy
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from icechunk_dist.storage import Storage
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
 
-__all__ = ["Session", "SessionSavepoint", "commit_source"]
+__all__ = ["ChunkStats", "Session", "SessionSavepoint", "commit_source"]
 
 _TYPES = {KIND_NATIVE: ChunkType.native, KIND_INLINE: ChunkType.inline,
           KIND_VIRTUAL: ChunkType.virtual}
@@ -268,6 +268,42 @@ class Session(SessionCore):
             If it is a group or the coordinates do not fit it.
         """
         return _sync.run(self.chunk_type_async(array_path, chunk_coordinates))  # type: ignore[no-any-return]
+
+    async def _merged_table(self, node: NodeRecord) -> ChunkTable | None:
+        """The array's chunk refs, committed and pending, one row per coordinate."""
+        tables = []
+        base = self._base_nodes.get(node.path)
+        if base is not None and base.node_id == node.node_id:
+            for mref in base.manifests:
+                tables.append(await self._manifests.get(self._storage, mref.id))
+        ac = self._changes.chunks.get(node.node_id)
+        if ac is not None:
+            tables.append(ac.table)
+        return ChunkTable.concat(tables).normalized() if tables else None
+
+    @_sync.on_io_loop
+    async def chunk_stats_async(self, array_path: str) -> ChunkStats:
+        """Async twin of :meth:`chunk_stats`."""
+        t = await self._merged_table(self._array_node(array_path))
+        n, size = ({}, {}) if t is None else (
+            {k: int(np.count_nonzero(t.kinds == k)) for k in _TYPES},
+            {k: int(t.lengths[t.kinds == k].sum()) for k in _TYPES})
+        return ChunkStats(n.get(KIND_NATIVE, 0), n.get(KIND_INLINE, 0), n.get(KIND_VIRTUAL, 0),
+                          size.get(KIND_NATIVE, 0) + size.get(KIND_INLINE, 0),
+                          size.get(KIND_VIRTUAL, 0))
+
+    def chunk_stats(self, array_path: str) -> ChunkStats:
+        """How many chunks of the array are written, of which kind, and their bytes, from
+        the manifests (committed and pending; deleted chunks excluded; no chunk is read).
+
+        Raises
+        ------
+        NotFoundError
+            If there is no node at ``array_path``.
+        InvalidInputError
+            If it is a group.
+        """
+        return _sync.run(self.chunk_stats_async(array_path))  # type: ignore[no-any-return]
 
     @_sync.on_io_loop
     async def all_virtual_chunk_locations_async(self) -> list[str]:
@@ -517,6 +553,24 @@ class Session(SessionCore):
             raise SessionStateError("cannot rebase: " + self._read_only_reason())
         await rebase_onto(_CommitSource(self), History(
             self._storage, concurrency=self._config.max_concurrent_requests), solver)
+
+
+class ChunkStats(NamedTuple):
+    """One array's chunks as its manifests record them (:meth:`Session.chunk_stats`): how
+    many are native (chunk objects of the repository), inline (in the manifest) and virtual
+    (references to objects elsewhere); ``stored_bytes`` of the native and inline ones,
+    ``virtual_bytes`` that the virtual ones refer to."""
+
+    native: int
+    inline: int
+    virtual: int
+    stored_bytes: int
+    virtual_bytes: int
+
+    @property
+    def written(self) -> int:
+        """All chunks written (native, inline and virtual)."""
+        return self.native + self.inline + self.virtual
 
 
 class SessionSavepoint:
