@@ -21,13 +21,8 @@ from itertools import chain
 import numpy as np
 
 from icechunk_dist._conflict import Conflict, ConflictType
-from icechunk_dist.changeset import (
-    ArrayChunks,
-    ChangeSet,
-    is_inside,
-    parent_paths,
-    removes_node,
-)
+from icechunk_dist._merge_rules import is_inside, parent_paths, removes_node
+from icechunk_dist.changeset import ArrayChunks, ChangeSet
 from icechunk_dist.errors import RebaseFailedError
 from icechunk_dist.format import NodeRecord, SnapshotData, TransactionLogData
 from icechunk_dist.format.chunktable import coord_keys
