@@ -14,6 +14,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from icechunk_dist._merge_rules import MetadataFold
 from icechunk_dist.errors import MergeConflictError
 from icechunk_dist.format import ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
 from icechunk_dist.format.chunktable import KIND_TOMBSTONE, linear_keys
@@ -179,18 +180,15 @@ class ChangeSet:
               ancestor: ChangeSet | None = None) -> ChangeSet:
         """Return a new change-set holding ``self`` then ``other``.
 
-        Identical writes (same chunk, same object) are one write. With ``policy="fail"``
-        two different writes of one chunk, or two different metadata documents for one node,
-        raise :class:`ConflictError` naming the path and chunk coordinates; with
-        ``"last_wins"`` ``other`` wins. ``describe`` maps node ids to paths for error
-        messages. ``ancestor`` is the metadata ``other`` started from (a fork's inherited
-        pending changes): a node that ``other`` changed on top of the very record ``self``
-        still holds is an update, not a conflict.
+        The rules are those of :meth:`merge_many` (docs/design/009-order-independent-merge.md):
+        with ``policy="fail"`` the outcome does not depend on the order of the change-sets.
+        ``describe`` maps node ids to paths for error messages. ``ancestor`` is the metadata
+        ``other`` started from (a fork's inherited pending changes).
 
         Raises
         ------
-        ConflictError
-            On overlapping writes under ``policy="fail"``.
+        MergeConflictError
+            On overlapping changes under ``policy="fail"``.
         """
         return self.merge_many([(other, ancestor)], policy=policy, describe=describe)
 
@@ -199,34 +197,44 @@ class ChangeSet:
                    describe: dict[str, str] | None = None) -> ChangeSet:
         """Merge several change-sets (each with its ``ancestor``) after ``self``, in order.
 
-        Equivalent to folding :meth:`merge`, but chunk tables are concatenated, sorted and
-        checked once per array, so the cost grows linearly (n log n) with the total number
-        of chunk refs, not with the number of change-sets times the refs merged so far.
+        Two change-sets conflict when they change one thing differently: a chunk, a key, a
+        node's metadata; a node one deletes (or replaces) and the other changes or writes
+        chunks of; a group one deletes and the other creates or changes something inside.
+        Identical changes are one change, a change on top of what the other change-set's
+        ``ancestor`` holds is an update, and two identical creations of a node (same kind,
+        same ``zarr.json``) are one node. With ``policy="fail"`` a conflict raises in every
+        order; with ``"last_wins"`` the later change-set wins it (a winning group delete
+        takes the earlier change-sets' nodes, chunks and keys inside the group with it).
+
+        Chunk tables are concatenated, sorted and checked once per array, so the cost grows
+        with the total number of chunk refs (n log n), not with the number of change-sets
+        times the refs merged so far.
 
         Raises
         ------
-        ConflictError
-            On overlapping writes under ``policy="fail"``.
+        MergeConflictError
+            On overlapping changes under ``policy="fail"``, naming the path (and the chunk
+            coordinates for chunks).
         """
         names = dict(describe or {})
-        names.update(self.node_paths_by_id())
-        out = ChangeSet(
-            nodes=dict(self.nodes),
-            new_paths=set(self.new_paths),
-            deleted=dict(self.deleted),
-            loose=dict(self.loose),
-        )
-        for other, ancestor in others:
-            if other.nodes:
-                names.update(other.node_paths_by_id())
-            if other.nodes or other.deleted or other.loose or other.new_paths:
-                out._merge_metadata(other, ancestor, policy)
+        for cs in (self, *(o for o, _ in others)):
+            names.update({r.node_id: p for p, r in cs.deleted.items()})
+            names.update(cs.node_paths_by_id())
+        out = ChangeSet(nodes=dict(self.nodes), new_paths=set(self.new_paths),
+                        deleted=dict(self.deleted), loose=dict(self.loose))
+        fold = MetadataFold(self, out, policy, names)
+        for i, (other, ancestor) in enumerate(others, 1):
+            fold.add(i, other, ancestor)
+        dead = fold.dead()
         per_node: dict[str, list[ChunkTable]] = {}
         ndims: dict[str, int] = {}
-        for cs in (self, *(o for o, _ in others)):
+        for i, cs in enumerate((self, *(o for o, _ in others))):
             for nid, ac in cs.chunks.items():
-                per_node.setdefault(nid, []).append(ac.table)
-                ndims[nid] = ac.ndim
+                key = fold.resolve(nid)
+                if key in dead or i <= fold.floor.get(key, -1):
+                    continue  # the node is gone, or a later delete won over these writes
+                per_node.setdefault(key, []).append(ac.table)
+                ndims[key] = ac.ndim
         for nid in sorted(per_node):
             tables = per_node[nid]
             if len(tables) == 1:
@@ -239,34 +247,6 @@ class ChangeSet:
             merged = _merge_tables(tables, policy, names.get(nid, nid))
             out.chunks[nid] = ArrayChunks(ndims[nid], merged)
         return out
-
-    def _merge_metadata(self, other: ChangeSet, ancestor: ChangeSet | None,
-                        policy: MergePolicy) -> None:
-        """Fold ``other``'s node and loose-key changes into ``self`` (in place)."""
-        before = dict(self.nodes)
-        for path, rec in other.nodes.items():
-            mine = self.nodes.get(path)
-            if (mine is not None and mine != rec and policy == "fail"
-                    and (mine.node_id != rec.node_id or mine.metadata != rec.metadata)
-                    and (ancestor is None or ancestor.nodes.get(path) != mine)):
-                raise MergeConflictError(
-                    f"both change-sets changed the metadata of {path!r} differently",
-                    path=path,
-                )
-            self.nodes[path] = rec
-        self.new_paths |= other.new_paths
-        for path, rec in other.deleted.items():
-            self.deleted.setdefault(path, rec)
-            if path in self.nodes and path not in other.nodes and path in before:
-                if policy == "fail":
-                    raise MergeConflictError(
-                        f"one change-set deleted {path!r} while another changed it", path=path
-                    )
-                del self.nodes[path]
-        for key, ref in other.loose.items():
-            if key in self.loose and self.loose[key] != ref and policy == "fail":
-                raise MergeConflictError(f"both change-sets wrote key {key!r}", path=key)
-            self.loose[key] = ref
 
     # ---------------------------------------------------------------- serialization
     def __getstate__(self) -> dict[str, Any]:

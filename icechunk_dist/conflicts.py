@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from enum import Enum
 from itertools import chain
 
 import numpy as np
 
 from icechunk_dist._conflict import Conflict, ConflictType
+from icechunk_dist._merge_rules import is_inside, parent_paths, removes_node
 from icechunk_dist.changeset import ArrayChunks, ChangeSet
-from icechunk_dist.format import SnapshotData, TransactionLogData
+from icechunk_dist.errors import RebaseFailedError
+from icechunk_dist.format import NodeRecord, SnapshotData, TransactionLogData
 from icechunk_dist.format.chunktable import coord_keys
 
 __all__ = [
@@ -111,15 +113,14 @@ class BasicConflictSolver(ConflictSolver):
                 f"fail_on_delete_of_updated_group={self.fail_on_delete_of_updated_group})")
 
 
-def _parents(path: str) -> Iterable[str]:
-    parts = path.split("/") if path else []
-    for i in range(len(parts) - 1, -1, -1):
-        yield "/".join(parts[:i])
-
-
 def detect_conflicts(ours: ChangeSet, base: SnapshotData,
                      theirs: Sequence[TransactionLogData]) -> list[Conflict]:
-    """Every conflict between ``ours`` (made on ``base``) and the landed ``theirs`` logs."""
+    """Every conflict between ``ours`` (made on ``base``) and the landed ``theirs`` logs.
+
+    Besides the same node, chunk or key changed on both sides, the hierarchy: our new node
+    or key inside a group they deleted (``NewNodeInInvalidGroup``), and our delete of a
+    group inside which they created or changed anything (``DeleteOfUpdatedGroup``).
+    """
     base_nodes = {n.path: n for n in base.nodes}
     out: list[Conflict] = []
     for tx in theirs:
@@ -139,7 +140,7 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
             if is_new:
                 if path in their_new:
                     add(ConflictType.NewNodeConflictsWithExistingNode, path)
-                elif any(p in their_del_grp for p in _parents(path)):
+                elif any(p in their_del_grp for p in parent_paths(path)):
                     add(ConflictType.NewNodeInInvalidGroup, path)
                 continue
             if path in their_del_arr:
@@ -181,14 +182,17 @@ def detect_conflicts(ours: ChangeSet, base: SnapshotData,
             if not touched and rec.kind != "array":
                 # deleting a group deletes its subtree: nodes they created or changed inside
                 # it (and chunks they wrote there) would vanish silently on replay
-                inside = path + "/" if path else ""
-                touched = any(p.startswith(inside) for p in chain(
-                    their_new, their_upd_arr, their_upd_grp, their_chunks))
+                touched = any(is_inside(p, path) for p in chain(
+                    their_new, their_upd_arr, their_upd_grp, their_chunks, tx.loose_keys))
             if touched:
                 add(ConflictType.DeleteOfUpdatedArray if rec.kind == "array"
                     else ConflictType.DeleteOfUpdatedGroup, path)
         for key in sorted(set(ours.loose) & set(tx.loose_keys)):
             add(ConflictType.KeyDoubleUpdate, key)
+        for key, ref in sorted(ours.loose.items()):
+            # a key we wrote inside a group they deleted would outlive its group
+            if ref is not None and any(p in their_del_grp for p in parent_paths(key)):
+                add(ConflictType.NewNodeInInvalidGroup, key)
     return out
 
 
@@ -197,7 +201,16 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
     """Rewrite ``ours`` so it applies on ``new_base``, honouring the chosen sides.
 
     ``UseOurs`` keeps our change (it overwrites theirs); ``UseTheirs`` drops our part of
-    the conflict.
+    the conflict. A group we delete takes with it whatever the landed commits put inside
+    it (nodes, their chunks, keys); keeping their side of ``DeleteOfUpdatedGroup`` keeps the
+    group with its whole subtree (docs/design/009-order-independent-merge.md).
+
+    Raises
+    ------
+    RebaseFailedError
+        If the choices would leave a node (or a key) of ours without its parent group,
+        for instance ``UseOurs`` for ``NewNodeInInvalidGroup``: one
+        ``NewNodeInInvalidGroup`` conflict per such path.
     """
     out = ChangeSet(
         nodes=dict(ours.nodes), new_paths=set(ours.new_paths), deleted=dict(ours.deleted),
@@ -217,14 +230,28 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
                     out.chunks[rec.node_id] = ArrayChunks(ac.ndim, ac.table.without(keys))
             elif t is ConflictType.KeyDoubleUpdate:
                 out.loose.pop(path, None)
-            elif t in (ConflictType.DeleteOfUpdatedArray, ConflictType.DeleteOfUpdatedGroup):
+            elif t is ConflictType.DeleteOfUpdatedArray:
                 out.deleted.pop(path, None)
+            elif t is ConflictType.DeleteOfUpdatedGroup:
+                # their group survives with its whole subtree: drop our deletes inside it
+                # too (and our replacement of the group, if we replaced it)
+                for p in [p for p in out.deleted if p == path or is_inside(p, path)]:
+                    del out.deleted[p]
+                for k in [k for k, v in out.loose.items() if v is None and is_inside(k, path)]:
+                    del out.loose[k]
+                rec = out.nodes.get(path)
+                if rec is not None and path in tip and tip[path].node_id != rec.node_id:
+                    del out.nodes[path]
+                    out.new_paths.discard(path)
+                    out.chunks.pop(rec.node_id, None)
             elif t is ConflictType.ChunksUpdatedInUpdatedArray:
                 # we only wrote chunks, so the node is usually not in our change-set: its
                 # id is the one in the tip (same node, their metadata)
                 rec = out.nodes.get(path) or tip.get(path)
                 if rec is not None:
                     out.chunks.pop(rec.node_id, None)
+            elif t is ConflictType.NewNodeInInvalidGroup and path in out.loose:
+                out.loose.pop(path)  # a key we wrote inside their deleted group
             # ChunksUpdatedInDeletedArray: the node is gone from the tip (or replaced by a
             # new node); its chunks are dropped with the other dead nodes' below
             else:  # node-level conflicts: drop our version of the node
@@ -252,12 +279,55 @@ def rebase_changes(ours: ChangeSet, new_base: SnapshotData,
             del out.deleted[path]
         else:
             out.deleted[path] = t_rec
+    _delete_subtrees(out, new_base, tip)
     # chunks of nodes that no longer exist (deleted or replaced by a landed commit) can
     # never be committed: drop them so the change-set says what the commit will do
     live = {r.node_id for r in out.nodes.values()}
     live |= {r.node_id for p, r in tip.items() if p not in out.deleted}
     for nid in [n for n in out.chunks if n not in live]:
         del out.chunks[nid]
+    # keys of ours that a solver kept inside a group they deleted
+    kept = [c.path[1:] for c, choice in resolved
+            if c.conflict_type is ConflictType.NewNodeInInvalidGroup
+            and choice is not VersionSelection.UseTheirs and c.path[1:] in out.loose]
+    orphans = _orphans(out, tip, kept) - _orphans(ChangeSet(), tip, ())
+    if orphans:
+        # what the solver chose would leave nodes without their parent group
+        raise RebaseFailedError(new_base.id, [
+            Conflict(ConflictType.NewNodeInInvalidGroup, public_path(p), None, new_base.id)
+            for p in sorted(orphans)])
+    return out
+
+
+def _delete_subtrees(out: ChangeSet, new_base: SnapshotData,
+                     tip: dict[str, NodeRecord]) -> None:
+    """A group we delete (or replace) takes the tip's whole subtree with it: the nodes,
+    their chunks and the keys inside it that commits which landed meanwhile added."""
+    groups = [p for p, r in out.deleted.items() if r.kind == "group" and removes_node(out, p)]
+    if not groups:
+        return
+    for q, rec in tip.items():
+        if q not in out.nodes and q not in out.deleted and any(is_inside(q, g) for g in groups):
+            out.deleted[q] = rec
+    for lref in new_base.loose:
+        if lref.key not in out.loose and any(is_inside(lref.key, g) for g in groups):
+            out.loose[lref.key] = None
+
+
+def _orphans(changes: ChangeSet, tip: dict[str, NodeRecord], keys: Sequence[str]
+             ) -> set[str]:
+    """Paths of nodes (and of ``keys``) whose parent is missing or not a group once
+    ``changes`` apply on ``tip`` (a missing root is the implicit root group)."""
+    final = {p: r for p, r in tip.items() if p not in changes.deleted}
+    final.update(changes.nodes)
+    out = set()
+    for p in chain(final, keys):
+        if p == "":
+            continue
+        parent = parent_paths(p)[0]
+        rec = final.get(parent)
+        if (rec is None and parent != "") or (rec is not None and rec.kind != "group"):
+            out.add(p)
     return out
 
 

@@ -7,23 +7,37 @@ ours wins) in a random order. The
 final state must equal replaying the landed commits' writes, in history order (oldest
 first), into a numpy model. Which writers fail is predicted too: only an appender whose
 array was appended by another writer after it opened (a metadata double update).
+
+The second half (issue 20, scenario 3) is about the hierarchy: random edits of two
+sessions (creates, attribute updates, deletes of arrays and groups, chunk writes and
+deletes, keys; ``hierarchy_ops``), one lands, the other rebases with each solver; the tip
+is always a valid Zarr hierarchy. Example tests pin a winning group delete (the subtree
+that landed inside the group goes too), a losing one (the group keeps its subtree) and a
+node of ours in a group they deleted (a conflict with every solver but keep-theirs).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pytest
 import zarr
-from hypothesis import HealthCheck, given, settings
+from hierarchy_ops import apply_edits, check_valid_tree, dump, edits, make_base, set_key
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from icechunk_dist import (
     BasicConflictSolver,
+    Conflict,
+    ConflictDetector,
+    ConflictSolver,
     ConflictType,
     RebaseFailedError,
     Repository,
     Session,
+    VersionSelection,
     in_memory_storage,
 )
 
@@ -142,3 +156,136 @@ def test_final_state_is_landed_commits_replayed_in_history_order(
     for name in ("a", "b"):
         got = zarr.open_array(ro.store, path=name, mode="r")[:]
         np.testing.assert_array_equal(got, model[name], err_msg=f"array {name}")
+
+
+# ------------------------------------------------------------------------------ hierarchy
+# (issue 20, scenario 3) A rebase never leaves a node without its parent group: a group
+# delete that wins takes the subtree the landed commits added with it (nodes, chunks, keys);
+# a solver that keeps theirs keeps the group with its subtree; a node of ours in a group
+# they deleted is a conflict whatever the solver (or dropped, if it keeps theirs).
+
+class AllOurs(ConflictSolver):
+    def choose(self, conflict: Conflict) -> VersionSelection:
+        return VersionSelection.UseOurs
+
+
+class AllTheirs(ConflictSolver):
+    def choose(self, conflict: Conflict) -> VersionSelection:
+        return VersionSelection.UseTheirs
+
+
+def _hierarchy_repo() -> tuple[Repository, str]:
+    repo = Repository.create(in_memory_storage())
+    return repo, make_base(repo)
+
+
+def _delete(store: Any, path: str) -> None:
+    parent, _, name = path.rpartition("/")
+    del zarr.open_group(store, path=parent, mode="r+")[name]
+
+
+def _tip_tree(repo: Repository) -> dict[str, bytes]:
+    keys = dump(repo.readonly_session("main").store)
+    check_valid_tree(keys)
+    return keys
+
+
+def _create_y_in_g(store: Any) -> None:
+    zarr.create_array(store, name="g/y", shape=(4,), chunks=(2,), dtype="i4",
+                      fill_value=0)[:] = 5
+    set_key(store, "g/extra", b"theirs")
+
+
+@pytest.mark.parametrize("solver", [BasicConflictSolver(), AllOurs()], ids=repr)
+def test_winning_group_delete_removes_what_landed_inside_it(solver: ConflictSolver) -> None:
+    repo, _ = _hierarchy_repo()
+    a, b = repo.writable_session("main"), repo.writable_session("main")
+    _delete(a.store, "g")
+    zarr.open_array(a.store, path="x", mode="r+")[0:2] = 7  # and a change elsewhere
+    _create_y_in_g(b.store)
+    b.commit("b creates /g/y")
+    a.commit("a deletes /g", rebase_with=solver)
+    keys = _tip_tree(repo)
+    assert sorted(k for k in keys if k.startswith("g/")) == []  # no /g/y, chunks or keys
+    assert "g/zarr.json" not in keys
+    ro = repo.readonly_session("main")
+    assert zarr.open_array(ro.store, path="x", mode="r")[:].tolist() == [7, 7, 1, 1]
+
+
+def test_group_delete_that_loses_keeps_the_group_with_its_subtree() -> None:
+    repo, _ = _hierarchy_repo()
+    a, b = repo.writable_session("main"), repo.writable_session("main")
+    _delete(a.store, "g")
+    zarr.open_array(a.store, path="x", mode="r+")[0:2] = 7
+    _create_y_in_g(b.store)
+    b.commit("b creates /g/y")
+    a.commit("a deletes /g", rebase_with=AllTheirs())
+    keys = _tip_tree(repo)
+    assert {"g/zarr.json", "g/a/zarr.json", "g/h/zarr.json", "g/h/b/zarr.json",
+            "g/y/zarr.json", "g/notes", "g/extra"} <= set(keys)
+    ro = repo.readonly_session("main")
+    assert zarr.open_array(ro.store, path="g/h/b", mode="r")[:].tolist() == [3] * 4
+    assert zarr.open_array(ro.store, path="g/y", mode="r")[:].tolist() == [5] * 4
+    assert zarr.open_array(ro.store, path="x", mode="r")[:].tolist() == [7, 7, 1, 1]
+
+
+@pytest.mark.parametrize("ours", ["array", "key"])
+@pytest.mark.parametrize("solver", [ConflictDetector(), BasicConflictSolver(), AllOurs()],
+                         ids=repr)
+def test_node_in_a_group_they_deleted_is_a_conflict(solver: ConflictSolver,
+                                                    ours: str) -> None:
+    repo, _ = _hierarchy_repo()
+    a, b = repo.writable_session("main"), repo.writable_session("main")
+    if ours == "array":
+        zarr.create_array(a.store, name="g/h/y", shape=(4,), chunks=(2,), dtype="i4")[:] = 5
+    else:
+        set_key(a.store, "g/h/extra", b"ours")
+    _delete(b.store, "g")
+    their_id = b.commit("b deletes /g")
+    with pytest.raises(RebaseFailedError) as ei:
+        a.commit("a writes in /g/h", rebase_with=solver)
+    assert {(c.conflict_type, c.path) for c in ei.value.conflicts} == {
+        (ConflictType.NewNodeInInvalidGroup, "/g/h/y" if ours == "array" else "/g/h/extra")}
+    assert repo.lookup_branch("main") == their_id
+    _tip_tree(repo)
+    # keeping theirs drops our node (or key): the commit lands, without /g
+    a.commit("a, without its node in /g", rebase_with=AllTheirs())
+    keys = _tip_tree(repo)
+    assert not any(k.startswith("g/") for k in keys)
+
+
+solvers = st.sampled_from([
+    ConflictDetector(),
+    BasicConflictSolver(),
+    BasicConflictSolver(on_chunk_conflict=VersionSelection.UseTheirs),
+    BasicConflictSolver(on_chunk_conflict=VersionSelection.Fail),
+    BasicConflictSolver(fail_on_delete_of_updated_array=True,
+                        fail_on_delete_of_updated_group=True),
+    AllOurs(),
+    AllTheirs(),
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ours=edits(), theirs=edits(), solver=solvers)
+def test_rebase_with_every_solver_leaves_a_valid_hierarchy(
+        ours: list[Any], theirs: list[Any], solver: ConflictSolver) -> None:
+    """Random edits of two sessions of one base; theirs lands first, ours rebases with
+    ``solver``: it lands or raises RebaseFailedError, and the tip is a valid tree."""
+    repo, _ = _hierarchy_repo()
+    a, b = repo.writable_session("main"), repo.writable_session("main")
+    apply_edits(a.store, ours)
+    apply_edits(b.store, theirs)
+    if b.has_uncommitted_changes:
+        b.commit("theirs")
+    tip = repo.lookup_branch("main")
+    _tip_tree(repo)
+    if not a.has_uncommitted_changes:
+        return
+    try:
+        a.commit("ours", rebase_with=solver)
+        event("landed")
+    except RebaseFailedError:
+        assert repo.lookup_branch("main") == tip
+        event("rebase failed")
+    _tip_tree(repo)
