@@ -16,7 +16,13 @@ import numpy.typing as npt
 
 from icechunk_dist._merge_rules import MetadataFold
 from icechunk_dist.errors import MergeConflictError
-from icechunk_dist.format import ChunkRefRecord, ChunkTable, NodeRecord, TableBuilder
+from icechunk_dist.format import (
+    KIND_NATIVE,
+    ChunkRefRecord,
+    ChunkTable,
+    NodeRecord,
+    TableBuilder,
+)
 from icechunk_dist.format.chunktable import KIND_TOMBSTONE, linear_keys
 
 __all__ = ["ArrayChunks", "ChangeSet", "MergePolicy"]
@@ -66,8 +72,9 @@ class ArrayChunks:
         if len(self._builder) >= _FOLD_AT:
             self.fold()
 
-    def set_native(self, coord: tuple[int, ...], chunk_id: bytes, length: int) -> None:
-        self._builder.add_native(coord, chunk_id, length)
+    def set_native(self, coord: tuple[int, ...], chunk_id: bytes, length: int,
+                   digest: int = 0) -> None:
+        self._builder.add_native(coord, chunk_id, length, digest=digest)
         self._note(coord)
 
     def set_inline(self, coord: tuple[int, ...], data: bytes) -> None:
@@ -248,6 +255,24 @@ class ChangeSet:
             out.chunks[nid] = ArrayChunks(ndims[nid], merged)
         return out
 
+    def without_chunks_of(self, node_ids: set[str], others: Sequence[ChangeSet]
+                          ) -> ChangeSet:
+        """A shallow copy whose chunk writes of ``node_ids`` leave out the coordinates that
+        ``others`` write (what those later writes override). ``self`` is not modified.
+        """
+        if not node_ids:
+            return self
+        out = ChangeSet(nodes=self.nodes, new_paths=self.new_paths, deleted=self.deleted,
+                        loose=self.loose, chunks=dict(self.chunks))
+        for nid in node_ids:
+            mine = self.chunks.get(nid)
+            theirs = [o.chunks[nid].table for o in others if nid in o.chunks]
+            if mine is None or not theirs:
+                continue
+            keys = ChunkTable.concat(theirs).keys()
+            out.chunks[nid] = ArrayChunks(mine.ndim, mine.table.without(keys))
+        return out
+
     # ---------------------------------------------------------------- serialization
     def __getstate__(self) -> dict[str, Any]:
         enc = msgspec.msgpack.Encoder()
@@ -336,6 +361,12 @@ def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) 
             & (cat.offsets[a] == cat.offsets[b])
             & (cat.lengths[a] == cat.lengths[b])
         )
+        if cat.digests is not None:
+            # two native writes of the same bytes (content digests recorded at write time)
+            # are one write, whatever objects hold them
+            da, db = cat.digests[a], cat.digests[b]
+            equal |= ((cat.kinds[a] == KIND_NATIVE) & (cat.kinds[b] == KIND_NATIVE)
+                      & (da == db) & (da != 0) & (cat.lengths[a] == cat.lengths[b]))
         inline = np.flatnonzero((cat.kinds[a] == 1) & (cat.kinds[b] == 1))
         for j in inline:  # offsets point into different blobs: compare the bytes
             equal[j] = cat.row_payload(int(a[j])) == cat.row_payload(int(b[j]))
@@ -345,8 +376,10 @@ def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) 
             real = cat.coords[a[bad]]
             coords = sorted({tuple(int(v) for v in r) for r in real})
             raise MergeConflictError(
-                f"two change-sets wrote the same chunk(s) of {path!r}: "
-                f"{_fmt_coords(coords[:20], len(coords))}",
+                f"two change-sets wrote the same chunk(s) of {path!r} with different bytes: "
+                f"{_fmt_coords(coords[:20], len(coords))}. Concurrent forks must write "
+                "disjoint chunks (or the same bytes); to let the later one win, merge with "
+                'policy="last_wins"',
                 path=path,
                 chunk_coords=coords[:20],
             )

@@ -94,6 +94,11 @@ class ChunkTable:
     url_idx : int32 (n,) index into ``urls`` (virtual rows), else -1
     blob : bytes, inline payloads
     urls, etags : per distinct virtual location
+    digests : uint64 (n,) or None
+        Content digest (xxh3-64) of each native chunk's bytes, recorded when the chunk was
+        written (0: not known, e.g. rows read from a manifest). Kept in change-sets only, never
+        in manifests: a merge takes two writes of one chunk with equal digests and lengths as
+        one write (docs/design/013-ordered-writes-and-identical-chunks.md).
     """
 
     ndim: int
@@ -107,6 +112,7 @@ class ChunkTable:
     urls: list[str] = field(default_factory=list)
     etags: list[str | None] = field(default_factory=list)
     sorted_unique: bool = False
+    digests: npt.NDArray[np.uint64] | None = None
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -145,6 +151,7 @@ class ChunkTable:
             blob=self.blob,
             urls=self.urls,
             etags=self.etags,
+            digests=None if self.digests is None else self.digests[index],
         )
 
     def rows(self, start: int, stop: int) -> ChunkTable:
@@ -161,6 +168,7 @@ class ChunkTable:
             urls=self.urls,
             etags=self.etags,
             sorted_unique=self.sorted_unique,
+            digests=None if self.digests is None else self.digests[start:stop],
         )
 
     @classmethod
@@ -176,6 +184,10 @@ class ChunkTable:
         nd = tables[0].ndim
         if any(t.ndim != nd for t in tables):
             raise ValueError("cannot concat chunk tables of different dimensionality")
+        digests = None
+        if any(t.digests is not None for t in tables):
+            digests = np.concatenate([t.digests if t.digests is not None
+                                      else np.zeros(len(t), np.uint64) for t in tables])
         if not any(t.blob or t.urls for t in tables):
             # no inline payloads, no virtual locations: nothing to re-base, one
             # concatenation per column (the common case: merges of native refs)
@@ -187,6 +199,7 @@ class ChunkTable:
                 offsets=np.concatenate([t.offsets for t in tables]),
                 lengths=np.concatenate([t.lengths for t in tables]),
                 url_idx=np.concatenate([t.url_idx for t in tables]),
+                digests=digests,
             )
         offsets: list[npt.NDArray[np.uint64]] = []
         url_idx: list[npt.NDArray[np.int32]] = []
@@ -217,6 +230,7 @@ class ChunkTable:
             blob=b"".join(blobs),
             urls=urls,
             etags=etags,
+            digests=digests,
         )
 
     # ---------------------------------------------------------------- ordering
@@ -367,7 +381,7 @@ class ChunkTable:
         return ChunkTable(
             ndim=self.ndim, coords=self.coords, kinds=self.kinds, ids=self.ids,
             offsets=offsets, lengths=self.lengths, url_idx=url_idx, blob=b"".join(parts),
-            urls=urls, etags=etags, sorted_unique=self.sorted_unique,
+            urls=urls, etags=etags, sorted_unique=self.sorted_unique, digests=self.digests,
         )
 
     def row_payload(self, i: int) -> tuple[int, Any]:
@@ -478,6 +492,7 @@ class TableBuilder:
         "_blob",
         "_blob_len",
         "_coords",
+        "_digests",
         "_etags",
         "_ids",
         "_inline_rows",
@@ -502,6 +517,7 @@ class TableBuilder:
         self._urls: list[str] = []
         self._etags: list[str | None] = []
         self._inline_rows: dict[int, bytes] = {}
+        self._digests: list[int] = []
 
     def __len__(self) -> int:
         return len(self._kinds)
@@ -509,8 +525,8 @@ class TableBuilder:
     _NOID = bytes(12)
 
     def add_native(self, coord: tuple[int, ...], chunk_id: bytes, length: int,
-                   offset: int = 0) -> None:
-        self._add(coord, KIND_NATIVE, chunk_id, offset, length, -1)
+                   offset: int = 0, digest: int = 0) -> None:
+        self._add(coord, KIND_NATIVE, chunk_id, offset, length, -1, digest)
 
     def add_inline(self, coord: tuple[int, ...], data: bytes) -> None:
         self._inline_rows[len(self._kinds)] = data
@@ -528,7 +544,7 @@ class TableBuilder:
         self._add(coord, KIND_TOMBSTONE, self._NOID, 0, 0, -1)
 
     def _add(self, coord: tuple[int, ...], kind: int, cid: bytes, off: int, ln: int,
-             ui: int) -> None:
+             ui: int, digest: int = 0) -> None:
         if len(coord) != self.ndim:
             raise ValueError(f"coordinate {coord} has {len(coord)} dims, expected {self.ndim}")
         self._coords.append(coord)
@@ -537,6 +553,7 @@ class TableBuilder:
         self._offsets.append(off)
         self._lengths.append(ln)
         self._url_idx.append(ui)
+        self._digests.append(digest)
 
     def build_row(self, i: int) -> tuple[int, object]:
         """(kind, payload) of row ``i``, as :meth:`ChunkTable.row_payload`."""
@@ -564,4 +581,5 @@ class TableBuilder:
             blob=b"".join(self._blob),
             urls=list(self._urls),
             etags=list(self._etags),
+            digests=(np.asarray(self._digests, np.uint64) if any(self._digests) else None),
         )

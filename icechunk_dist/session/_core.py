@@ -6,6 +6,8 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import xxhash
+
 from icechunk_dist._types import encode_id, new_id, new_id_bytes
 from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.config import RepositoryConfig
@@ -115,6 +117,10 @@ class SessionCore:
             If one of them could not be written.
         """
         await self._writes.flush()
+
+    def _chunks_written(self, node_id: str) -> None:
+        """Called (under the lock) before chunk refs of node ``node_id`` are recorded: a
+        session stamps the array with its write generation (see ``Session.merge``)."""
 
     def _check_writable(self) -> None:
         if self._read_only:
@@ -356,6 +362,7 @@ class SessionCore:
             ac_ndim = _keys.ndim_of(node.array)  # type: ignore[arg-type]
             if len(data) <= self._config.inline_chunk_threshold_bytes:
                 with self._lock:
+                    self._chunks_written(node.node_id)
                     self._changes.array_chunks(node.node_id, ac_ndim).set_inline(coord, data)
                 return
             raw_id = new_id_bytes()
@@ -365,9 +372,13 @@ class SessionCore:
                 await self._writes.submit(self._storage, chunk_key(encode_id(raw_id)), data)
             else:
                 await self._storage.put(chunk_key(encode_id(raw_id)), data)
+            # the content digest makes two writes of the same bytes one write at merge
+            # (docs/design/013-ordered-writes-and-identical-chunks.md); never 0 ("unknown")
+            digest = xxhash.xxh3_64_intdigest(data) or 1
             with self._lock:
+                self._chunks_written(node.node_id)
                 self._changes.array_chunks(node.node_id, ac_ndim).set_native(
-                    coord, raw_id, len(data)
+                    coord, raw_id, len(data), digest
                 )
             return
         # a key that is not an array chunk: kept as a loose object
@@ -402,6 +413,7 @@ class SessionCore:
             if found is not None:
                 node, coord = found
                 _check_chunk(node, coord, b"", key, check_size=False)
+                self._chunks_written(node.node_id)
                 self._changes.array_chunks(
                     node.node_id, _keys.ndim_of(node.array)  # type: ignore[arg-type]
                 ).set_virtual(coord, url, offset, length, etag)
@@ -456,6 +468,7 @@ class SessionCore:
             # fill value instead of writing them, and a fork's record of every chunk it
             # handled is what lets a merge check that no chunk of a job went missing
             with self._lock:
+                self._chunks_written(node.node_id)
                 self._changes.array_chunks(
                     node.node_id, _keys.ndim_of(node.array)  # type: ignore[arg-type]
                 ).delete(coord)

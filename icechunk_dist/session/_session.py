@@ -92,6 +92,10 @@ class Session(SessionCore):
         self._data_commit = DataCommit()
         # snapshots whose ref write had an unknown outcome (settled by the next attempt)
         self._unsettled: set[str] = set()
+        # writes are ordered: a fork made at generation g overrides the session's chunk
+        # writes of arrays last written at or before g (docs/design/013-...)
+        self._generation = 0
+        self._chunk_gen: dict[str, int] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -370,8 +374,11 @@ class Session(SessionCore):
         with self._lock:
             inherited = self._changes.copy_metadata()
             inherited.loose = dict(self._changes.loose)
+            generation = self._generation
+            self._generation += 1  # our writes from now on are concurrent with the fork's
         return _forks.new_fork(storage=self._storage, config=self._config, base=self._base,
-                               lineage_id=self._lineage_id, inherited=inherited)
+                               lineage_id=self._lineage_id, inherited=inherited,
+                               generation=generation)
 
     def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> None:
         """Bring the changes of forks into this session.
@@ -407,12 +414,21 @@ class Session(SessionCore):
 
     def _merge_ready(self, ready: tuple[ForkSession, ...], policy: MergePolicy) -> None:
         with self._lock:
-            parts, seen, _names = _forks.take_changes(
+            parts, seen, _names, forked_at = _forks.take_changes(
                 ready, storage=self._storage, base_id=self._base.id,
                 lineage_id=self._lineage_id, seen=self._merged_forks, what="this session")
-            self._changes = self._changes.merge_many(parts, policy=policy,
-                                                     describe=node_names(self))
+            # writes in one session are ordered: what this session wrote to an array before
+            # the forks were made is overridden by their writes (as any Zarr store would);
+            # writes made since (ours, or of forks merged meanwhile) are concurrent with them
+            earlier = {nid for cs, _ in parts for nid in cs.chunks
+                       if self._chunk_gen.get(nid, -1) <= forked_at}
+            mine = self._changes.without_chunks_of(earlier, [cs for cs, _ in parts])
+            self._changes = mine.merge_many(parts, policy=policy, describe=node_names(self))
             self._merged_forks = seen
+            for cs, _ in parts:
+                for nid in cs.chunks:
+                    self._chunk_gen[nid] = self._generation
+            self._generation += 1
         for f in ready:
             _forks.release(f)
 
@@ -519,6 +535,9 @@ class Session(SessionCore):
         if self._base.parent_id is None:
             raise SessionStateError("the repository's first commit cannot be amended")
         return await run_commit(_CommitSource(self), AmendCommit(), message, meta)
+
+    def _chunks_written(self, node_id: str) -> None:
+        self._chunk_gen[node_id] = self._generation
 
     def _become_committed(self, snap: SnapshotData) -> None:
         with self._lock:

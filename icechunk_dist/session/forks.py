@@ -86,6 +86,7 @@ def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
         base_id=state["base_id"], lineage_id=state["lineage_id"], fork_id=state["fork_id"],
         inherited=state["inherited"], changes=state["changes"],
         contributors=set(state["contributors"]), shared=shared,
+        generation=state.get("generation", 0),
     )
     f._carried = frozenset(f._contributors)
     return register(f) if shared else f
@@ -165,10 +166,11 @@ def wait_for_writes_sync(forks: Sequence[ForkSession]) -> None:
 
 def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str,
                  lineage_id: str, seen: set[str], what: str
-                 ) -> tuple[list[tuple[ChangeSet, ChangeSet | None]], set[str], dict[str, str]]:
+                 ) -> tuple[list[tuple[ChangeSet, ChangeSet | None]], set[str], dict[str, str],
+                            int]:
     """The change-sets of ``forks`` to merge into ``what`` (which already holds ``seen``):
-    (change-set, inherited metadata) pairs, the contributor ids after the merge, and the
-    node names the forks know.
+    (change-set, inherited metadata) pairs, the contributor ids after the merge, the node
+    names the forks know, and the earliest parent write generation the forks were made at.
 
     Raises
     ------
@@ -177,6 +179,7 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
     """
     seen = set(seen)
     names: dict[str, str] = {}
+    generation = min((f._generation for f in forks), default=0)
     parts: list[tuple[ChangeSet, ChangeSet | None]] = []
     for f in forks:
         _check_same_lineage(storage, base_id, lineage_id, f, what)
@@ -189,7 +192,7 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
             seen |= f._contributors
             parts.append((f._changes, f._inherited))
         names.update(node_names(f))
-    return parts, seen, names
+    return parts, seen, names, generation
 
 
 class ForkSession(SessionCore):
@@ -204,12 +207,13 @@ class ForkSession(SessionCore):
 
     @classmethod
     def _new(cls, *, storage: Storage, config: RepositoryConfig, base: SnapshotData,
-             lineage_id: str, inherited: ChangeSet) -> ForkSession:
+             lineage_id: str, inherited: ChangeSet, generation: int = 0) -> ForkSession:
         f = cls.__new__(cls)
         fid = new_id()
         f._setup(storage=storage, config=config, base=base, base_id=base.id,
                  lineage_id=lineage_id, fork_id=fid, inherited=inherited,
-                 changes=ChangeSet(), contributors=set(), shared=True)
+                 changes=ChangeSet(), contributors=set(), shared=True,
+                 generation=generation)
         f._own = fid
         f._original = True
         register(f)
@@ -217,7 +221,8 @@ class ForkSession(SessionCore):
 
     def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
                base_id: str, lineage_id: str, fork_id: str, inherited: ChangeSet,
-               changes: ChangeSet, contributors: set[str], shared: bool = False) -> None:
+               changes: ChangeSet, contributors: set[str], shared: bool = False,
+               generation: int = 0) -> None:
         placeholder = base if base is not None else SnapshotData(
             id=base_id, parent_id=None, written_at=_EPOCH, message="")
         self._init_core(storage, config, placeholder, changes, False)
@@ -237,6 +242,9 @@ class ForkSession(SessionCore):
         # a fork from Session.fork() is "shared": its copies in each process are listed in
         # the registry (for gather_forks); children, task results and merges are not
         self._shared = shared
+        # the parent session's write generation when this fork was made: the session's
+        # writes up to it come before the fork's (a merge lets the fork override them)
+        self._generation = generation
 
     def __reduce__(self) -> Any:
         # the copy refers to our chunk objects: they must have landed (or pickling fails)
@@ -252,7 +260,7 @@ class ForkSession(SessionCore):
                 "lineage_id": self._lineage_id, "fork_id": self._fork_id,
                 "inherited": self._inherited, "changes": self._changes,
                 "contributors": sorted(self._contributors),
-                "shared": self._shared,
+                "shared": self._shared, "generation": self._generation,
             }
         return (_rebuild_fork, (state,))
 
@@ -299,7 +307,7 @@ class ForkSession(SessionCore):
         f._setup(storage=self._storage, config=self._config,
                  base=self._base if self._base_loaded else None, base_id=self._base_id,
                  lineage_id=self._lineage_id, fork_id=fid, inherited=self._inherited,
-                 changes=ChangeSet(), contributors=set())
+                 changes=ChangeSet(), contributors=set(), generation=self._generation)
         f._own = fid
         return f
 
@@ -353,7 +361,7 @@ class ForkSession(SessionCore):
             with self._lock:
                 if any(f is self for f in forks):
                     raise SessionStateError("cannot merge a fork into itself")
-                parts, seen, names = take_changes(
+                parts, seen, names, generation = take_changes(
                     forks, storage=self._storage, base_id=self._base_id,
                     lineage_id=self._lineage_id, seen=self._contributors,
                     what=f"fork {self._fork_id}")
@@ -361,6 +369,7 @@ class ForkSession(SessionCore):
                 self._changes = self._changes.merge_many(parts, policy=policy,
                                                          describe=names)
                 self._contributors = seen
+                self._generation = min(self._generation, generation)
         except ConflictError as e:
             raise self._named_conflict(e) from None
         for f in forks:
@@ -558,7 +567,8 @@ def take_registered_copies(fork_id: str) -> ForkSession | None:
 
 
 def new_fork(*, storage: Storage, config: RepositoryConfig, base: SnapshotData,
-             lineage_id: str, inherited: ChangeSet) -> ForkSession:
-    """A new shared fork of the session with ``lineage_id`` (what ``Session.fork`` returns)."""
+             lineage_id: str, inherited: ChangeSet, generation: int) -> ForkSession:
+    """A new shared fork of the session with ``lineage_id`` (what ``Session.fork`` returns),
+    made at that session's write ``generation``."""
     return ForkSession._new(storage=storage, config=config, base=base, lineage_id=lineage_id,
-                            inherited=inherited)
+                            inherited=inherited, generation=generation)
