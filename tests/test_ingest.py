@@ -348,24 +348,24 @@ def test_files_of_one_step_with_a_scalar_time(tmp_path: Path) -> None:
 
 def test_a_racing_ingestion_is_replanned_not_duplicated(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import icechunk_dist.ingest._ingest as mod
+    import icechunk_dist.ingest._runner as mod
 
     files = write_files(tmp_path / "src", 4)
     repo_path = str(tmp_path / "repo")
     ingest(repo_path, [str(files[0])], progress=False)
-    original = mod._Runner.write_and_merge
+    original = mod.Runner.write_and_merge
     raced: list[bool] = []
 
     def racing(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = original(self, *args, **kwargs)
         if not raced:  # another job lands file 1 while this one writes files 1-3
             raced.append(True)
-            monkeypatch.setattr(mod._Runner, "write_and_merge", original)
+            monkeypatch.setattr(mod.Runner, "write_and_merge", original)
             ingest(repo_path, [str(files[1])], progress=False)
-            monkeypatch.setattr(mod._Runner, "write_and_merge", racing)
+            monkeypatch.setattr(mod.Runner, "write_and_merge", racing)
         return out
 
-    monkeypatch.setattr(mod._Runner, "write_and_merge", racing)
+    monkeypatch.setattr(mod.Runner, "write_and_merge", racing)
     result = ingest(repo_path, [str(p) for p in files], progress=False)
     assert raced and len(result.snapshot_ids) == 1
     assert result.ingested == [str(p) for p in files[2:]]
