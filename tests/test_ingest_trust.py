@@ -16,6 +16,7 @@ import pytest
 xr = pytest.importorskip("xarray")
 pytest.importorskip("h5netcdf")
 
+from conftest import S3_ACCESS_KEY_ID, S3_REGION, S3_SECRET_ACCESS_KEY  # noqa: E402
 from netcdf_data import make_dataset, write_files  # noqa: E402
 
 import icechunk_dist as icd  # noqa: E402
@@ -284,6 +285,46 @@ def test_checksum_tells_a_replacement_that_kept_its_mtime(
     assert _ingest(repo, str(src), "--checksum") == 2
     err = capsys.readouterr().err
     assert f"{files[1]}: changed since it landed" in err and "sha256" in err
+
+
+@pytest.mark.s3
+def test_on_s3_no_create_and_a_replaced_object_by_its_etag(
+        tmp_path: Path, s3_server: str, s3_bucket: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_ACCESS_KEY)
+    files = write_files(tmp_path / "src", 2, **SMALL)  # type: ignore[arg-type]
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name=S3_REGION,
+                      aws_access_key_id=S3_ACCESS_KEY_ID,
+                      aws_secret_access_key=S3_SECRET_ACCESS_KEY)
+    for p in files:
+        s3.upload_file(str(p), s3_bucket, f"raw/{p.name}")
+    flags = ["--endpoint-url", s3_server, "--allow-http", "--region", S3_REGION,
+             "--no-progress"]
+    repo = f"s3://{s3_bucket}/repos/typo"
+    assert _ingest(repo, f"s3://{s3_bucket}/raw/*.nc", "--no-create", *flags) == 2
+    assert "no repository at" in capsys.readouterr().err
+    listed = s3.list_objects_v2(Bucket=s3_bucket, Prefix="repos/")
+    assert listed.get("KeyCount", 0) == 0  # nothing created
+    repo = f"s3://{s3_bucket}/repos/era"
+    assert _ingest(repo, f"s3://{s3_bucket}/raw/*.nc", *flags) == 0
+    # the same object uploaded again with other bytes of the same size: a new etag
+    _replace_same_size(files[1], 1)
+    s3.upload_file(str(files[1]), s3_bucket, f"raw/{files[1].name}")
+    s3.close()
+    capsys.readouterr()
+    assert _ingest(repo, f"s3://{s3_bucket}/raw/*.nc", *flags) == 2
+    err = capsys.readouterr().err
+    assert f"s3://{s3_bucket}/raw/{files[1].name}: changed since it landed" in err
+    assert "etag" in err
+    assert _ingest(repo, f"s3://{s3_bucket}/raw/*.nc", "--reingest-changed", *flags) == 0
+    storage = icd.s3_storage(bucket=s3_bucket, prefix="repos/era", region=S3_REGION,
+                             endpoint_url=s3_server, allow_http=True,
+                             access_key_id=S3_ACCESS_KEY_ID,
+                             secret_access_key=S3_SECRET_ACCESS_KEY)
+    xr.testing.assert_identical(_ds(icd.Repository.open(storage)), _mf(files))
 
 
 # ------------------------------------------------------------------ 9. errors
