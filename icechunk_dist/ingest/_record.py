@@ -170,7 +170,8 @@ def write_record(store: IcechunkStore, group: str | None, record: Record) -> Non
 def legacy_record(repo: Repository, ref: str, group: str | None) -> Record:
     """The inputs listed in the metadata of the ingestion commits on ``ref``'s ancestry
     (repositories ingested before the record was kept in the tree)."""
-    files: dict[str, Landed] = {}
+    commits: list[list[Landed]] = []  # newest first
+    seen: set[str] = set()
     concat_dim = None
     for info in repo.ancestry(branch=ref):
         rec = info.metadata.get(METADATA_KEY) if info.metadata else None
@@ -184,12 +185,15 @@ def legacy_record(repo: Repository, ref: str, group: str | None) -> Record:
             continue
         if concat_dim is None and rec.get("concat_dim"):
             concat_dim = str(rec["concat_dim"])
+        landed = []
         for f in rec.get("files") or ():
-            if isinstance(f, dict) and "url" in f and str(f["url"]) not in files:
-                files[str(f["url"])] = Landed(
+            if isinstance(f, dict) and "url" in f and str(f["url"]) not in seen:
+                seen.add(str(f["url"]))
+                landed.append(Landed(
                     url=str(f["url"]), size=int(f.get("size", -1)), etag=f.get("etag"),
-                    mtime=f.get("mtime"), sha256=f.get("sha256"), snapshot=info.id)
-    return Record(concat_dim=concat_dim, files=list(files.values())[::-1])
+                    mtime=f.get("mtime"), sha256=f.get("sha256"), snapshot=info.id))
+        commits.append(landed)
+    return Record(concat_dim=concat_dim, files=[f for c in reversed(commits) for f in c])
 
 
 def changed(old: Landed, new: SourceFile, sha256: str | None) -> str | None:
