@@ -28,7 +28,12 @@ from typing import Any
 
 import msgspec
 
-from icechunk_dist.errors import ConflictError, InvalidInputError, StorageError
+from icechunk_dist.errors import (
+    ConflictError,
+    InvalidInputError,
+    MergeConflictError,
+    StorageError,
+)
 from icechunk_dist.ingest._checks import (
     check_chunks,
     check_order,
@@ -341,7 +346,7 @@ class _Run:
                 except ConflictError as e:
                     # another writer changed the same arrays (e.g. an ingestion job racing
                     # us): re-plan the batch at the new tip, skipping what that job landed
-                    if attempt == _RACE_ATTEMPTS - 1:
+                    if attempt == _RACE_ATTEMPTS - 1 or isinstance(e, MergeConflictError):
                         raise
                     batch, rw, gone = self._replan(repo, batch, rw, e)
                     self.skipped.extend(gone)
