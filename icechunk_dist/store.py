@@ -18,7 +18,14 @@ from icechunk_dist.errors import NotFoundError, ReadOnlyError
 from icechunk_dist.session._storeslot import register_store_class
 from icechunk_dist.storage import Storage
 
-__all__ = ["IcechunkStore", "StoreBackend"]
+__all__ = ["PRIVATE_DIR", "IcechunkStore", "StoreBackend"]
+
+#: Name of a directory that :meth:`IcechunkStore.list_dir` never shows. The library's own
+#: documents live under ``<group>/.icechunk_dist/`` (ingestion's record of landed inputs,
+#: docs/design/012-landed-inputs-record.md): ordinary keys of the snapshot, so they travel
+#: with it through expiry, amend and reset and go with the group when it is deleted, but zarr
+#: never meets them as (unrecognized) members of a group.
+PRIVATE_DIR = ".icechunk_dist"
 
 
 class StoreBackend(Protocol):
@@ -280,7 +287,7 @@ class IcechunkStore(Store):
         seen: set[str] = set()
         async for k in self._session.iter_keys(full):
             child = k[len(full):].split("/", 1)[0]
-            if child and child not in seen:
+            if child and child != PRIVATE_DIR and child not in seen:
                 seen.add(child)
                 yield child
 

@@ -348,24 +348,24 @@ def test_files_of_one_step_with_a_scalar_time(tmp_path: Path) -> None:
 
 def test_a_racing_ingestion_is_replanned_not_duplicated(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import icechunk_dist.ingest._ingest as mod
+    import icechunk_dist.ingest._runner as mod
 
     files = write_files(tmp_path / "src", 4)
     repo_path = str(tmp_path / "repo")
     ingest(repo_path, [str(files[0])], progress=False)
-    original = mod._Runner.write_and_merge
+    original = mod.Runner.write_and_merge
     raced: list[bool] = []
 
     def racing(self: Any, *args: Any, **kwargs: Any) -> Any:
         out = original(self, *args, **kwargs)
         if not raced:  # another job lands file 1 while this one writes files 1-3
             raced.append(True)
-            monkeypatch.setattr(mod._Runner, "write_and_merge", original)
+            monkeypatch.setattr(mod.Runner, "write_and_merge", original)
             ingest(repo_path, [str(files[1])], progress=False)
-            monkeypatch.setattr(mod._Runner, "write_and_merge", racing)
+            monkeypatch.setattr(mod.Runner, "write_and_merge", racing)
         return out
 
-    monkeypatch.setattr(mod._Runner, "write_and_merge", racing)
+    monkeypatch.setattr(mod.Runner, "write_and_merge", racing)
     result = ingest(repo_path, [str(p) for p in files], progress=False)
     assert raced and len(result.snapshot_ids) == 1
     assert result.ingested == [str(p) for p in files[2:]]
@@ -375,3 +375,23 @@ def test_a_racing_ingestion_is_replanned_not_duplicated(tmp_path: Path,
     urls = [f["url"] for h in repo.ancestry(branch="main") if METADATA_KEY in h.metadata
             for f in h.metadata[METADATA_KEY]["files"]]
     assert sorted(urls) == [str(p) for p in files]
+
+
+def test_a_group_ingested_before_the_record_existed_reads_its_commits(tmp_path: Path) -> None:
+    # repositories ingested by earlier versions list their inputs only in commit metadata:
+    # drop the record in the tree to get one, then re-run and append
+    from icechunk_dist import _sync
+    from icechunk_dist.ingest import landed_inputs
+
+    files = write_files(tmp_path / "src", 3)
+    repo_path = str(tmp_path / "repo")
+    ingest(repo_path, [str(p) for p in files[:2]])
+    repo = _repo(tmp_path / "repo")
+    session = repo.writable_session("main")
+    _sync.run(session.store.delete(".icechunk_dist/ingest.json"))
+    session.commit("drop the record")
+    again = ingest(repo_path, [str(tmp_path / "src")])
+    assert again.skipped == [str(p) for p in files[:2]]
+    assert again.ingested == [str(files[2])]
+    assert [f.url for f in landed_inputs(repo)] == [str(p) for p in files]
+    xr.testing.assert_identical(_ds(repo), _mf(files))

@@ -142,7 +142,11 @@ def test_config_file_and_flags_override(tmp_path: Path,
     assert "bad.json" in err and "arrays" in err
 
 
-def test_storage_unreachable_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_storage_unreachable_exit_4(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # credentials are given: without them the run is a configuration error (exit 2)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
     write_files(tmp_path / "src", 1)
     port = _closed_port()
     rc = main(["ingest", "s3://bucket/repo", str(tmp_path / "src"), "--no-progress",
@@ -179,7 +183,8 @@ def test_s3_sources_and_repository_with_workers(tmp_path: Path, s3_server: str,
                 "--endpoint-url", s3_server, "--allow-http", "--region", S3_REGION, env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
-    assert "ingested 3 file(s)" in out and "files written 3/3" in out
+    # the summary on stdout, progress (files and bytes, rate) on stderr
+    assert "ingested 3 file(s)" in out and "writing 3/3 files" in err
     storage = icd.s3_storage(bucket=s3_bucket, prefix="repo", region=S3_REGION,
                              endpoint_url=s3_server, allow_http=True,
                              access_key_id=S3_ACCESS_KEY_ID,
@@ -239,6 +244,6 @@ def test_running_scheduler_and_wait_for_workers(tmp_path: Path, dask_client: obj
     address = dask_client.scheduler.address  # type: ignore[attr-defined]
     assert main(["ingest", str(tmp_path / "repo"), str(tmp_path / "src"),
                  "--scheduler", address, "--wait-for-workers", "2", "--timeout", "60"]) == 0
-    out = capsys.readouterr().out
-    assert "files written 3/3" in out and "ingested 3 file(s)" in out
+    out, err = capsys.readouterr()
+    assert "writing 3/3 files" in err and "ingested 3 file(s)" in out
     xr.testing.assert_identical(_ds(_repo(tmp_path / "repo")), _mf(files))

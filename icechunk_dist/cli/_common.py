@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import logging
 import os
-from typing import Any
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from icechunk_dist import _sync
 from icechunk_dist.errors import AlreadyExistsError, InvalidInputError
@@ -18,10 +23,13 @@ __all__ = [
     "EXIT_STORAGE",
     "EXIT_USAGE",
     "REPO_HELP",
+    "CliParser",
     "add_dask_options",
+    "add_verbosity_options",
     "check_new_repository",
     "client_for",
     "common_parser",
+    "configure_logging",
     "resolve_ref",
     "storage_for",
 ]
@@ -37,9 +45,83 @@ REPO_HELP = ("repository: a path (a directory), file:///path, s3://bucket/prefix
              "gs://bucket/prefix or az://container/prefix")
 
 
+class CliParser(argparse.ArgumentParser):
+    """The parser of ``icechunk-dist`` and of every subcommand (``add_subparsers`` makes its
+    subparsers of the same class).
+
+    Options are never abbreviated (``--worker`` is not ``--workers``: a nightly job's typo
+    must not silently mean something else), and an unknown option is reported by the
+    subcommand that was given it, with that subcommand's usage and the closest option.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.has_subcommands = False
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        self.has_subcommands = True
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        ns, extras = super().parse_known_args(args, namespace)
+        if extras and not self.has_subcommands:
+            self.error(self._unrecognized(extras))
+        return ns, extras
+
+    def _unrecognized(self, extras: list[str]) -> str:
+        text = f"unrecognized arguments: {' '.join(extras)}"
+        known = sorted(set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", self.format_help())))
+        for arg in extras:
+            if not arg.startswith("-"):
+                continue
+            name = arg.split("=", 1)[0]
+            close = ([k for k in known if k.startswith(name)]
+                     or difflib.get_close_matches(name, known, n=3, cutoff=0.6))
+            if close:
+                return f"{text} (did you mean {' or '.join(close)}?)"
+        return text
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``-v/--verbose`` (repeatable) and ``-q/--quiet``."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more messages on stderr (-vv: debug)")
+    g.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress and no messages, only errors")
+
+
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The CLI's handler on the ``icechunk_dist`` logger (one, however often main runs)."""
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    """Send the library's log messages to stderr: warnings by default, ``-v`` info, ``-vv``
+    debug, ``-q`` errors only."""
+    verbose = int(getattr(args, "verbose", 0) or 0)
+    level = (logging.ERROR if getattr(args, "quiet", False) else
+             logging.WARNING if verbose == 0 else logging.INFO if verbose == 1
+             else logging.DEBUG)
+    logger = logging.getLogger("icechunk_dist")
+    for h in [h for h in logger.handlers if isinstance(h, _Handler)]:
+        logger.removeHandler(h)
+    handler = _Handler(sys.stderr)
+    handler.setFormatter(logging.Formatter("icechunk-dist: %(message)s"))
+    handler.setLevel(level)
+    logger.addHandler(handler)
+    logger.setLevel(min(level, logger.level) if logger.level else level)
+
+
 def common_parser() -> argparse.ArgumentParser:
     """The options every subcommand takes (storage endpoint flags)."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = CliParser(add_help=False)
     common.add_argument("--endpoint-url", default=None,
                         help="S3-compatible endpoint, e.g. http://127.0.0.1:9000")
     common.add_argument("--allow-http", action="store_true", help="permit a plain-HTTP endpoint")

@@ -13,6 +13,7 @@ from icechunk_dist.cli._common import (
     EXIT_ERROR,
     EXIT_STORAGE,
     EXIT_USAGE,
+    CliParser,
     common_parser,
 )
 from icechunk_dist.errors import (
@@ -29,7 +30,7 @@ __all__ = ["exit_code_for", "main"]
 
 def _parser() -> argparse.ArgumentParser:
     common = common_parser()
-    p = argparse.ArgumentParser(
+    p = CliParser(  # no abbreviated options, here and in every subcommand
         prog="icechunk-dist",
         description="Transactional, versioned Zarr v3 repositories on object storage.",
     )

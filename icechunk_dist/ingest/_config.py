@@ -33,6 +33,17 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Land every ``batch_size`` files as their own commit (default: one commit).
     message
         Commit message.
+    chunks
+        Chunk size per dimension name when the group is created (``{time: 24}``; -1: the
+        whole dimension).
+    unpack
+        Land packed variables (``scale_factor``/``add_offset``) decoded, as floats.
+    checksum
+        Tell changed sources by a SHA-256 of their content.
+    reingest_changed
+        Re-ingest in place landed sources that changed (else they are an error).
+    create
+        Create the repository if it is missing (false: refuse).
     endpoint_url, allow_http, region
         S3 settings, for the repository and for sources on S3 alike.
     """
@@ -44,6 +55,11 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     branch: str = "main"
     batch_size: int | None = None
     message: str | None = None
+    chunks: dict[str, int] | None = None
+    unpack: bool = False
+    checksum: bool = False
+    reingest_changed: bool = False
+    create: bool = True
     endpoint_url: str | None = None
     allow_http: bool = False
     region: str | None = None

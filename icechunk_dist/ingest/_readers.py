@@ -22,7 +22,8 @@ from icechunk_dist.ingest._sources import SourceFile, s3_source_storage
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["FileSummary", "VarSummary", "describe", "open_source", "summarize"]
+__all__ = ["FileSummary", "VarSummary", "checksum", "describe", "open_source", "summarize",
+           "unpacked_dtype"]
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 
@@ -178,10 +179,26 @@ def _scalar(v: Any) -> Any:
     return v
 
 
-def describe(ds: xr.Dataset, concat_dim: str | None
+def unpacked_dtype(v: VarSummary) -> str | None:
+    """The float type a packed variable lands as with ``unpack=True`` (None if it is not
+    packed): float32 unless the packing needs float64, i.e. a packed type wider than 16 bits
+    or an offset so large against the scale that float32 cannot resolve one packed step."""
+    if v.scale_factor is None and v.add_offset is None:
+        return None
+    enc = np.dtype(v.encoded_dtype) if v.encoded_dtype else np.dtype("float64")
+    scale = abs(v.scale_factor) if v.scale_factor else 1.0
+    offset = abs(v.add_offset or 0.0)
+    if enc.kind in "iu" and enc.itemsize <= 2:
+        steps = offset / scale + 2 ** (8 * enc.itemsize)
+        return "float32" if steps < 2 ** 24 else "float64"
+    return "float32" if enc == np.dtype("float32") else "float64"
+
+
+def describe(ds: xr.Dataset, concat_dim: str | None, *, unpack: bool = False
              ) -> tuple[dict[str, int], dict[str, VarSummary], dict[str, Any], dict[str, Any]]:
     """(dims, variables, first and last value of each dimension coordinate) of ``ds``;
-    variables without ``concat_dim`` get a digest of their values (none if it is None)."""
+    variables without ``concat_dim`` get a digest of their values (none if it is None), of
+    the float values they land as if ``unpack`` and they are packed."""
     vars_: dict[str, VarSummary] = {}
     first: dict[str, Any] = {}
     last: dict[str, Any] = {}
@@ -189,15 +206,19 @@ def describe(ds: xr.Dataset, concat_dim: str | None
         enc = var.encoding
         enc_dtype = enc.get("dtype")
         sf, ao = enc.get("scale_factor"), enc.get("add_offset")
-        vars_[str(name)] = VarSummary(
+        summary = VarSummary(
             dims=tuple(str(d) for d in var.dims), shape=tuple(int(s) for s in var.shape),
             dtype=_dt(var.dtype),
             encoded_dtype=None if enc_dtype is None else _dt(enc_dtype),
             scale_factor=None if sf is None else float(sf),
             add_offset=None if ao is None else float(ao),
-            is_coord=name in ds.coords,
-            digest=None if (concat_dim is None or concat_dim in var.dims) else _digest(var),
+            is_coord=name in ds.coords, digest=None,
         )
+        if concat_dim is not None and concat_dim not in var.dims:
+            target = unpacked_dtype(summary) if unpack else None
+            summary = msgspec.structs.replace(
+                summary, digest=_digest(var if target is None else var.astype(target)))
+        vars_[str(name)] = summary
         if var.ndim == 1 and var.dims[0] == name and var.size:
             first[str(name)] = _scalar(var.values[0])
             last[str(name)] = _scalar(var.values[-1])
@@ -206,7 +227,8 @@ def describe(ds: xr.Dataset, concat_dim: str | None
 
 
 def summarize(src: SourceFile, concat_dim: str | None,
-              storage_options: Mapping[str, Any] | None = None) -> FileSummary:
+              storage_options: Mapping[str, Any] | None = None, unpack: bool = False
+              ) -> FileSummary:
     """Task: open ``src`` and describe its schema (never raises for bad input: the summary
     carries the error)."""
     try:
@@ -216,7 +238,7 @@ def summarize(src: SourceFile, concat_dim: str | None,
     except StorageError as e:
         return FileSummary(source=src, error=str(e), error_kind="storage")
     try:
-        dims, vars_, first, last = describe(ds, concat_dim)
+        dims, vars_, first, last = describe(ds, concat_dim, unpack=unpack)
         unlimited = ds.encoding.get("unlimited_dims") or ()
         scalars = tuple(str(n) for n, c in ds.coords.items() if c.ndim == 0)
         return FileSummary(source=src, dims=dims, variables=vars_, first=first, last=last,
@@ -227,3 +249,34 @@ def summarize(src: SourceFile, concat_dim: str | None,
                            error_kind="input")
     finally:
         ds.close()
+
+
+def checksum(src: SourceFile, storage_options: Mapping[str, Any] | None = None) -> str:
+    """Task: the SHA-256 of ``src``'s content (of a Zarr store: of its files' relative paths
+    and contents, in path order).
+
+    Raises
+    ------
+    InvalidInputError
+        If the source cannot be read.
+    StorageError
+        If S3 cannot be reached.
+    """
+    h = hashlib.sha256()
+    if src.url.startswith("s3://"):
+        h.update(_fetch(src, storage_options))
+        return h.hexdigest()
+    paths = [src.url]
+    if src.kind == "zarr":
+        paths = sorted(os.path.join(root, f) for root, _d, files in os.walk(src.url)
+                       for f in files)
+    try:
+        for path in paths:
+            if src.kind == "zarr":
+                h.update(os.path.relpath(path, src.url).encode() + b"\0")
+            with open(path, "rb") as f:
+                while block := f.read(1 << 22):
+                    h.update(block)
+    except OSError as e:
+        raise InvalidInputError(f"{src.url}: cannot read: {e.strerror or e}") from None
+    return h.hexdigest()
