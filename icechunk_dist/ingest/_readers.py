@@ -66,7 +66,7 @@ def _engine(head: bytes, url: str) -> str:
             import cfgrib  # type: ignore[import-not-found]  # noqa: F401
         except ImportError:
             raise InvalidInputError(
-                f"{url}: GRIB files need cfgrib (pip install cfgrib)"
+                f"{url}: GRIB files need cfgrib (pip install 'icechunk_dist[grib]')"
             ) from None
         return "cfgrib"
     if head.startswith(b"CDF\x05"):
