@@ -49,7 +49,7 @@ from icechunk_dist.session._commit import (
     write_manifests,
     write_snapshot,
 )
-from icechunk_dist.session._gcguard import check_before_ref_write
+from icechunk_dist.session._gcguard import check_before_ref_write, list_runs
 from icechunk_dist.session._history import History
 from icechunk_dist.session._io import ManifestCache, amend_marker_key, read_transaction_log
 from icechunk_dist.session._rebase import rebase_onto
@@ -145,12 +145,12 @@ class DataCommit:
                     changes: ChangeSet, message: str, metadata: dict[str, Any]
                     ) -> SnapshotData:
         sid = new_id()
-        nodes, loose = await write_manifests(source.storage, source.config, source.manifests,
-                                             base, changes, reuse=self.reuse)
+        nodes, loose, pending = await write_manifests(
+            source.storage, source.config, source.manifests, base, changes, reuse=self.reuse)
         return await write_snapshot(
             source.storage, source.config.compression_level, snapshot_id=sid,
             parent=base, nodes=nodes, loose=loose, message=message, metadata=metadata,
-            txlog=build_transaction_log(sid, base, changes))
+            txlog=build_transaction_log(sid, base, changes), pending=pending)
 
 
 @dataclass
@@ -175,8 +175,8 @@ class AmendCommit:
         if tip.parent_id is None:
             raise SessionStateError("the repository's first commit cannot be amended")
         sid = new_id()
-        nodes, loose = await write_manifests(source.storage, source.config, source.manifests,
-                                             tip, changes)
+        nodes, loose, pending = await write_manifests(source.storage, source.config,
+                                                      source.manifests, tip, changes)
         tx_tip = await read_transaction_log(source.storage, tip.id)
         txlog = combine_transaction_logs(sid, tx_tip, build_transaction_log(sid, tip, changes))
         # the marker tells the ops log this ref update was an amend (refs never say why)
@@ -184,7 +184,7 @@ class AmendCommit:
         return await write_snapshot(
             source.storage, source.config.compression_level, snapshot_id=sid,
             parent=None, parent_id=tip.parent_id, ancestors=tip.ancestors,
-            original_parent_id=tip.original_parent_id,
+            original_parent_id=tip.original_parent_id, pending=pending,
             nodes=nodes, loose=loose, message=message, metadata=metadata, txlog=txlog)
 
 
@@ -252,11 +252,21 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         else:
             for ac in changes.chunks.values():
                 ac.fold()
-            snap = await kind.build(source, history, base, changes, message, metadata)
+            # the LIST of gc/ must come after the tip read (docs/design/005-gc-vs-writers.md:
+            # a run that starts after it fences the branch before deleting, failing our ref
+            # write); it need not wait for our objects, so it runs while the build writes them
+            runs = asyncio.ensure_future(list_runs(source.storage))
+            try:
+                snap = await kind.build(source, history, base, changes, message, metadata)
+            except BaseException:
+                runs.cancel()
+                await asyncio.gather(runs, return_exceptions=True)
+                raise
             # a garbage collection that ran meanwhile may have deleted what we reference
             await check_before_ref_write(source.storage, source.started_at,
                                          source.config.max_concurrent_requests,
-                                         snap=snap, base=base, changes=changes)
+                                         snap=snap, base=base, changes=changes,
+                                         runs=await runs)
             try:
                 await refs.write_branch(source.storage, source.branch, expected=tip,
                                         snapshot_id=snap.id, genesis=source.genesis)

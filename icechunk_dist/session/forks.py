@@ -98,9 +98,11 @@ def distinct(forks: tuple[ForkSession, ...]) -> tuple[ForkSession, ...]:
     ``session.merge(*results)`` receives it once per task. Any other repeat is refused by
     the merge as a double merge."""
     out: list[ForkSession] = []
+    seen: set[int] = set()
     for f in forks:
-        if f._original and any(g is f for g in out):
+        if f._original and id(f) in seen:
             continue
+        seen.add(id(f))
         out.append(f)
     return tuple(out)
 
