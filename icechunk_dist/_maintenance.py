@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from icechunk_dist import refs
 from icechunk_dist._types import encode_id
@@ -76,6 +77,8 @@ class GCSummary:
     incremental: bool = False
     #: staging files of writes that never finished (writers killed mid-write); full runs only
     staging_files_deleted: int = 0
+    #: Icechunk's count of attribute files (a format that has none here): always 0
+    attributes_deleted: int = 0
 
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -206,15 +209,17 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
     only the reachable manifests of those splits can keep it alive."""
     live_manifests = {m.id for s in snaps.values() for n in s.nodes for m in n.manifests}
     live_loose = {r.id for s in snaps.values() for r in s.loose if r.kind == KIND_NATIVE}
-    # node id -> (split shape, split -> reachable manifest ids)
-    layout: dict[str, tuple[tuple[int, ...], dict[tuple[int, ...], set[str]]]] = {}
+    # node id -> split shape -> split -> reachable manifest ids. A node keeps its split shape
+    # unless Repository.rewrite_manifests re-split it: then its snapshots use several
+    layout: dict[str, dict[tuple[int, ...], dict[tuple[int, ...], set[str]]]] = {}
     for s in snaps.values():
         for n in s.nodes:
             if n.array is None or not n.manifests:
                 continue
-            entry = layout.setdefault(n.node_id, (n.array.split_shape, defaultdict(set)))
+            by_split = layout.setdefault(n.node_id, {}).setdefault(n.array.split_shape,
+                                                                   defaultdict(set))
             for m in n.manifests:
-                entry[1][m.split].add(m.id)
+                by_split[m.split].add(m.id)
     doomed: dict[str, list[tuple[str, int]]] = {}
     for prefix in (MANIFESTS_PREFIX, SNAPSHOTS_PREFIX, TRANSACTIONS_PREFIX):
         old = await _list_old(storage, prefix, older_than)
@@ -227,7 +232,8 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
         except NotFoundError:
             continue
         candidates |= {r.id for r in snap.loose if r.kind == KIND_NATIVE} - live_loose
-    per_split: dict[tuple[str, tuple[int, ...]], set[str]] = defaultdict(set)
+    # node id -> (chunk ids named by doomed manifests, their coordinates)
+    named: dict[str, tuple[set[str], list[npt.NDArray[np.int64]]]] = {}
     for key, _ in doomed[MANIFESTS_PREFIX]:
         try:
             raw = await storage.get(key)
@@ -235,22 +241,38 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
             continue
         md = decode_object(raw, ManifestData, ObjectType.MANIFEST, name=key)
         table = ChunkTable.from_manifest(md, name=key)
-        native = table.kinds == KIND_NATIVE
-        ids = table.ids[native]
         if md.node_id not in layout:  # no reachable snapshot has this array
             candidates |= _native_ids(table)
             continue
-        split_shape = layout[md.node_id][0]
-        coords = np.asarray(table.coords)[native]
-        splits = coords // np.asarray(split_shape, dtype=coords.dtype)
-        for raw_id, sp in zip(ids.view("V12").ravel(), splits, strict=True):
-            per_split[(md.node_id, tuple(int(v) for v in sp))].add(encode_id(bytes(raw_id)))
+        native = table.kinds == KIND_NATIVE
+        ids, coords = named.setdefault(md.node_id, (set(), []))
+        ids.update(encode_id(bytes(r)) for r in table.ids[native].view("V12").ravel())
+        coords.append(np.asarray(table.coords)[native])
     cache = ManifestCache(max_rows=1)
-    for (node_id, split), cids in sorted(per_split.items()):
+    for node_id, (cids, parts) in sorted(named.items()):
+        where = np.concatenate(parts)
+        # alive: named by a reachable manifest of a split holding one of these positions,
+        # under any split shape the node's reachable snapshots use
+        read: set[str] = set()
         alive: set[str] = set()
-        for mid in sorted(layout[node_id][1].get(split, ())):
-            alive |= _native_ids(await cache.get(storage, mid))
-        candidates |= cids - alive
+        for split_shape, by_split in layout[node_id].items():
+            touched = {tuple(int(v) for v in row)
+                       for row in where // np.asarray(split_shape, dtype=where.dtype)}
+            for split in sorted(touched):
+                for mid in sorted(by_split.get(split, set()) - read):
+                    read.add(mid)
+                    alive |= _native_ids(await cache.get(storage, mid))
+        rest = cids - alive
+        # Session.reindex_array / shift_array move a chunk to another position: one not
+        # found there may be named elsewhere in the array, so the rest of its reachable
+        # manifests decide (read only when there are candidates left)
+        others = sorted({m for by_split in layout[node_id].values()
+                         for mids in by_split.values() for m in mids} - read)
+        for mid in others:
+            if not rest:
+                break
+            rest -= _native_ids(await cache.get(storage, mid))
+        candidates |= rest
     candidates -= live_loose
     doomed[CHUNKS_PREFIX] = [(chunk_key(c), 0) for c in sorted(candidates)]
     return doomed

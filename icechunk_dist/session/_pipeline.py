@@ -3,7 +3,8 @@
 
 One attempt is, in order:
 
-1. **flush**: every chunk object the change-set names has landed (or the commit fails);
+1. **flush**: every chunk object the change-set names has landed (or the commit fails),
+   and, at the same time, the repository status is online (``_documents.check_online``);
 2. **tip check**: read the branch; if it is not at the session's base, settle an earlier
    attempt whose ref write had an unknown outcome (it may have landed), else the branch
    moved: rebase with the solver (kinds that can) and retry with backoff, or raise
@@ -103,6 +104,10 @@ class CommitSource(Protocol):
 
     async def flush(self) -> None:
         """Wait until every chunk object of the change-set has landed."""
+        ...
+
+    async def check_online(self) -> None:
+        """Refuse the commit (``ReadOnlyError``) if the repository status is read-only."""
         ...
 
     def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
@@ -239,7 +244,11 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
     slot = _MIN_SLOT  # longest attempt seen: the unit of backoff
     while True:
         started = loop.time()
-        await source.flush()
+        outcomes = await asyncio.gather(source.flush(), source.check_online(),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         base, changes = source.base_and_changes()
         tip = await refs.read_branch(source.storage, source.branch, source.genesis)
         moved: BranchMovedError | None = None
@@ -252,7 +261,12 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         else:
             for ac in changes.chunks.values():
                 ac.fold()
-            snap = await kind.build(source, history, base, changes, message, metadata)
+            meta = metadata
+            if solver is not None and kind.rebases:
+                # Icechunk's bookkeeping: how many rebases this commit took
+                own = {**(metadata.get("__icechunk") or {}), "rebase_attempts": rebases}
+                meta = {**metadata, "__icechunk": own}
+            snap = await kind.build(source, history, base, changes, message, meta)
             # a garbage collection that ran meanwhile may have deleted what we reference
             await check_before_ref_write(source.storage, source.started_at,
                                          source.config.max_concurrent_requests,
