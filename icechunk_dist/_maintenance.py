@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -29,7 +30,9 @@ from icechunk_dist import refs
 from icechunk_dist._types import encode_id
 from icechunk_dist.errors import ConflictError, GaveUpError, NotFoundError, StorageError
 from icechunk_dist.format import (
+    KIND_INLINE,
     KIND_NATIVE,
+    KIND_VIRTUAL,
     ChunkTable,
     GCRecordData,
     ManifestData,
@@ -58,7 +61,14 @@ from icechunk_dist.session._io import (
 )
 from icechunk_dist.storage import ObjectNotFoundError, Storage
 
-__all__ = ["GCSummary", "expire_snapshots", "garbage_collect", "reachable_snapshots"]
+__all__ = [
+    "ChunkStorageStats",
+    "GCSummary",
+    "chunk_storage_stats",
+    "expire_snapshots",
+    "garbage_collect",
+    "reachable_snapshots",
+]
 
 _LIMIT = 64
 _MARK_TRIES = 5
@@ -86,6 +96,25 @@ class GCSummary:
                 f"{self.snapshots_deleted} snapshots, {self.transaction_logs_deleted} "
                 f"transaction logs, {self.staging_files_deleted} staging files of unfinished "
                 f"writes ({self.bytes_deleted} bytes)")
+
+
+@dataclass(frozen=True)
+class ChunkStorageStats:
+    """Bytes of the chunks that the reachable snapshots use, by kind (Icechunk's
+    ``ChunkStorageStats``): each native chunk object and each virtual byte range counted
+    once, inline chunks as often as manifests hold them."""
+
+    native_bytes: int
+    virtual_bytes: int
+    inlined_bytes: int
+
+    def non_virtual_bytes(self) -> int:
+        """Bytes stored in the repository itself: native plus inline."""
+        return self.native_bytes + self.inlined_bytes
+
+    def total_bytes(self) -> int:
+        """Every kind together, virtual included."""
+        return self.native_bytes + self.virtual_bytes + self.inlined_bytes
 
 
 # ---------------------------------------------------------------------------------- roots
@@ -276,6 +305,53 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
     candidates -= live_loose
     doomed[CHUNKS_PREFIX] = [(chunk_key(c), 0) for c in sorted(candidates)]
     return doomed
+
+
+async def chunk_storage_stats(storage: Storage) -> ChunkStorageStats:
+    """:class:`ChunkStorageStats` of every snapshot reachable from a live ref (each
+    distinct manifest read once; loose refs of the snapshots included).
+
+    Raises
+    ------
+    FormatError
+        If a snapshot or manifest is corrupt.
+    """
+    genesis = (await read_repo_info(storage)).initial_snapshot_id
+    snaps = await _walk(storage, await _roots(storage, genesis))
+    ids: list[npt.NDArray[Any]] = []
+    lengths: list[npt.NDArray[np.uint64]] = []
+    ranges: set[tuple[str, int, int]] = set()
+    inlined = 0
+    cache = ManifestCache(max_rows=1)
+    ordered = sorted({m.id for s in snaps.values() for n in s.nodes for m in n.manifests})
+    for i in range(0, len(ordered), _LIMIT):
+        for t in await gather_limited([cache.get(storage, m) for m in ordered[i:i + _LIMIT]],
+                                      _LIMIT):
+            native = t.kinds == KIND_NATIVE
+            ids.append(t.ids[native].view("V12").ravel())
+            lengths.append(t.lengths[native])
+            inlined += int(t.lengths[t.kinds == KIND_INLINE].sum())
+            for row in np.flatnonzero(t.kinds == KIND_VIRTUAL):
+                ranges.add((t.urls[int(t.url_idx[row])], int(t.offsets[row]),
+                            int(t.lengths[row])))
+    loose = {(r.key, r.kind, r.id, r.url, r.offset, r.length, r.data)
+             for s in snaps.values() for r in s.loose}
+    native_loose: dict[str, int] = {}
+    for _key, kind, cid, url, offset, length, data in loose:
+        if kind == KIND_NATIVE:
+            native_loose[cid] = length
+        elif kind == KIND_VIRTUAL:
+            ranges.add((url, offset, length))
+        elif kind == KIND_INLINE:
+            inlined += len(data)
+    native_bytes = sum(native_loose.values())
+    if ids:
+        all_ids, all_lengths = np.concatenate(ids), np.concatenate(lengths)
+        _, first = np.unique(all_ids, return_index=True)
+        native_bytes += int(all_lengths[first].sum())
+    return ChunkStorageStats(native_bytes=native_bytes,
+                             virtual_bytes=sum(n for _, _, n in ranges),
+                             inlined_bytes=inlined)
 
 
 # ---------------------------------------------------------------------------------- sweep

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
 from enum import IntEnum
@@ -20,7 +21,13 @@ from typing import Any, Literal, Self
 from icechunk_dist import _ancestry, _documents, _marker, _opslog, _sync, refs
 from icechunk_dist._ancestry import SnapshotInfo, snapshot_info
 from icechunk_dist._documents import RepoStatus, check_online
-from icechunk_dist._maintenance import GCSummary, expire_snapshots, garbage_collect
+from icechunk_dist._maintenance import (
+    ChunkStorageStats,
+    GCSummary,
+    chunk_storage_stats,
+    expire_snapshots,
+    garbage_collect,
+)
 from icechunk_dist._opslog import Update
 from icechunk_dist._types import parse_id
 from icechunk_dist.config import RepositoryConfig
@@ -804,6 +811,47 @@ class Repository:
         return await expire_snapshots(self._storage, older_than,
                                       delete_expired_branches=bool(delete_expired_branches),
                                       delete_expired_tags=bool(delete_expired_tags))
+
+    def chunk_storage_stats(self) -> ChunkStorageStats:
+        """Bytes of the chunks that the snapshots reachable from a branch or tag use:
+        native (each chunk object once), virtual (each byte range once) and inline.
+        Unreachable snapshots (after ``reset_branch`` or ``expire_snapshots``) do not count;
+        :meth:`garbage_collect` frees them.
+
+        Raises
+        ------
+        FormatError
+            If a snapshot or manifest is corrupt.
+        """
+        return _sync.run(self.chunk_storage_stats_async())
+
+    @_sync.on_io_loop
+    async def chunk_storage_stats_async(self) -> ChunkStorageStats:
+        """Async twin of :meth:`chunk_storage_stats`."""
+        return await chunk_storage_stats(self._storage)
+
+    def total_chunks_storage(self) -> int:
+        """Deprecated, as in Icechunk: ``chunk_storage_stats().native_bytes``.
+
+        Raises
+        ------
+        FormatError
+            If a snapshot or manifest is corrupt.
+        """
+        warnings.warn(
+            "The ``total_chunks_storage`` method has been deprecated in favour of the "
+            "``chunk_storage_stats`` method: use ``.chunk_storage_stats().native_bytes``",
+            DeprecationWarning, stacklevel=2)
+        return self.chunk_storage_stats().native_bytes
+
+    async def total_chunks_storage_async(self) -> int:
+        """Deprecated async twin of :meth:`total_chunks_storage`."""
+        warnings.warn(
+            "The ``total_chunks_storage_async`` method has been deprecated in favour of the "
+            "``chunk_storage_stats_async`` method: use "
+            "``.chunk_storage_stats_async().native_bytes``",
+            DeprecationWarning, stacklevel=2)
+        return (await self.chunk_storage_stats_async()).native_bytes
 
     def rewrite_manifests(self, message: str, *, branch: str,
                           metadata: dict[str, Any] | None = None,

@@ -315,6 +315,19 @@ class IcechunkStore(Store):
         self._check_writable()
         await self._session.delete_prefix("")
 
+    def sync_clear(self) -> None:
+        """Sync form of :meth:`clear` (Icechunk's): remove every group and array from the
+        session (history is untouched).
+
+        Raises
+        ------
+        ReadOnlyError
+            Through a read-only store.
+        """
+        from icechunk_dist import _sync
+
+        _sync.run(self.clear())
+
     # ------------------------------------------------------------------ listing
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
         async for k in self._session.iter_keys(""):

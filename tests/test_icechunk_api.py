@@ -436,6 +436,8 @@ class TestStoreSemantics:
         asyncio.run(writer.set("foo/c/0", _buf(b"barbazqu")))
         asyncio.run(writer.delete("foo/c/0"))
         assert pickle.loads(pickle.dumps(session.fork().store))._is_open
+        store.sync_clear()  # Icechunk's sync twin of clear()
+        assert asyncio.run(store.is_empty(""))
         # built directly (zarr's Store.open does), it starts closed and zarr opens it
         direct = ic.IcechunkStore(session)
         assert not direct._is_open
@@ -475,3 +477,98 @@ def test_public_names(repo: Repository) -> None:
         assert name in ic.__all__ and hasattr(ic, name), name
     assert ic.storage.s3_object_store_storage is ic.s3_object_store_storage
     assert isinstance(repo.garbage_collect(datetime.now(UTC), dry_run=True), ic.GCSummary)
+
+
+# --------------------------------------------------------------------------- flush
+def test_flush_writes_a_detached_snapshot(repo: Repository) -> None:
+    base = _array(repo, value=1)
+    session = repo.writable_session("main")
+    zarr.open_array(session.store, path="x", mode="r+")[:] = 2
+    first_snapshot_id = session.flush("commit 1", metadata={"k": 1})
+    assert session.read_only and session.branch is None
+    assert session.snapshot_id == first_snapshot_id
+    assert repo.lookup_branch("main") == base  # no branch moved
+    info = repo.lookup_snapshot(first_snapshot_id)
+    assert (info.parent_id, info.message, info.metadata) == (base, "commit 1", {"k": 1})
+    detached = repo.readonly_session(snapshot_id=first_snapshot_id)
+    assert zarr.open_array(detached.store, path="x", mode="r")[0, 0] == 2
+    repo.reset_branch("main", first_snapshot_id)
+    assert zarr.open_array(repo.readonly_session("main").store, path="x")[7, 7] == 2
+
+    async def main() -> str:
+        s = await repo.writable_session_async("main")
+        zarr.open_array(s.store, path="x", mode="r+")[:] = 3
+        return await s.flush_async("commit 2")
+
+    second = asyncio.run(main())
+    assert repo.lookup_snapshot(second).parent_id == first_snapshot_id
+    with pytest.raises(ic.SessionStateError, match="commits are not allowed"):
+        session.flush("again")
+
+
+# --------------------------------------------------------------------------- distributed
+def test_merge_sessions_and_extract_session(repo: Repository) -> None:
+    from icechunk_dist.distributed import extract_session, merge_sessions
+
+    session = repo.writable_session("main")
+    root = zarr.group(session.store)
+    for name in ("a", "b", "c"):
+        root.create_array(name, shape=(4,), chunks=(2,), dtype="i4", fill_value=0)
+    forks = [pickle.loads(pickle.dumps(session.fork())) for _ in range(3)]
+    for value, (fork, name) in enumerate(zip(forks, ("a", "b", "c"), strict=True), 1):
+        zarr.open_array(fork.store, path=name, mode="r+")[:] = value
+    with pytest.raises(TypeError, match="Received 'Session'"):
+        merge_sessions(session, *forks)  # type: ignore[arg-type]
+    merged = merge_sessions(forks[0], [forks[1], [forks[2]]])
+    assert merged is forks[0]
+    session.merge(merged)
+    session.commit("all done")
+    ro = repo.readonly_session("main").store
+    for value, name in enumerate(("a", "b", "c"), 1):
+        np.testing.assert_array_equal(zarr.open_array(ro, path=name, mode="r")[:], value)
+    arr = zarr.open_array(forks[0].store, path="a", mode="r")
+    assert extract_session(arr) is forks[0]
+    with pytest.raises(ic.InvalidInputError):
+        extract_session(np.zeros(2))
+
+
+# --------------------------------------------------------------------------- stats
+def test_chunk_storage_stats(tmp_path: Path) -> None:
+    repo = Repository.create(storage=ic.local_filesystem_storage(str(tmp_path / "r")),
+                             config=ic.RepositoryConfig(inline_chunk_threshold_bytes=0))
+    session = repo.writable_session("main")
+    group = zarr.group(store=session.store, overwrite=True)
+    array = group.create_array("array", shape=(100,), chunks=(1,), dtype="i4",
+                               compressors=None)
+    array[:] = 42
+    first = session.commit("commit 1")
+    stats = repo.chunk_storage_stats()
+    assert (stats.native_bytes, stats.virtual_bytes, stats.inlined_bytes) == (400, 0, 0)
+    with pytest.warns(DeprecationWarning, match="total_chunks_storage"):
+        assert repo.total_chunks_storage() == 100 * 4
+
+    # overwritten chunks stay in history; inline and virtual chunks count too
+    source = tmp_path / "source.bin"
+    source.write_bytes(bytes(range(64)))
+    session = repo.reopen(ic.RepositoryConfig(inline_chunk_threshold_bytes=100)
+                          ).writable_session("main")
+    arr = zarr.open_array(session.store, path="array", mode="r+")
+    arr[0:10] = 7  # 10 inline chunks of 4 bytes
+    session.store.set_virtual_ref("array/c/10", f"file://{source}", offset=8, length=4)
+    session.store.set_virtual_ref("array/c/11", f"file://{source}", offset=8, length=4)
+    session.commit("commit 2")
+    stats = repo.chunk_storage_stats()
+    assert (stats.native_bytes, stats.virtual_bytes, stats.inlined_bytes) == (400, 4, 40)
+    assert (stats.non_virtual_bytes(), stats.total_bytes()) == (440, 444)
+    assert zarr.open_array(repo.readonly_session("main").store, path="array")[10] == int.from_bytes(
+        bytes(range(8, 12)), "little")
+
+    async def main() -> int:
+        with pytest.warns(DeprecationWarning, match="total_chunks_storage_async"):
+            return await repo.total_chunks_storage_async()
+
+    assert asyncio.run(main()) == 400
+    # what no ref reaches does not count
+    repo.reset_branch("main", first)
+    repo.reset_branch("main", repo.lookup_snapshot(first).parent_id)
+    assert repo.chunk_storage_stats().total_bytes() == 0

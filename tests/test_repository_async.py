@@ -36,13 +36,12 @@ ICECHUNK_ASYNC = [
     "diff_async", "readonly_session_async", "writable_session_async",
     "rearrange_session_async", "expire_snapshots_async", "garbage_collect_async",
     "get_status_async", "set_status_async", "fetch_spec_version_async",
-    "rewrite_manifests_async",
+    "rewrite_manifests_async", "chunk_storage_stats_async", "total_chunks_storage_async",
 ]
 ICECHUNK_ASYNC_ABSENT = [
     "feature_flags_async",
     "enabled_feature_flags_async", "disabled_feature_flags_async", "set_feature_flag_async",
     "ancestry_graph_async", "list_manifest_files_async",
-    "chunk_storage_stats_async", "total_chunks_storage_async",
     "inspect_snapshot_async", "inspect_repo_info_async", "inspect_manifest_async",
     "inspect_transaction_log_async",
 ]
@@ -92,6 +91,9 @@ ICECHUNK_PARAMS: dict[str, list[tuple[str, Any, Any]]] = {
     "fetch_spec_version_async": [("storage", _PK, _REQ)],
     "rewrite_manifests_async": [("message", _PK, _REQ), ("branch", _KW, _REQ),
                                 ("metadata", _KW, None), ("commit_method", _KW, "new_commit")],
+    # (their memory limits are not accepted, as for garbage_collect)
+    "chunk_storage_stats_async": [],
+    "total_chunks_storage_async": [],
     "async_ancestry": [("branch", _KW, None), ("tag", _KW, None), ("snapshot_id", _KW, None)],
 }
 

@@ -40,6 +40,7 @@ from icechunk_dist.session import forks as _forks
 from icechunk_dist.session._commit import build_transaction_log
 from icechunk_dist.session._core import SessionCore, node_names
 from icechunk_dist.session._diff import Diff, diff_from_logs
+from icechunk_dist.session._gcguard import check_before_ref_write
 from icechunk_dist.session._history import History
 from icechunk_dist.session._io import ManifestCache, gather_limited
 from icechunk_dist.session._pipeline import AmendCommit, CommitKind, DataCommit, run_commit
@@ -585,6 +586,50 @@ class Session(SessionCore):
                 f"commit metadata must hold JSON values (str, numbers, bools, None, lists, "
                 f"dicts with str keys): {e}") from None
         return meta
+
+    # ------------------------------------------------------------------ flush
+    def flush(self, message: str, *, metadata: Mapping[str, Any] | None = None) -> str:
+        """Write this session's changes as a new snapshot whose parent is the base, without
+        moving any branch (Icechunk's detached snapshot); return its id. The session is
+        then read-only at it, on no branch. ``repo.reset_branch(branch, id)`` or
+        ``repo.create_tag(tag, id)`` makes it reachable; until then garbage collection
+        deletes it once it is older than the cut-off.
+
+        Raises
+        ------
+        SessionStateError
+            If the session is read-only.
+        ReadOnlyError
+            If the repository status is read-only.
+        InvalidInputError
+            On bad metadata.
+        GCConflictError
+            If a garbage collection deleted objects the snapshot references.
+        """
+        return _sync.run(self.flush_async(message, metadata=metadata))  # type: ignore[no-any-return]
+
+    @_sync.on_io_loop
+    async def flush_async(self, message: str, *,
+                          metadata: Mapping[str, Any] | None = None) -> str:
+        """Async twin of :meth:`flush`."""
+        meta = self._commit_checks("flush", message, metadata, empty=False)
+        source = _CommitSource(self)
+        outcomes = await asyncio.gather(source.flush(), source.check_online(),
+                                        return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        base, changes = source.base_and_changes()
+        for ac in changes.chunks.values():
+            ac.fold()
+        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
+        snap = await self._data_commit.build(source, history, base, changes, message, meta)
+        await check_before_ref_write(self._storage, self._started_at,
+                                     self._config.max_concurrent_requests,
+                                     snap=snap, base=base, changes=changes)
+        self._become_committed(snap)
+        self._branch = None
+        return snap.id
 
     # ------------------------------------------------------------------ amend
     def amend(self, message: str, *, metadata: Mapping[str, Any] | None = None,
