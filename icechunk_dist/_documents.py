@@ -271,9 +271,10 @@ def status_from_doc(doc: dict[str, Any], name: str = STATUS_PREFIX) -> RepoStatu
 
 async def _current_status(storage: Storage) -> RepoStatus | None:
     """The newest stored status, or None if the status was never set (online). One GET in
-    that common case: the first version's key is known, only later ones need a listing."""
+    that common case (a GET: local storage answers it without a hop to obstore's runtime):
+    the first version's key is known, only later ones need a listing."""
     try:
-        await storage.head(doc_version_key(STATUS_PREFIX, 0))
+        await storage.get(doc_version_key(STATUS_PREFIX, 0))
     except ObjectNotFoundError:
         return None
     _, doc = await read_doc(storage, STATUS_PREFIX)

@@ -454,6 +454,8 @@ class Repository:
             If the snapshot does not exist.
         InvalidInputError
             If the name is invalid.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.create_branch_async(branch, snapshot_id))
 
@@ -512,6 +514,8 @@ class Repository:
             If the branch or the snapshot does not exist.
         BranchMovedError
             If the branch does not point at ``from_snapshot_id``, or moved while resetting.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.reset_branch_async(branch, snapshot_id,
                                           from_snapshot_id=from_snapshot_id))
@@ -543,6 +547,8 @@ class Repository:
             For ``main``.
         NotFoundError
             If the branch does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.delete_branch_async(branch))
 
@@ -566,6 +572,8 @@ class Repository:
             If the tag exists, or existed and was deleted (names are never reused).
         NotFoundError
             If the snapshot does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.create_tag_async(tag, snapshot_id))
 
@@ -609,6 +617,8 @@ class Repository:
         ------
         NotFoundError
             If there is no such tag.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.delete_tag_async(tag))
 
@@ -758,6 +768,8 @@ class Repository:
             If refs keep changing so that marking never settles (nothing deleted).
         StorageError
             If the run outlives its 12-hour limit (it stops deleting; run it again).
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.garbage_collect_async(
             delete_object_older_than, dry_run=dry_run, incremental=incremental))
@@ -796,6 +808,8 @@ class Repository:
         ------
         InvalidInputError
             If ``older_than`` is naive (no timezone).
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.expire_snapshots_async(
             older_than, delete_expired_branches=delete_expired_branches,
@@ -948,6 +962,8 @@ class Repository:
         ------
         NotFoundError
             If the branch does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.writable_session_async(branch))
 
@@ -964,6 +980,8 @@ class Repository:
         ------
         NotFoundError
             If the branch does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.rearrange_session_async(branch))
 

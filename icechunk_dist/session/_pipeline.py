@@ -3,9 +3,9 @@
 
 One attempt is, in order:
 
-1. **flush**: every chunk object the change-set names has landed (or the commit fails),
-   and, at the same time, the repository status is online (``_documents.check_online``);
-2. **tip check**: read the branch; if it is not at the session's base, settle an earlier
+1. **flush**: every chunk object the change-set names has landed (or the commit fails);
+2. **tip check**: read the branch (and, at the same time, check that the repository status
+   is online: ``_documents.check_online``); if it is not at the session's base, settle an earlier
    attempt whose ref write had an unknown outcome (it may have landed), else the branch
    moved: rebase with the solver (kinds that can) and retry with backoff, or raise
    :class:`~icechunk_dist.errors.BranchMovedError`;
@@ -244,13 +244,16 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
     slot = _MIN_SLOT  # longest attempt seen: the unit of backoff
     while True:
         started = loop.time()
-        outcomes = await asyncio.gather(source.flush(), source.check_online(),
-                                        return_exceptions=True)
-        for outcome in outcomes:
+        await source.flush()
+        base, changes = source.base_and_changes()
+        # the status check costs no round trip of its own: it runs with the tip read
+        tip, online = await asyncio.gather(
+            refs.read_branch(source.storage, source.branch, source.genesis),
+            source.check_online(), return_exceptions=True)
+        for outcome in (online, tip):
             if isinstance(outcome, BaseException):
                 raise outcome
-        base, changes = source.base_and_changes()
-        tip = await refs.read_branch(source.storage, source.branch, source.genesis)
+        assert isinstance(tip, refs.BranchTip)
         moved: BranchMovedError | None = None
         if tip.snapshot_id != base.id:
             landed = await history.find_landed(tip.snapshot_id, base.id, source.unsettled)

@@ -538,6 +538,8 @@ class Session(SessionCore):
             If the solver met a conflict it does not resolve.
         SessionStateError
             If there is nothing to commit, or the session is not a writable branch session.
+        ReadOnlyError
+            If the repository status is read-only (``Repository.set_status``).
         """
         return _sync.run(self.commit_async(message, metadata, rebase_with=rebase_with,
                                            rebase_tries=rebase_tries, allow_empty=allow_empty))
@@ -647,6 +649,8 @@ class Session(SessionCore):
             commit, or has no changes (and ``allow_empty`` is False).
         ConflictError
             If the branch moved since the session began (nothing is changed).
+        ReadOnlyError
+            If the repository status is read-only (``Repository.set_status``).
         """
         return _sync.run(self.amend_async(message, metadata=metadata, allow_empty=allow_empty))
 
