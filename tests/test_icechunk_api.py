@@ -504,6 +504,12 @@ def test_flush_writes_a_detached_snapshot(repo: Repository) -> None:
     assert repo.lookup_snapshot(second).parent_id == first_snapshot_id
     with pytest.raises(ic.SessionStateError, match="commits are not allowed"):
         session.flush("again")
+    # a rearrange session flushes its moves
+    rearrange = repo.rearrange_session("main")
+    rearrange.move("/x", "/y")
+    moved = rearrange.flush("moved")
+    assert zarr.open_array(repo.readonly_session(snapshot_id=moved).store, path="y")[0, 0] == 2
+    assert repo.lookup_branch("main") == first_snapshot_id
 
 
 # --------------------------------------------------------------------------- distributed

@@ -625,7 +625,8 @@ class Session(SessionCore):
         for ac in changes.chunks.values():
             ac.fold()
         history = History(self._storage, concurrency=self._config.max_concurrent_requests)
-        snap = await self._data_commit.build(source, history, base, changes, message, meta)
+        # the kind this session commits with (a rearrange session's moves, else its data)
+        snap = await self._commit_kind().build(source, history, base, changes, message, meta)
         await check_before_ref_write(self._storage, self._started_at,
                                      self._config.max_concurrent_requests,
                                      snap=snap, base=base, changes=changes)
