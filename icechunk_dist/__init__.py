@@ -15,7 +15,9 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from icechunk_dist._documents import RepoAvailability, RepoStatus
 from icechunk_dist._enums import ChunkType, SessionMode
+from icechunk_dist._maintenance import GCSummary
 from icechunk_dist._opslog import Update, UpdateType
 from icechunk_dist.config import (
     CachingConfig,
@@ -44,25 +46,37 @@ from icechunk_dist.errors import (
     HistoryRewrittenError,
     IcechunkDistError,
     IcechunkError,
+    InternalError,
     InvalidInputError,
     LostWritesError,
     MergeConflictError,
+    NodeNotFoundError,
     NotFoundError,
     ReadOnlyError,
     RebaseFailedError,
+    RefNotFoundError,
     RepositoryNotFoundError,
     SessionStateError,
+    SnapshotNotFoundError,
     StorageError,
 )
-from icechunk_dist.repository import Repository, SnapshotInfo
+from icechunk_dist.repository import Repository, SnapshotInfo, SpecVersion
 from icechunk_dist.session import Diff, ForkSession, Session
 from icechunk_dist.storage import (
+    ObjectStoreConfig,
+    S3Options,
     Storage,
     azure_storage,
+    azure_store,
     gcs_storage,
+    gcs_store,
+    http_store,
     in_memory_storage,
     local_filesystem_storage,
+    local_filesystem_store,
+    s3_object_store_storage,
     s3_storage,
+    s3_store,
 )
 from icechunk_dist.store import IcechunkStore
 
@@ -107,27 +121,37 @@ __all__ = [
     "ErrorKind",
     "FormatError",
     "GCConflictError",
+    "GCSummary",
     "GaveUpError",
     "HistoryRewrittenError",
     "ForkSession",
     "IcechunkDistError",
     "IcechunkError",
     "IcechunkStore",
+    "InternalError",
     "InvalidInputError",
     "LostWritesError",
     "MergeConflictError",
     "ManifestConfig",
     "ManifestSplittingConfig",
+    "NodeNotFoundError",
     "NotFoundError",
+    "ObjectStoreConfig",
     "ReadOnlyError",
     "RebaseFailedError",
+    "RefNotFoundError",
+    "RepoAvailability",
+    "RepoStatus",
     "Repository",
     "RepositoryConfig",
     "RepositoryNotFoundError",
+    "S3Options",
     "Session",
     "SessionMode",
     "SessionStateError",
     "SnapshotInfo",
+    "SnapshotNotFoundError",
+    "SpecVersion",
     "Storage",
     "StorageError",
     "Update",
@@ -135,8 +159,14 @@ __all__ = [
     "VersionSelection",
     "__version__",
     "azure_storage",
+    "azure_store",
     "gcs_storage",
+    "gcs_store",
+    "http_store",
     "in_memory_storage",
     "local_filesystem_storage",
+    "local_filesystem_store",
+    "s3_object_store_storage",
     "s3_storage",
+    "s3_store",
 ]

@@ -4,7 +4,8 @@
 One attempt is, in order:
 
 1. **flush**: every chunk object the change-set names has landed (or the commit fails);
-2. **tip check**: read the branch; if it is not at the session's base, settle an earlier
+2. **tip check**: read the branch (and, at the same time, check that the repository status
+   is online: ``_documents.check_online``); if it is not at the session's base, settle an earlier
    attempt whose ref write had an unknown outcome (it may have landed), else the branch
    moved: rebase with the solver (kinds that can) and retry with backoff, or raise
    :class:`~icechunk_dist.errors.BranchMovedError`;
@@ -103,6 +104,10 @@ class CommitSource(Protocol):
 
     async def flush(self) -> None:
         """Wait until every chunk object of the change-set has landed."""
+        ...
+
+    async def check_online(self) -> None:
+        """Refuse the commit (``ReadOnlyError``) if the repository status is read-only."""
         ...
 
     def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
@@ -241,7 +246,14 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         started = loop.time()
         await source.flush()
         base, changes = source.base_and_changes()
-        tip = await refs.read_branch(source.storage, source.branch, source.genesis)
+        # the status check costs no round trip of its own: it runs with the tip read
+        tip, online = await asyncio.gather(
+            refs.read_branch(source.storage, source.branch, source.genesis),
+            source.check_online(), return_exceptions=True)
+        for outcome in (online, tip):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(tip, refs.BranchTip)
         moved: BranchMovedError | None = None
         if tip.snapshot_id != base.id:
             landed = await history.find_landed(tip.snapshot_id, base.id, source.unsettled)
@@ -252,12 +264,17 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         else:
             for ac in changes.chunks.values():
                 ac.fold()
+            meta = metadata
+            if solver is not None and kind.rebases:
+                # Icechunk's bookkeeping: how many rebases this commit took
+                own = {**(metadata.get("__icechunk") or {}), "rebase_attempts": rebases}
+                meta = {**metadata, "__icechunk": own}
             # the LIST of gc/ must come after the tip read (docs/design/005-gc-vs-writers.md:
             # a run that starts after it fences the branch before deleting, failing our ref
             # write); it need not wait for our objects, so it runs while the build writes them
             runs = asyncio.ensure_future(list_runs(source.storage))
             try:
-                snap = await kind.build(source, history, base, changes, message, metadata)
+                snap = await kind.build(source, history, base, changes, message, meta)
             except BaseException:
                 runs.cancel()
                 await asyncio.gather(runs, return_exceptions=True)

@@ -298,8 +298,9 @@ class ForkSession(SessionCore):
             Always: merge the fork into its parent session and commit there.
         """
         raise SessionStateError(
-            "a ForkSession cannot commit: send it back to the driver, merge it with "
-            "session.merge(fork) and commit the parent session"
+            "a ForkSession cannot commit (commits are not allowed on read-only or forked "
+            "sessions): send it back to the driver, merge it with session.merge(fork) and "
+            "commit the parent session"
         )
 
     def child(self) -> ForkSession:

@@ -4,6 +4,9 @@
 storages that change some requests. :class:`FaultyStorage` (with :class:`Fault` rules) is a
 testing utility built on it: it injects latency, transient errors, lost responses, partial
 listings or a SIGKILL.
+
+:class:`S3Options` and :class:`ObjectStoreConfig` (``s3_store``, ``local_filesystem_store``,
+...) describe object stores as values, with Icechunk's names.
 """
 
 from icechunk_dist.storage._base import ObjectExistsError, ObjectMeta, ObjectNotFoundError, Storage
@@ -12,25 +15,45 @@ from icechunk_dist.storage._factories import (
     gcs_storage,
     in_memory_storage,
     local_filesystem_storage,
+    s3_object_store_storage,
     s3_storage,
 )
 from icechunk_dist.storage._faults import Fault, FaultKind, FaultyStorage
+from icechunk_dist.storage._options import (
+    AnyObjectStoreConfig,
+    ObjectStoreConfig,
+    S3Options,
+    azure_store,
+    gcs_store,
+    http_store,
+    local_filesystem_store,
+    s3_store,
+)
 from icechunk_dist.storage._url import from_url
 from icechunk_dist.storage._wrapper import WrapperStorage
 
 __all__ = [
+    "AnyObjectStoreConfig",
     "Fault",
     "FaultKind",
     "FaultyStorage",
     "ObjectExistsError",
     "ObjectMeta",
     "ObjectNotFoundError",
+    "ObjectStoreConfig",
+    "S3Options",
     "Storage",
     "WrapperStorage",
     "azure_storage",
+    "azure_store",
     "from_url",
     "gcs_storage",
+    "gcs_store",
+    "http_store",
     "in_memory_storage",
     "local_filesystem_storage",
+    "local_filesystem_store",
+    "s3_object_store_storage",
     "s3_storage",
+    "s3_store",
 ]
