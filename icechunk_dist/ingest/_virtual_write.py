@@ -379,8 +379,10 @@ def write_virtual_unit(unit: list[Segment], fork: ForkSession, dim: str, group: 
         specs = _array_specs(child.store, group, dim)
     copied: dict[str, str] = {}
     refs = 0
+    # the arrays' CF encodings, to compare each file's with; without the concat coordinate,
+    # which xarray would load whole (it grows with every file) and which is always copied
     with quiet_codecs(), xr.open_zarr(child.store, group=group, consolidated=False,
-                                      chunks=None) as repo:
+                                      chunks=None, drop_variables=[dim]) as repo:
         for sources, start in unit:
             pos = start
             for src in sources:
