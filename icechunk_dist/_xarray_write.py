@@ -201,7 +201,7 @@ def _split_pending(session: Session, lazy: list[tuple[Any, Any, Any]]
 
 def to_icechunk(
     obj: xr.Dataset | xr.DataArray,
-    session: Session,
+    session: Session | ForkSession,
     *,
     group: str | None = None,
     mode: ZarrWriteModes | None = None,
@@ -225,7 +225,9 @@ def to_icechunk(
         The Dataset or DataArray to write.
     session
         A writable :class:`~icechunk_dist.Session`. Nothing is visible to others until you
-        call ``session.commit(...)`` (once, for the whole write).
+        call ``session.commit(...)`` (once, for the whole write). Or, as Icechunk allows, a
+        :class:`~icechunk_dist.ForkSession` inside a task: the write then runs in that
+        process through the fork, and the driver merges the returned forks.
     group
         Zarr group path to write to (default: the root).
     mode
@@ -269,9 +271,14 @@ def to_icechunk(
     call: nothing of the failed write reaches a later commit.
     """
     xr = require_xarray()
+    if isinstance(session, ForkSession):
+        _write_into_fork(obj, session, group=group, mode=mode, append_dim=append_dim,
+                         region=region, encoding=encoding, kwargs=kwargs)
+        return
     if not isinstance(session, Session):
         raise InvalidInputError(
-            f"to_icechunk writes into an icechunk_dist Session, got {type(session).__name__}"
+            f"to_icechunk writes into an icechunk_dist Session or ForkSession, got "
+            f"{type(session).__name__}"
         )
     if session.read_only:
         raise ReadOnlyError("to_icechunk needs a writable session: " +
@@ -293,6 +300,37 @@ def to_icechunk(
         if isinstance(e, ValueError | KeyError | TypeError | FileExistsError):
             raise InvalidInputError(f"to_icechunk: {e}") from e
         raise
+
+
+def _write_into_fork(obj: Any, fork: ForkSession, *, group: str | None, mode: Any,
+                     append_dim: Hashable | None, region: Region, encoding: Any,
+                     kwargs: dict[str, Any]) -> None:
+    """``to_icechunk`` into a fork (Icechunk's nested use inside a task): the whole write
+    runs here, in this process, through the fork's store (its dask-backed variables are
+    computed with the synchronous scheduler: we may be inside a task already); merge the
+    fork into its session afterwards. A fork whose write raised must not be merged.
+
+    Raises
+    ------
+    InvalidInputError
+        For bad arguments or data that does not fit (xarray's and zarr's errors).
+    """
+    import dask
+
+    if kwargs.get("compute", True) is False:
+        raise InvalidInputError("to_icechunk does not take compute=False")
+    ds = _as_dataset(obj)
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            ds.to_zarr(fork.store, group=group, mode=mode, append_dim=append_dim,
+                       region=region, encoding=encoding, consolidated=False,
+                       **{k: v for k, v in kwargs.items() if k != "compute"})
+    except IcechunkDistError:
+        raise
+    except FileNotFoundError as e:
+        raise NotFoundError(f"to_icechunk: {e}") from e
+    except (ValueError, KeyError, TypeError, FileExistsError) as e:
+        raise InvalidInputError(f"to_icechunk: {e}") from e
 
 
 def _open_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
