@@ -217,7 +217,7 @@ class MoveCommit:
 # ---------------------------------------------------------------------- the pipeline
 async def run_commit(source: CommitSource, kind: CommitKind, message: str,
                      metadata: dict[str, Any], *, solver: ConflictSolver | None = None,
-                     tries: int = 1_000) -> str:
+                     tries: int = 1_000, detached: bool = False) -> str:
     """Run the pipeline until the branch moves to our snapshot; return its id.
 
     Raises
@@ -238,6 +238,8 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
     if solver is not None and tries < 1:
         raise InvalidInputError("rebase_tries must be at least 1")
     history = History(source.storage, concurrency=source.config.max_concurrent_requests)
+    if detached:
+        return await _detached(source, kind, history, message, metadata)
     loop = asyncio.get_running_loop()
     rebases = 0
     fences = 0
@@ -317,3 +319,23 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         await asyncio.sleep(random.uniform(0, min(_MAX_SLEEP, slot * 2 ** min(rebases - 2, 16))))
         await rebase_onto(source, history, solver)
 
+
+async def _detached(source: CommitSource, kind: CommitKind, history: History, message: str,
+                    metadata: dict[str, Any]) -> str:
+    """``run_commit(detached=True)``: the steps of an attempt that do not involve a branch
+    (``Session.flush``: a snapshot no ref points to). Flush and the online check, build,
+    then the check against collections; no tip check, no ref write, no retries."""
+    outcomes = await asyncio.gather(source.flush(), source.check_online(),
+                                    return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    base, changes = source.base_and_changes()
+    for ac in changes.chunks.values():
+        ac.fold()
+    snap = await kind.build(source, history, base, changes, message, metadata)
+    await check_before_ref_write(source.storage, source.started_at,
+                                 source.config.max_concurrent_requests,
+                                 snap=snap, base=base, changes=changes)
+    source.become_committed(snap)
+    return snap.id

@@ -40,7 +40,6 @@ from icechunk_dist.session import forks as _forks
 from icechunk_dist.session._commit import build_transaction_log
 from icechunk_dist.session._core import SessionCore, node_names
 from icechunk_dist.session._diff import Diff, diff_from_logs
-from icechunk_dist.session._gcguard import check_before_ref_write
 from icechunk_dist.session._history import History
 from icechunk_dist.session._io import ManifestCache, gather_limited
 from icechunk_dist.session._pipeline import AmendCommit, CommitKind, DataCommit, run_commit
@@ -667,24 +666,12 @@ class Session(SessionCore):
                           metadata: Mapping[str, Any] | None = None) -> str:
         """Async twin of :meth:`flush`."""
         meta = self._commit_checks("flush", message, metadata, empty=False)
-        source = _CommitSource(self)
-        outcomes = await asyncio.gather(source.flush(), source.check_online(),
-                                        return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-        base, changes = source.base_and_changes()
-        for ac in changes.chunks.values():
-            ac.fold()
-        history = History(self._storage, concurrency=self._config.max_concurrent_requests)
-        # the kind this session commits with (a rearrange session's moves, else its data)
-        snap = await self._commit_kind().build(source, history, base, changes, message, meta)
-        await check_before_ref_write(self._storage, self._started_at,
-                                     self._config.max_concurrent_requests,
-                                     snap=snap, base=base, changes=changes)
-        self._become_committed(snap)
+        # the kind this session commits with (a rearrange session's moves, else its data),
+        # through the pipeline's steps that do not move a branch
+        sid: str = await run_commit(_CommitSource(self), self._commit_kind(), message, meta,
+                                    detached=True)
         self._branch = None
-        return snap.id
+        return sid
 
     # ------------------------------------------------------------------ amend
     def amend(self, message: str, *, metadata: Mapping[str, Any] | None = None,
