@@ -9,7 +9,7 @@ shares the path helpers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sized
+from collections.abc import Mapping, Sequence, Sized
 from typing import Literal, Protocol
 
 from icechunk_dist.errors import MergeConflictError
@@ -144,6 +144,8 @@ class MetadataFold:
         return (gone | self.killed) - {r.node_id for r in out.nodes.values()}
 
     def _written(self, cs: Changes) -> set[str]:
+        if not self.alias:  # no adopted nodes: every id is its own
+            return {n for n, ac in cs.chunks.items() if len(ac)}
         return {self.resolve(n) for n, ac in cs.chunks.items() if len(ac)}
 
     def _note_chunks(self, i: int, ids: set[str]) -> None:
@@ -160,6 +162,24 @@ class MetadataFold:
             found.append((path, message))
 
     # ------------------------------------------------------------------ one change-set
+    def add_all(self, others: Sequence[tuple[Changes, Changes | None]]) -> None:
+        """Fold change-sets numbered from 1 (each with its ancestor), in order: :meth:`add`
+        on each, with its first case (chunk writes only) inlined, as a distributed write's
+        thousands of forks all are."""
+        writers = self.writers
+        x = self.out
+        for i, (y, anc) in enumerate(others, 1):
+            if y.nodes or y.deleted or y.loose or x.deleted or self.alias:
+                self.add(i, y, anc)
+                continue
+            for nid, ac in y.chunks.items():
+                if len(ac):
+                    w = writers.get(nid)
+                    if w is None:
+                        writers[nid] = [i]
+                    else:
+                        w.append(i)
+
     def add(self, i: int, y: Changes, anc: Changes | None) -> None:
         """Fold change-set number ``i`` (``y``, made on top of ``anc``) into :attr:`out`."""
         x = self.out

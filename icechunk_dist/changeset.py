@@ -55,8 +55,10 @@ class ArrayChunks:
         self._parts: list[ChunkTable] | None = list(parts) if parts else None
 
     def __len__(self) -> int:
-        if self._parts is not None and not len(self._builder):
-            return sum(len(p) for p in self._parts)
+        if not self._pos:  # no builder rows: nothing to fold (the merge's common case)
+            if self._parts is not None:
+                return sum(len(p) for p in self._parts)
+            return len(self._table)
         return len(self.table)
 
     def _materialize(self) -> None:
@@ -100,7 +102,8 @@ class ArrayChunks:
     @property
     def table(self) -> ChunkTable:
         """The normalized table of every write (tombstones included)."""
-        self.fold()
+        if self._pos or self._parts is not None:  # else already folded
+            self.fold()
         return self._table
 
     # reads ----------------------------------------------------------------------------
@@ -225,20 +228,22 @@ class ChangeSet:
         """
         names = dict(describe or {})
         for cs in (self, *(o for o, _ in others)):
-            names.update({r.node_id: p for p, r in cs.deleted.items()})
-            names.update(cs.node_paths_by_id())
+            if cs.deleted:
+                names.update({r.node_id: p for p, r in cs.deleted.items()})
+            if cs.nodes:
+                names.update(cs.node_paths_by_id())
         out = ChangeSet(nodes=dict(self.nodes), new_paths=set(self.new_paths),
                         deleted=dict(self.deleted), loose=dict(self.loose))
         fold = MetadataFold(self, out, policy, names)
-        for i, (other, ancestor) in enumerate(others, 1):
-            fold.add(i, other, ancestor)
+        fold.add_all(others)
         dead = fold.dead()
         per_node: dict[str, list[ChunkTable]] = {}
         ndims: dict[str, int] = {}
+        alias, floor = fold.alias, fold.floor
         for i, cs in enumerate((self, *(o for o, _ in others))):
             for nid, ac in cs.chunks.items():
-                key = fold.resolve(nid)
-                if key in dead or i <= fold.floor.get(key, -1):
+                key = fold.resolve(nid) if alias else nid
+                if key in dead or (floor and i <= floor.get(key, -1)):
                     continue  # the node is gone, or a later delete won over these writes
                 per_node.setdefault(key, []).append(ac.table)
                 ndims[key] = ac.ndim
@@ -312,13 +317,20 @@ def _disjoint_parts(tables: Sequence[ChunkTable]) -> list[ChunkTable] | None:
     after a fold); a table not marked normalized is checked with one vectorized pass over
     all of them.
     """
-    parts = [t for t in tables if len(t)]
+    # one pass in Python per table (a merge of 1,000 forks pays it 1,000 times)
+    parts: list[ChunkTable] = []
+    unchecked: list[ChunkTable] = []
+    ndims: set[int] = set()
+    for t in tables:
+        if t.coords.shape[0]:
+            parts.append(t)
+            ndims.add(t.ndim)
+            if not t.sorted_unique:
+                unchecked.append(t)
     if len(parts) < 2:
         return parts or None
-    ndim = parts[0].ndim
-    if any(t.ndim != ndim for t in parts):
+    if len(ndims) > 1:
         return None
-    unchecked = [t for t in parts if not t.sorted_unique]
     if unchecked:
         coords = np.concatenate([t.coords for t in unchecked])
         lin = linear_keys([coords])
@@ -332,7 +344,9 @@ def _disjoint_parts(tables: Sequence[ChunkTable]) -> list[ChunkTable] | None:
             return None
         for t in unchecked:
             t.sorted_unique = True  # a fact about the (immutable) rows, not a change
-    ends = np.concatenate([e for t in parts for e in (t.coords[:1], t.coords[-1:])])
+    ends = np.empty((2 * len(parts), parts[0].coords.shape[1]), np.int64)
+    ends[0::2] = [t.coords[0] for t in parts]
+    ends[1::2] = [t.coords[-1] for t in parts]
     lin = linear_keys([ends])
     if lin is None:
         return None
@@ -341,7 +355,7 @@ def _disjoint_parts(tables: Sequence[ChunkTable]) -> list[ChunkTable] | None:
     first, last = k[order, 0], k[order, 1]
     if not bool(np.all(first[1:] > last[:-1])):
         return None
-    return [parts[int(i)] for i in order]
+    return [parts[i] for i in order.tolist()]
 
 
 def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) -> ChunkTable:

@@ -40,6 +40,7 @@ __all__ = [
     "distinct",
     "fork_with_changes",
     "lineage",
+    "names_of",
     "new_fork",
     "merge_changes",
     "node_names",
@@ -180,7 +181,6 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
         If a fork is of another repository, base or parent session, or already merged.
     """
     seen = set(seen)
-    names: dict[str, str] = {}
     generation = min((f._generation for f in forks), default=0)
     parts: list[tuple[ChangeSet, ChangeSet | None]] = []
     for f in forks:
@@ -193,8 +193,29 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
                     "changes can be merged only once")
             seen |= f._contributors
             parts.append((f._changes, f._inherited))
-        names.update(node_names(f))
-    return parts, seen, names, generation
+    return parts, seen, names_of(forks), generation
+
+
+def names_of(forks: Sequence[ForkSession]) -> dict[str, str]:
+    """node id -> path of every node ``forks`` can see (to name arrays in conflicts).
+
+    Forks of one session share their base and inherited metadata: those are read once per
+    distinct pair, then each fork's own node changes (a distributed write's forks have none),
+    so naming costs nothing per fork.
+    """
+    names: dict[str, str] = {}
+    done: set[tuple[str, bool, int]] = set()
+    for f in forks:
+        key = (f._base_id, f._base_loaded, id(f._inherited))
+        if key not in done:
+            done.add(key)
+            names.update(node_names(f))
+        else:
+            own = f._changes
+            if own.nodes or own.deleted:
+                names.update({r.node_id: p for p, r in own.deleted.items()})
+                names.update(own.node_paths_by_id())
+    return names
 
 
 class ForkSession(SessionCore):
@@ -454,9 +475,7 @@ class _Copies:
         if not parts:
             return None
         out = parts[0].child()
-        names: dict[str, str] = {}
-        for f in parts:
-            names.update(node_names(f))
+        names = names_of(parts)
         with out._lock:
             out._changes = ChangeSet().merge_many(
                 [(f._changes, f._inherited) for f in parts], describe=names)
@@ -492,6 +511,8 @@ def register(f: ForkSession) -> ForkSession:
 
 def release(f: ForkSession) -> None:
     """Drop ``f`` from the registry (it was merged or handed over)."""
+    if not f._shared:
+        return  # only forks of Session.fork() (and their copies) are ever registered
     with _REGISTRY_LOCK:
         group = _REGISTRY.get(f._fork_id)
         if group is not None:
