@@ -31,6 +31,8 @@ MergePolicy = Literal["fail", "last_wins"]
 
 # fold the per-chunk builder into the columnar table past this many rows
 _FOLD_AT = 65_536
+# fold this many rows or fewer, each of a distinct chunk, without numpy's sort
+_SMALL_FOLD = 256
 
 
 class ArrayChunks:
@@ -59,7 +61,19 @@ class ArrayChunks:
             if self._parts is not None:
                 return sum(len(p) for p in self._parts)
             return len(self._table)
+        if self._parts is None and not len(self._table):
+            return len(self._pos)  # only builder rows: one key per distinct chunk
         return len(self.table)
+
+    def unfolded(self) -> TableBuilder | None:
+        """The builder of our writes if it holds all of them, each chunk once (nothing
+        folded yet, no chunk written twice), else None: a merge may then build many such
+        change-sets' rows at once (``TableBuilder.build_all``)."""
+        b = self._builder
+        if (self._pos and self._parts is None and not len(self._table)
+                and len(self._pos) == len(b)):
+            return b
+        return None
 
     def _materialize(self) -> None:
         if self._parts is not None:
@@ -95,7 +109,19 @@ class ArrayChunks:
     def fold(self) -> None:
         self._materialize()
         if len(self._builder):
-            self._table = ChunkTable.concat([self._table, self._builder.build()]).normalized()
+            n = len(self._builder)
+            if not len(self._table) and len(self._pos) == n and n <= _SMALL_FOLD:
+                # a task's few writes, each chunk once (``_pos`` has a key per row): order
+                # them in Python, far cheaper than numpy's fixed costs at this size
+                built = self._builder.build()
+                order = [self._pos[c] for c in sorted(self._pos)]
+                if order != list(range(n)):
+                    built = built.take(np.asarray(order, np.int64))
+                built.sorted_unique = True
+                self._table = built
+            else:
+                self._table = ChunkTable.concat([self._table, self._builder.build()]
+                                                ).normalized()
             self._builder = TableBuilder(self.ndim)
             self._pos = {}
 
@@ -237,7 +263,7 @@ class ChangeSet:
         fold = MetadataFold(self, out, policy, names)
         fold.add_all(others)
         dead = fold.dead()
-        per_node: dict[str, list[ChunkTable]] = {}
+        per_node: dict[str, list[ArrayChunks]] = {}
         ndims: dict[str, int] = {}
         alias, floor = fold.alias, fold.floor
         for i, cs in enumerate((self, *(o for o, _ in others))):
@@ -245,10 +271,23 @@ class ChangeSet:
                 key = fold.resolve(nid) if alias else nid
                 if key in dead or (floor and i <= floor.get(key, -1)):
                     continue  # the node is gone, or a later delete won over these writes
-                per_node.setdefault(key, []).append(ac.table)
+                per_node.setdefault(key, []).append(ac)
                 ndims[key] = ac.ndim
         for nid in sorted(per_node):
-            tables = per_node[nid]
+            acs = per_node[nid]
+            builders = [b for ac in acs[1:] if (b := ac.unfolded()) is not None]
+            if len(builders) > 1 and len(builders) == len(acs) - 1:
+                # the forks' writes, unfolded (forks written in this process): build their
+                # rows at once and sort and check them once, after the first table
+                first = acs[0].unfolded()
+                if first is not None:
+                    builders.insert(0, first)
+                tables = ([] if first is not None else [acs[0].table]) + [
+                    TableBuilder.build_all(builders)]
+                out.chunks[nid] = ArrayChunks(ndims[nid], _merge_tables(
+                    tables, policy, names.get(nid, nid)))
+                continue
+            tables = [ac.table for ac in acs]
             if len(tables) == 1:
                 out.chunks[nid] = ArrayChunks(ndims[nid], tables[0])
                 continue

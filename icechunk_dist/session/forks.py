@@ -199,16 +199,18 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
 def names_of(forks: Sequence[ForkSession]) -> dict[str, str]:
     """node id -> path of every node ``forks`` can see (to name arrays in conflicts).
 
-    Forks of one session share their base and inherited metadata: those are read once per
-    distinct pair, then each fork's own node changes (a distributed write's forks have none),
-    so naming costs nothing per fork.
+    Forks of one session share their base and pending inherited metadata: those are read
+    again only when they differ from the previous fork's, then each fork's own node changes
+    (a distributed write's forks have none), so naming costs almost nothing per fork.
     """
     names: dict[str, str] = {}
-    done: set[tuple[str, bool, int]] = set()
+    last: tuple[str, bool, ChangeSet] | None = None
     for f in forks:
-        key = (f._base_id, f._base_loaded, id(f._inherited))
-        if key not in done:
-            done.add(key)
+        inh = f._inherited
+        if last is None or last[:2] != (f._base_id, f._base_loaded) or not (
+                last[2] is inh or (last[2].nodes == inh.nodes
+                                   and last[2].deleted == inh.deleted)):
+            last = (f._base_id, f._base_loaded, inh)
             names.update(node_names(f))
         else:
             own = f._changes
