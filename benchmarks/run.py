@@ -63,6 +63,7 @@ HERE = Path(__file__).resolve().parent
 class Sizes:
     bulk_bytes: int = 1024 * MIB          # 1 GiB
     bulk_chunk: int = 512                  # (512, 512) float32 = 1 MiB chunks
+    bulk_chunk_1d: int = 262_144           # (262,144,) float32 = 1 MiB chunks
     big_block: int = 2048                  # (2048, 2048) float32 = 16 MiB dask blocks
     s3_bytes: int = 256 * MIB
     small_chunks: int = 30_000             # chunks of 4 KiB
@@ -76,7 +77,8 @@ class Sizes:
     label: str = "full"
 
 
-SMOKE = Sizes(bulk_bytes=16 * MIB, bulk_chunk=256, big_block=1024, s3_bytes=4 * MIB,
+SMOKE = Sizes(bulk_bytes=16 * MIB, bulk_chunk=256, bulk_chunk_1d=65_536, big_block=1024,
+              s3_bytes=4 * MIB,
               small_chunks=2_000, small_block_chunks=500, forks=(2, 5, 10), refs_per_fork=100,
               commit_refs=(1_000, 10_000), histories=(10, 40), repeat=1, label="smoke")
 
@@ -224,6 +226,7 @@ class Case:
     plain: list[float] = field(default_factory=list)
     ice: list[float] = field(default_factory=list)
     ice_commit: list[float] = field(default_factory=list)  # merge + commit part of ``ice``
+    issue_row: str = ""  # which row of issue 24's table this case is ("" for none)
 
     @property
     def plain_s(self) -> float:
@@ -246,7 +249,7 @@ class Case:
     def kind(self) -> str:
         if self.blocks_per_task is not None:
             return "opt-in setting"
-        return "flattering" if self.flattering else "as users run it"
+        return "flattering" if self.flattering else "user configuration"
 
 
 def write_plain(src: Any, chunks: tuple[int, ...], store: Any) -> float:
@@ -283,13 +286,14 @@ def write_ice(src: Any, chunks: tuple[int, ...], storage: Any,
     return t2 - t0, repo, t2 - t1
 
 
-def bench_write(case: Case, backend: Backend, shape: tuple[int, int], chunk: int,
-                block: tuple[int, int], repeat: int, tag: str, keep: bool = False
-                ) -> tuple[Any, Any]:
+def bench_write(case: Case, backend: Backend, shape: tuple[int, ...],
+                chunk: int | tuple[int, ...], block: tuple[int, ...], repeat: int, tag: str,
+                keep: bool = False) -> tuple[Any, Any]:
     """Time both sides ``repeat`` times, alternating which goes first. With ``keep``, return
-    the last (plain store, icechunk repo) for the read benchmark."""
+    the last (plain store, icechunk repo) for the read benchmark. ``chunk``: the zarr chunk
+    shape (an int: square 2-D chunks of that side)."""
     src = make_source(shape, block)
-    chunks = (chunk, chunk)
+    chunks = (chunk, chunk) if isinstance(chunk, int) else chunk
     kept: tuple[Any, Any] = (None, None)
     for i in range(repeat):
         plain_store = ice_repo = None
@@ -537,6 +541,80 @@ def _target_of(r: dict[str, Any]) -> str:
     return "" if t is None else str(t)
 
 
+def small_commit_rows(sz: Sizes, workdir: Path) -> list[dict[str, Any]] | str:
+    """The rows of ``benchmarks/small_commits.py`` (merge + commit of forks beside Icechunk,
+    a one-chunk commit's requests), or the reason there are none."""
+    try:
+        mod = _load("small_commits")
+        if mod is None:
+            return "not available"
+        return list(mod.run(sz.label != "full", workdir=str(workdir)))
+    except Exception as e:  # a broken optional module must not hide the other rows
+        traceback.print_exc()
+        return f"not available ({type(e).__name__}: {e})"
+
+
+# ------------------------------------------------------------------------------ issue 24
+# Icechunk 2.3.0's commit figures in issue 24 (this run does not build 1M refs in Icechunk)
+ICECHUNK_COMMIT_S = {100_000: 0.134, 1_000_000: 1.41}
+
+
+def issue_table(cases: list[Case], small: list[dict[str, Any]] | str,
+                commits: list[CommitResult],
+                imported: list[tuple[str, list[Any] | str]]) -> None:
+    """Every row of issue 24's table with its ratio and target, from this run."""
+    rows: list[tuple[str, str, str, str, str, str, bool | None]] = []
+    for c in cases:
+        if c.issue_row:
+            ok = c.target is None or c.ratio >= c.target
+            rows.append((f"{c.name} [{c.kind}]", f"{c.ice_s:.2f} s", f"{c.plain_s:.2f} s",
+                         "-", f"{c.ratio:.2f}x plain", f">= {c.target:.1f}x plain", ok))
+    if isinstance(small, str):
+        rows.append(("merge + commit of forks (benchmarks/small_commits.py)", small, "", "",
+                     "", "<= Icechunk", None))
+    else:
+        for r in small:
+            if "ours_ms" in r:
+                measured = r["icechunk_source"].startswith("Icechunk ") and \
+                    "not installed" not in r["icechunk_source"]
+                ic = f"{r['icechunk_ms']:.1f} ms" + ("" if measured else " (issue 24)")
+                rows.append((r["name"], f"{r['ours_ms']:.1f} ms", "", ic,
+                             f"{r['ratio']:.2f}x Icechunk", "<= Icechunk", bool(r["ok"])))
+            else:
+                rows.append((r["name"], str(r["value"]).split(" (")[0], "", "", "",
+                             str(r["target"]), None))
+    for cm in commits:
+        ref = ICECHUNK_COMMIT_S.get(cm.refs)
+        if ref is not None:
+            rows.append((f"commit of {cm.refs:,} changed refs", f"{cm.commit_s:.3f} s", "",
+                         f"{ref:.3f} s (issue 24)", f"{ref / cm.commit_s:.2f}x Icechunk",
+                         "<= Icechunk", cm.commit_s <= ref))
+    for name, got in imported:
+        if name != "ingest":
+            continue
+        if isinstance(got, str):
+            rows.append(("ingest 60 ERA5-like NetCDF4 files", got, "", "", "", ">= 1.0x plain",
+                         None))
+            continue
+        for r in got:
+            if r.get("target") is not None:
+                rows.append((str(r["name"]), f"{float(r['ours_s']):.2f} s",
+                             f"{float(r['baseline_s']):.2f} s", "-",
+                             f"{float(r['ratio']):.2f}x plain",
+                             f">= {float(r['target']):.1f}x plain", bool(r["ok"])))
+    if not rows:
+        return
+    print("Issue 24's rows (this run; Icechunk: measured when importable, else issue 24's "
+          "figures, labelled)")
+    w = max(len(r[0]) for r in rows) + 2
+    print(f"  {'workload':<{w}}{'icechunk_dist':>16}{'plain Zarr':>12}{'Icechunk':>22}"
+          f"{'ratio':>19}{'target':>16}  status")
+    for name, ours, plain, ic, ratio, target, ok in rows:
+        print(f"  {name:<{w}}{ours:>16}{plain:>12}{ic:>22}{ratio:>19}{target:>16}  "
+              f"{_status(ok)}")
+    print()
+
+
 # ------------------------------------------------------------------------------ report
 def _mib(n: float) -> str:
     return f"{n / MIB:,.1f}"
@@ -555,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="repetitions of each write/read comparison (median is reported)")
     p.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
     p.add_argument("--only", nargs="+", default=None,
-                   choices=["write", "s3", "small", "read", "merge", "imported"],
+                   choices=["write", "s3", "small", "read", "merge", "commits",
+                            "imported"],
                    help="run only these parts (read needs write)")
     p.add_argument("--skip-writes", action="store_true",
                    help="only the in-process merge/commit parts and the imported rows")
@@ -563,7 +642,8 @@ def main(argv: list[str] | None = None) -> int:
     sz = SMOKE if args.smoke else Sizes()
     if args.repeat is not None:
         sz.repeat = args.repeat
-    parts = set(args.only or ["write", "s3", "small", "read", "merge", "imported"])
+    parts = set(args.only or ["write", "s3", "small", "read", "merge", "commits",
+                              "imported"])
     if args.skip_writes:
         parts -= {"write", "s3", "small", "read"}
 
@@ -592,6 +672,7 @@ def main(argv: list[str] | None = None) -> int:
     merges: list[MergeResult] = []
     commits: list[CommitResult] = []
     imported: list[tuple[str, list[Any] | str]] = []
+    small_rows: list[dict[str, Any]] | str = []
     local = Backend(workdir)
     chunk_kib = sz.bulk_chunk * sz.bulk_chunk * 4 // 1024
     try:
@@ -607,25 +688,40 @@ def main(argv: list[str] | None = None) -> int:
             mib = shape[0] * shape[1] * 4 / MIB
             nblocks = shape[0] // one[0] * (shape[1] // one[1])
             if parts & {"write", "read"}:
-                c = Case(f"bulk, {chunk_kib} KiB chunks, 1 block/chunk, local disk",
-                         f"{mib:,.0f} MiB {shape}, chunks {one}, one dask block per chunk "
-                         f"({nblocks:,} blocks; defaults on both sides: store_dask groups "
-                         "runs of blocks per task, dask.array.to_zarr rechunks to "
-                         "array.chunk-size)", 0.9, False)
+                # issue 24's shape: 1-D, 1 MiB chunks, one dask block per chunk
+                c1 = sz.bulk_chunk_1d
+                n1 = max(1, sz.bulk_bytes // (4 * c1))
+                c = Case(f"bulk 1-D, {c1 * 4 // 1024} KiB chunks, 1 block/chunk, local disk",
+                         f"{n1 * c1 * 4 / MIB:,.0f} MiB ({n1 * c1:,},) float32, chunks "
+                         f"({c1:,},), one dask block per chunk ({n1:,} blocks; defaults on "
+                         "both sides: store_dask groups runs of blocks per task, "
+                         "dask.array.to_zarr rechunks to array.chunk-size)", 1.0, False)
+                c.issue_row = "write"
                 cases.append(c)
-                kept = bench_write(c, local, shape, sz.bulk_chunk, one, sz.repeat, "bulk1",
+                kept = bench_write(c, local, (n1 * c1,), (c1,), (c1,), sz.repeat, "bulk1d",
                                    keep="read" in parts)
                 print(f"  done: {c.summary()}", flush=True)
                 if "read" in parts:
                     r = Case("read via dask, local disk",
-                             "the array above, da.from_zarr(...).sum(), warm page cache",
-                             0.9, False)
+                             "the 1-D array above, da.from_zarr(...).sum(), warm page cache",
+                             1.0, False)
+                    r.issue_row = "read"
                     cases.append(r)
                     bench_read(r, *kept, sz.repeat)
-                    local.cleanup("bulk1")
                     print(f"  done: {r.summary()}", flush=True)
+                local.cleanup("bulk1d")
             if "write" in parts:
-                c = Case(f"bulk, {chunk_kib} KiB chunks, 1 block/chunk, one task per block",
+                c = Case(f"bulk 2-D, {chunk_kib} KiB chunks, 1 block/chunk, local disk",
+                         f"{mib:,.0f} MiB {shape}, chunks {one}, one dask block per chunk "
+                         f"({nblocks:,} blocks; defaults on both sides: store_dask groups "
+                         "runs of blocks per task, dask.array.to_zarr rechunks to "
+                         "array.chunk-size)", 1.0, False)
+                c.issue_row = "write"
+                cases.append(c)
+                bench_write(c, local, shape, sz.bulk_chunk, one, sz.repeat, "bulk1")
+                print(f"  done: {c.summary()}", flush=True)
+                c = Case(f"bulk 2-D, {chunk_kib} KiB chunks, 1 block/chunk, one task per "
+                         "block",
                          f"as above with store_dask(blocks_per_task=1): {nblocks:,} write "
                          "tasks, shows the per-task cost; plain side unchanged", None, False,
                          blocks_per_task=1)
@@ -634,9 +730,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  done: {c.summary()}", flush=True)
                 big = (min(sz.big_block, shape[0]), min(sz.big_block, shape[1]))
                 per = big[0] // one[0] * (big[1] // one[1])
-                c = Case(f"bulk, {chunk_kib} KiB chunks, {big[0] * big[1] * 4 // MIB} MiB blocks, "
-                         "local disk", f"{mib:,.0f} MiB {shape}, chunks {one}, blocks {big} "
-                         f"({per} chunks per block)", 1.0, True)
+                c = Case(f"bulk 2-D, {chunk_kib} KiB chunks, {big[0] * big[1] * 4 // MIB} MiB "
+                         "blocks, local disk", f"{mib:,.0f} MiB {shape}, chunks {one}, blocks "
+                         f"{big} ({per} chunks per block)", 1.0, True)
                 cases.append(c)
                 bench_write(c, local, shape, sz.bulk_chunk, big, sz.repeat, "bulk16")
                 print(f"  done: {c.summary()}", flush=True)
@@ -644,9 +740,10 @@ def main(argv: list[str] | None = None) -> int:
                 s3shape = square_shape(sz.s3_bytes, sz.bulk_chunk)
                 s3mib = s3shape[0] * s3shape[1] * 4 / MIB
                 with moto_server() as moto:
-                    c = Case(f"bulk, {chunk_kib} KiB chunks, 1 block/chunk, moto S3",
+                    c = Case(f"bulk 2-D, {chunk_kib} KiB chunks, 1 block/chunk, moto S3",
                              f"{s3mib:,.0f} MiB {s3shape}, chunks {one}, one block per chunk; "
-                             "plain: zarr ObjectStore(obstore S3Store)", 0.9, False)
+                             "plain: zarr ObjectStore(obstore S3Store)", 1.0, False)
+                    c.issue_row = "s3"
                     cases.append(c)
                     bench_write(c, moto, s3shape, sz.bulk_chunk, one, sz.repeat, "s3")
                 print(f"  done: {c.summary()}", flush=True)
@@ -671,6 +768,9 @@ def main(argv: list[str] | None = None) -> int:
                 for n in sz.commit_refs:
                     commits.append(bench_commit(n, workdir))
                     print(f"  done: commit of {n:,} refs", flush=True)
+        if "commits" in parts:
+            small_rows = small_commit_rows(sz, workdir)
+            print("  done: benchmarks/small_commits.py", flush=True)
         if "imported" in parts:
             imported = imported_rows(sz, workdir, args.workers)
     finally:
@@ -720,6 +820,20 @@ def main(argv: list[str] | None = None) -> int:
         print("  (RSS in MiB, driver process; the targeted merge/commit rows are "
               "benchmarks/core.py's below)")
         print()
+    if small_rows:
+        print("Small commits beside Icechunk (benchmarks/small_commits.py)")
+        if isinstance(small_rows, str):
+            print(f"  {small_rows}")
+        else:
+            for r in small_rows:
+                if "ours_ms" in r:
+                    print(f"  {r['name']}: icechunk_dist {r['ours_ms']:.2f} ms, Icechunk "
+                          f"{r['icechunk_ms']:.2f} ms ({r['icechunk_source']}); target "
+                          f"{r['target']}; {_status(r['ok'])}")
+                else:
+                    print(f"  {r['name']}: {r['value']}")
+                print(f"      {r['config']}")
+        print()
     if imported:
         print("Rows of benchmarks/core.py, benchmarks/branch_tip.py, benchmarks/ingest.py")
         for name, rows in imported:
@@ -732,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                 if r.get("config"):
                     print(f"      {r['config']}")
         print()
+    issue_table(cases, small_rows, commits, imported)
     if sz.label != "full":
         print("(smoke sizes: the MET/MISSED statuses are not meaningful at this scale)")
     print(f"Driver peak RSS over the whole run (ru_maxrss): {_mib(ru_maxrss())} MiB")
