@@ -26,8 +26,12 @@ def test_benchmark_smoke_prints_table(tmp_path: Path) -> None:
     for needle in (
         "RESULTS",
         "Distributed write",
-        "bulk, ",
+        "bulk 1-D, ",
+        "bulk 2-D, ",
         "small, 4 KiB chunks",
+        "merge + commit of 10 forks (4 chunks each)",
+        "one-chunk commit on local disk: storage requests",
+        "Issue 24's rows",
         "Merge + commit of forks",
         "Commit of one change-set",
         "Driver peak RSS over the whole run",
