@@ -15,6 +15,14 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
+from icechunk_dist._containers import (
+    ObjectStoreConfig,
+    S3Options,
+    gcs_store,
+    http_store,
+    local_filesystem_store,
+    s3_store,
+)
 from icechunk_dist._enums import ChunkType, SessionMode
 from icechunk_dist._opslog import Update, UpdateType
 from icechunk_dist.config import (
@@ -32,6 +40,21 @@ from icechunk_dist.conflicts import (
     ConflictSolver,
     ConflictType,
     VersionSelection,
+)
+from icechunk_dist.credentials import (
+    Credentials,
+    GcsCredentials,
+    HttpAccess,
+    LocalFileSystemAccess,
+    S3Credentials,
+    S3StaticCredentials,
+    containers_credentials,
+    gcs_credentials,
+    s3_anonymous_credentials,
+    s3_credentials,
+    s3_from_env_credentials,
+    s3_refreshable_credentials,
+    s3_static_credentials,
 )
 from icechunk_dist.errors import (
     AlreadyExistsError,
@@ -52,7 +75,9 @@ from icechunk_dist.errors import (
     RebaseFailedError,
     RepositoryNotFoundError,
     SessionStateError,
+    SourceChangedError,
     StorageError,
+    VirtualChunkAccessError,
 )
 from icechunk_dist.repository import Repository, SnapshotInfo
 from icechunk_dist.session import Diff, ForkSession, Session
@@ -65,6 +90,7 @@ from icechunk_dist.storage import (
     s3_storage,
 )
 from icechunk_dist.store import IcechunkStore
+from icechunk_dist.virtual import VirtualChunkContainer, VirtualChunkSpec
 
 if TYPE_CHECKING:  # the lazy submodules, for type checkers (not cli: it imports the package)
     from icechunk_dist import dask as dask
@@ -103,40 +129,63 @@ __all__ = [
     "ConflictError",
     "ConflictSolver",
     "ConflictType",
+    "Credentials",
     "Diff",
     "ErrorKind",
     "FormatError",
     "GCConflictError",
     "GaveUpError",
+    "GcsCredentials",
+    "HttpAccess",
     "HistoryRewrittenError",
     "ForkSession",
     "IcechunkDistError",
     "IcechunkError",
     "IcechunkStore",
     "InvalidInputError",
+    "LocalFileSystemAccess",
     "LostWritesError",
     "MergeConflictError",
     "ManifestConfig",
     "ManifestSplittingConfig",
     "NotFoundError",
+    "ObjectStoreConfig",
     "ReadOnlyError",
     "RebaseFailedError",
     "Repository",
     "RepositoryConfig",
     "RepositoryNotFoundError",
+    "S3Credentials",
+    "S3Options",
+    "S3StaticCredentials",
     "Session",
     "SessionMode",
     "SessionStateError",
     "SnapshotInfo",
+    "SourceChangedError",
     "Storage",
     "StorageError",
     "Update",
     "UpdateType",
     "VersionSelection",
+    "VirtualChunkAccessError",
+    "VirtualChunkContainer",
+    "VirtualChunkSpec",
     "__version__",
     "azure_storage",
+    "containers_credentials",
+    "gcs_credentials",
     "gcs_storage",
+    "gcs_store",
+    "http_store",
     "in_memory_storage",
     "local_filesystem_storage",
+    "local_filesystem_store",
+    "s3_anonymous_credentials",
+    "s3_credentials",
+    "s3_from_env_credentials",
+    "s3_refreshable_credentials",
+    "s3_static_credentials",
     "s3_storage",
+    "s3_store",
 ]

@@ -33,7 +33,9 @@ __all__ = [
     "RebaseFailedError",
     "RepositoryNotFoundError",
     "SessionStateError",
+    "SourceChangedError",
     "StorageError",
+    "VirtualChunkAccessError",
 ]
 
 
@@ -57,6 +59,8 @@ class ErrorKind(Enum):
     HISTORY_REWRITTEN = 14
     LOST_WRITES = 15
     GAVE_UP = 16
+    VIRTUAL_ACCESS = 17
+    SOURCE_CHANGED = 18
 
 
 def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -320,6 +324,34 @@ class StorageError(IcechunkDistError):
         super().__init__(message)
 
 
+class VirtualChunkAccessError(StorageError):
+    """A virtual chunk was not read because reading it is not allowed: no virtual chunk
+    container of the repository's config covers its URL, or the container that does was
+    not authorized (``authorize_virtual_chunk_access=`` of ``Repository.open``). Nothing was
+    fetched.
+
+    Attributes
+    ----------
+    key
+        The URL that was refused.
+    """
+
+    kind = ErrorKind.VIRTUAL_ACCESS
+
+
+class SourceChangedError(StorageError):
+    """The object a virtual chunk points into changed since the ref was recorded (its etag
+    differs, or it was modified after the recorded time): its bytes were not returned.
+
+    Attributes
+    ----------
+    key
+        The URL of the changed object.
+    """
+
+    kind = ErrorKind.SOURCE_CHANGED
+
+
 class FormatError(IcechunkDistError):
     """Bytes read from storage are not a valid icechunk_dist object (corrupt, truncated, foreign).
 
@@ -355,6 +387,8 @@ for _cls in (
     InvalidInputError,
     SessionStateError,
     StorageError,
+    VirtualChunkAccessError,
+    SourceChangedError,
     FormatError,
 ):
     _cls.__module__ = "icechunk_dist"

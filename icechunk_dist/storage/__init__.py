@@ -3,7 +3,8 @@
 :class:`WrapperStorage` forwards every operation to another storage; it is the base of
 storages that change some requests. :class:`FaultyStorage` (with :class:`Fault` rules) is a
 testing utility built on it: it injects latency, transient errors, lost responses, partial
-listings or a SIGKILL.
+listings or a SIGKILL. :class:`VirtualSources` reads virtual chunks from the containers a
+repository was authorized to read.
 """
 
 from icechunk_dist.storage._base import ObjectExistsError, ObjectMeta, ObjectNotFoundError, Storage
@@ -16,6 +17,7 @@ from icechunk_dist.storage._factories import (
 )
 from icechunk_dist.storage._faults import Fault, FaultKind, FaultyStorage
 from icechunk_dist.storage._url import from_url
+from icechunk_dist.storage._virtual import SourceStat, VirtualSources, plan_spans
 from icechunk_dist.storage._wrapper import WrapperStorage
 
 __all__ = [
@@ -25,12 +27,15 @@ __all__ = [
     "ObjectExistsError",
     "ObjectMeta",
     "ObjectNotFoundError",
+    "SourceStat",
     "Storage",
+    "VirtualSources",
     "WrapperStorage",
     "azure_storage",
     "from_url",
     "gcs_storage",
     "in_memory_storage",
     "local_filesystem_storage",
+    "plan_spans",
     "s3_storage",
 ]
