@@ -7,7 +7,8 @@ Not a test. Two parts:
    chunks of 256 bytes) the distributed way: ``forks`` forks of one session, each task
    setting its share of the refs on a worker with ``store.set_virtual_refs_columns`` (the
    columnar bulk API; each ref carries its source's etag), a tree merge of the forks on the
-   workers (fan-in 10), the last level merged into the session on the driver, one commit.
+   workers (fan-in 32: 100 forks -> 4 -> 1), the one fork left gathered to the driver and
+   merged into the session, one commit.
    Columns: set, merge, commit (wall seconds), the driver's peak RSS (sampled every 2 ms
    over the whole job, interpreter, dask client and scheduler included) and the time to
    read one chunk after the commit from a freshly opened repository (snapshot, one
@@ -54,7 +55,7 @@ import numpy as np
 MIB = 1 << 20
 CHUNK = 256  # bytes per virtual chunk (4 x 4 x 4 float32)
 PER_FILE = 1000  # chunks per source file
-FAN_IN = 10
+FAN_IN = 32  # as icechunk_dist.dask's default split_every: 100 forks -> 4 -> 1
 
 #: Icechunk 2.3.0, quoted from issue 22 (one process, local disk, 100 forks, merge, one
 #: commit): refs -> (set s, merge s, commit s, peak RSS MiB). Not measured here.

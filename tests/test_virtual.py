@@ -7,8 +7,11 @@ the bulk API and the manifest encoding in test_virtual_bulk.py.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import pickle
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -268,3 +271,60 @@ def test_plan_spans_merges_adjacent_and_close_ranges() -> None:
     assert len(plan_spans(ranges, gap=0, max_span=10_000)) == 3  # the 10-byte gap splits
     bounded = plan_spans(ranges, gap=16, max_span=250)  # spans are bounded
     assert [(s, e) for s, e, _ in bounded] == [(0, 200), (200, 400), (410, 500), (5000, 5100)]
+
+
+def test_named_containers_serve_relative_refs(tmp_path: Path) -> None:
+    _raw, url, prefix = _source(tmp_path)
+    config = icd.RepositoryConfig()
+    config.set_virtual_chunk_container(icd.VirtualChunkContainer(
+        prefix, icd.local_filesystem_store(prefix[len("file://"):]), name="archive"))
+    repo = icd.Repository.create(icd.local_filesystem_storage(tmp_path / "repo"), config,
+                                 authorize_virtual_chunk_access={
+                                     prefix: icd.LocalFileSystemAccess})
+    _two_refs(repo, "vcc://archive/legacy.bin")
+    np.testing.assert_array_equal(_read(repo), DATA)
+    s = repo.writable_session("main")
+    with pytest.raises(icd.InvalidInputError, match="no virtual chunk container"):
+        s.store.set_virtual_ref("v/c/0", "vcc://other/legacy.bin", offset=6, length=200)
+
+
+class _RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """A static file server that answers ranged GETs (206), as object stores do."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        rng = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if rng is None or not path.is_file():
+            super().do_GET()
+            return
+        data = path.read_bytes()
+        start, _, end = rng.removeprefix("bytes=").partition("-")
+        body = data[int(start):int(end) + 1]
+        self.send_response(206)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Range", f"bytes {start}-{int(start) + len(body) - 1}/"
+                                          f"{len(data)}")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_http_containers(tmp_path: Path) -> None:
+    _raw, _url, _prefix = _source(tmp_path)
+    handler = functools.partial(_RangeHandler, directory=str(tmp_path / "archive"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        config = icd.RepositoryConfig()
+        config.set_virtual_chunk_container(icd.VirtualChunkContainer(
+            base, icd.http_store({"allow_http": "true"})))
+        repo = icd.Repository.create(icd.local_filesystem_storage(tmp_path / "repo"), config,
+                                     authorize_virtual_chunk_access={base: icd.HttpAccess})
+        _two_refs(repo, f"{base}legacy.bin")
+        np.testing.assert_array_equal(_read(repo), DATA)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -339,11 +339,18 @@ class ChunkTable:
             return -1
         if not self.sorted_unique:
             raise ValueError("find needs a normalized table")
-        key = coord_keys(np.asarray([coord], np.int64))
-        keys = self.keys()
-        i = int(np.searchsorted(keys, key[0]))
-        if i < len(keys) and keys[i] == key[0]:
-            return i
+        target = tuple(int(c) for c in coord)
+        # a binary search over the rows themselves: building a key per row (a copy of the
+        # whole table) would cost more than the search for every chunk read
+        coords, lo, hi = self.coords, 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if tuple(coords[mid].tolist()) < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self) and tuple(coords[lo].tolist()) == target:
+            return lo
         return -1
 
     def split(self, split_shape: Sequence[int]) -> dict[tuple[int, ...], ChunkTable]:
