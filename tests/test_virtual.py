@@ -20,7 +20,6 @@ import pytest
 import zarr
 
 import icechunk_dist as icd
-from icechunk_dist.storage import plan_spans
 
 DATA = np.arange(100, dtype="<i4")
 
@@ -262,6 +261,8 @@ def test_sessions_and_forks_carry_the_authorization(tmp_path: Path) -> None:
 
 
 def test_plan_spans_merges_adjacent_and_close_ranges() -> None:
+    from icechunk_dist.storage import plan_spans
+
     # 4 adjacent chunks, one 10 bytes away, one far away, one overlapping
     ranges = [(300, 400), (0, 100), (100, 200), (200, 300), (410, 500), (5000, 5100),
               (50, 150)]
@@ -274,7 +275,7 @@ def test_plan_spans_merges_adjacent_and_close_ranges() -> None:
 
 
 def test_named_containers_serve_relative_refs(tmp_path: Path) -> None:
-    _raw, url, prefix = _source(tmp_path)
+    _raw, _url, prefix = _source(tmp_path)
     config = icd.RepositoryConfig()
     config.set_virtual_chunk_container(icd.VirtualChunkContainer(
         prefix, icd.local_filesystem_store(prefix[len("file://"):]), name="archive"))

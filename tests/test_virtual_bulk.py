@@ -24,7 +24,11 @@ from icechunk_dist.format import (
     TableBuilder,
     decode_object,
 )
-from icechunk_dist.format._locations import is_no_ids
+
+
+def is_no_ids(ids: np.ndarray) -> bool:
+    """Whether every row shares one zero id (no 12 bytes per virtual ref)."""
+    return bool(ids.ndim == 2 and len(ids) > 1 and ids.strides[0] == 0 and not ids.any())
 
 CHUNK = 16  # bytes: 4 int32 values per chunk
 FILES = 8
