@@ -60,6 +60,8 @@ def remap_url_idx(url_idx: npt.NDArray[np.int32], remap: npt.NDArray[np.int32]
     """``url_idx`` with each location index ``i >= 0`` replaced by ``remap[i]`` (-1 kept)."""
     if not len(remap):
         return url_idx
+    if not len(url_idx) or int(url_idx.min()) >= 0:  # every row virtual: one pass
+        return remap[url_idx]
     virt = url_idx >= 0
     return np.where(virt, remap[np.where(virt, url_idx, 0)], np.int32(-1)).astype(np.int32)
 

@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from obstore import ObjectMeta as ObstoreMeta
     from obstore.store import ObjectStore
 
-__all__ = ["ObstoreStorage"]
+__all__ = ["ObstoreStorage", "check_runtime"]
 
 T = TypeVar("T")
 
@@ -96,7 +96,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _check_runtime(what: str) -> None:
+def check_runtime(what: str) -> None:
+    """Refuse obstore I/O in a process forked after its parent did some (it would hang);
+    note that this process uses obstore's runtime.
+
+    Raises
+    ------
+    StorageError
+        In such a forked process.
+    """
     global _runtime_pid
     if _inherited_runtime:
         raise StorageError(
@@ -205,7 +213,7 @@ class ObstoreStorage(Storage):
         return self
 
     def _client(self) -> ObjectStore:
-        _check_runtime(self.describe())
+        check_runtime(self.describe())
         store = self._store
         if store is None or (self._pid != os.getpid() and self._spec.backend != "memory"):
             # a client's connection pool and runtime do not survive fork: build a fresh one
@@ -519,7 +527,7 @@ class ObstoreStorage(Storage):
 
     async def read_url(self, url: str, start: int, end: int, *, etag: str | None = None
                        ) -> bytes:
-        _check_runtime(self.describe())
+        check_runtime(self.describe())
         store, key = self._url_store(url)
         if end <= start:
             return b""

@@ -29,6 +29,7 @@ import obstore.exceptions as obe
 from icechunk_dist._containers import VirtualChunkContainer
 from icechunk_dist.credentials import AnyCredential
 from icechunk_dist.errors import SourceChangedError, StorageError, VirtualChunkAccessError
+from icechunk_dist.storage._obstore import check_runtime
 from icechunk_dist.storage._retry import (
     DEFAULT_RETRY,
     Attempts,
@@ -186,6 +187,7 @@ class VirtualSources:
             If the client cannot be built.
         """
         c = self.container_for(url)
+        check_runtime(f"virtual chunk {url!r}")
         if c is None:
             known = ", ".join(repr(x.url_prefix) for x in self._containers) or "none"
             raise VirtualChunkAccessError(
