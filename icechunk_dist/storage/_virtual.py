@@ -17,6 +17,7 @@ source changed since its refs were recorded fails the read in the same request, 
 from __future__ import annotations
 
 import asyncio
+import threading
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -143,6 +144,7 @@ class VirtualSources:
         self._ordered = sorted(self._containers, key=lambda c: len(c.url_prefix), reverse=True)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()  # sessions are read from several threads' loops
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (VirtualSources, (self._containers, self._authorized, self._max))
@@ -207,9 +209,10 @@ class VirtualSources:
     # ------------------------------------------------------------------ reads
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
-        st = self._loops.get(loop)
-        if st is None:
-            st = self._loops[loop] = _LoopState(self._max)
+        with self._lock:
+            st = self._loops.get(loop)
+            if st is None:
+                st = self._loops[loop] = _LoopState(self._max)
         return st
 
     async def read(self, url: str, etag: str | None, modified: int, start: int, end: int,
