@@ -7,8 +7,9 @@ Not a test. Two parts:
    chunks of 256 bytes) the distributed way: ``forks`` forks of one session, each task
    setting its share of the refs on a worker with ``store.set_virtual_refs_columns`` (the
    columnar bulk API; each ref carries its source's etag), a tree merge of the forks on the
-   workers (fan-in 32: 100 forks -> 4 -> 1), the one fork left gathered to the driver and
-   merged into the session, one commit.
+   workers (fan-in 32: 100 forks -> 4 -> 1; one graph, so a merge starts when its inputs
+   are set), the one fork left gathered to the driver and merged into the session, one
+   commit. "set" ends when the last ref is set, "merge" when the session holds them all.
    Columns: set, merge, commit (wall seconds), the driver's peak RSS (sampled every 2 ms
    over the whole job, interpreter, dask client and scheduler included) and the time to
    read one chunk after the commit from a freshly opened repository (snapshot, one
@@ -193,17 +194,19 @@ def scale_job(refs: int, forks: int, work: Path, ex: Any) -> dict[str, float]:
     gc.collect()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        parts = [ex.submit(_set_refs, session.fork(), i, per, prefix, etags)
-                 for i in range(forks)]
-        ex.wait(parts)
-        t1 = time.perf_counter()
-        # the merge tree runs on the workers down to one fork: the driver receives one
-        # table and holds it once (merging several here would concatenate them at commit)
+        sets = [ex.submit(_set_refs, session.fork(), i, per, prefix, etags)
+                for i in range(forks)]
+        # the merge tree runs on the workers down to one fork (one graph: a merge starts
+        # as soon as its inputs are set): the driver receives one table and holds it once
+        # (merging several here would concatenate them at commit)
+        parts = sets
         while len(parts) > 1:
             parts = [ex.submit(_merge, *parts[i:i + FAN_IN])
                      for i in range(0, len(parts), FAN_IN)]
+        ex.wait(sets)
+        t1 = time.perf_counter()  # every ref is set on a worker
         (last,) = ex.gather(parts)
-        del parts
+        del parts, sets
         session.merge(last)
         del last
         t2 = time.perf_counter()
