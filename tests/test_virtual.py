@@ -12,6 +12,7 @@ import http.server
 import os
 import pickle
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -290,12 +291,30 @@ def test_named_containers_serve_relative_refs(tmp_path: Path) -> None:
 
 
 class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """A static file server that answers ranged GETs (206), as object stores do."""
+    """A static file server that answers ranged GETs (206), as object stores do, and counts
+    the GETs in flight at once (each takes ``delay`` seconds)."""
+
+    delay = 0.0
+    lock = threading.Lock()
+    in_flight = 0
+    most = 0
 
     def log_message(self, format: str, *args: object) -> None:
         pass
 
     def do_GET(self) -> None:
+        cls = type(self)
+        with cls.lock:
+            cls.in_flight += 1
+            cls.most = max(cls.most, cls.in_flight)
+        try:
+            time.sleep(cls.delay)
+            self._get()
+        finally:
+            with cls.lock:
+                cls.in_flight -= 1
+
+    def _get(self) -> None:
         rng = self.headers.get("Range")
         path = Path(self.translate_path(self.path))
         if rng is None or not path.is_file():
@@ -312,20 +331,33 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def test_http_containers(tmp_path: Path) -> None:
+def test_http_containers_and_bounded_concurrency(tmp_path: Path) -> None:
     _raw, _url, _prefix = _source(tmp_path)
-    handler = functools.partial(_RangeHandler, directory=str(tmp_path / "archive"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    for f in range(8):  # 8 more sources: 8 requests that cannot be merged
+        (tmp_path / "archive" / f"part{f}.bin").write_bytes((DATA + f).tobytes())
+    handler = type("Handler", (_RangeHandler,), {"delay": 0.05, "in_flight": 0, "most": 0})
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(tmp_path / "archive")))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}/"
-        config = icd.RepositoryConfig()
+        config = icd.RepositoryConfig(max_concurrent_requests=2)
         config.set_virtual_chunk_container(icd.VirtualChunkContainer(
             base, icd.http_store({"allow_http": "true"})))
         repo = icd.Repository.create(icd.local_filesystem_storage(tmp_path / "repo"), config,
                                      authorize_virtual_chunk_access={base: icd.HttpAccess})
         _two_refs(repo, f"{base}legacy.bin")
         np.testing.assert_array_equal(_read(repo), DATA)
+        s = repo.writable_session("main")
+        zarr.create_array(s.store, name="w", shape=(8, 100), chunks=(1, 100), dtype="<i4",
+                          compressors=None, fill_value=0)
+        s.store.set_virtual_refs("w", [icd.VirtualChunkSpec([f, 0], f"{base}part{f}.bin", 0,
+                                                            400) for f in range(8)])
+        s.commit("8 sources")
+        handler.most = 0
+        got = zarr.open_array(repo.readonly_session("main").store, path="w", mode="r")[:]
+        np.testing.assert_array_equal(got, DATA[None, :] + np.arange(8)[:, None])
+        assert handler.most == 2  # zarr asked for 8 at once; 2 were sent at a time
     finally:
         server.shutdown()
         server.server_close()
