@@ -15,15 +15,9 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from icechunk_dist._containers import (
-    ObjectStoreConfig,
-    S3Options,
-    gcs_store,
-    http_store,
-    local_filesystem_store,
-    s3_store,
-)
+from icechunk_dist._documents import RepoAvailability, RepoStatus
 from icechunk_dist._enums import ChunkType, SessionMode
+from icechunk_dist._maintenance import GCSummary
 from icechunk_dist._opslog import Update, UpdateType
 from icechunk_dist.config import (
     CachingConfig,
@@ -67,27 +61,39 @@ from icechunk_dist.errors import (
     HistoryRewrittenError,
     IcechunkDistError,
     IcechunkError,
+    InternalError,
     InvalidInputError,
     LostWritesError,
     MergeConflictError,
+    NodeNotFoundError,
     NotFoundError,
     ReadOnlyError,
     RebaseFailedError,
+    RefNotFoundError,
     RepositoryNotFoundError,
     SessionStateError,
+    SnapshotNotFoundError,
     SourceChangedError,
     StorageError,
     VirtualChunkAccessError,
 )
-from icechunk_dist.repository import Repository, SnapshotInfo
+from icechunk_dist.repository import Repository, SnapshotInfo, SpecVersion
 from icechunk_dist.session import Diff, ForkSession, Session
 from icechunk_dist.storage import (
+    ObjectStoreConfig,
+    S3Options,
     Storage,
     azure_storage,
+    azure_store,
     gcs_storage,
+    gcs_store,
+    http_store,
     in_memory_storage,
     local_filesystem_storage,
+    local_filesystem_store,
+    s3_object_store_storage,
     s3_storage,
+    s3_store,
 )
 from icechunk_dist.store import IcechunkStore
 from icechunk_dist.virtual import VirtualChunkContainer, VirtualChunkSpec
@@ -134,6 +140,7 @@ __all__ = [
     "ErrorKind",
     "FormatError",
     "GCConflictError",
+    "GCSummary",
     "GaveUpError",
     "GcsCredentials",
     "HttpAccess",
@@ -142,16 +149,21 @@ __all__ = [
     "IcechunkDistError",
     "IcechunkError",
     "IcechunkStore",
+    "InternalError",
     "InvalidInputError",
     "LocalFileSystemAccess",
     "LostWritesError",
     "MergeConflictError",
     "ManifestConfig",
     "ManifestSplittingConfig",
+    "NodeNotFoundError",
     "NotFoundError",
     "ObjectStoreConfig",
     "ReadOnlyError",
     "RebaseFailedError",
+    "RefNotFoundError",
+    "RepoAvailability",
+    "RepoStatus",
     "Repository",
     "RepositoryConfig",
     "RepositoryNotFoundError",
@@ -162,7 +174,9 @@ __all__ = [
     "SessionMode",
     "SessionStateError",
     "SnapshotInfo",
+    "SnapshotNotFoundError",
     "SourceChangedError",
+    "SpecVersion",
     "Storage",
     "StorageError",
     "Update",
@@ -173,6 +187,7 @@ __all__ = [
     "VirtualChunkSpec",
     "__version__",
     "azure_storage",
+    "azure_store",
     "containers_credentials",
     "gcs_credentials",
     "gcs_storage",
@@ -184,6 +199,7 @@ __all__ = [
     "s3_anonymous_credentials",
     "s3_credentials",
     "s3_from_env_credentials",
+    "s3_object_store_storage",
     "s3_refreshable_credentials",
     "s3_static_credentials",
     "s3_storage",

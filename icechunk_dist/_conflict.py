@@ -7,6 +7,7 @@ carries them) and ``conflicts`` (which finds them), so neither imports the other
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -32,13 +33,20 @@ class ConflictType(Enum):
 @dataclass(frozen=True)
 class Conflict:
     """One conflict: its type, the node path (``"/a/b"``) and, for chunk conflicts, the
-    coordinates of the chunks involved (``None`` for conflicts that are not about chunks,
-    as in Icechunk)."""
+    coordinates of the chunks involved, each a list of ints as in Icechunk
+    (``[[0, 1], [2, 3]]``; ``None`` for conflicts that are not about chunks)."""
 
     conflict_type: ConflictType
     path: str
-    conflicted_chunks: list[tuple[int, ...]] | None = None
+    # given as any sequences of ints (tuples, numpy rows); kept as lists of lists
+    conflicted_chunks: Sequence[Sequence[int]] | None = None
     snapshot_id: str | None = None  # the landed commit it conflicts with
+
+    def __post_init__(self) -> None:
+        # the finders hand over tuples or numpy rows; the public shape is Icechunk's
+        if self.conflicted_chunks is not None:
+            object.__setattr__(self, "conflicted_chunks",
+                               [[int(v) for v in c] for c in self.conflicted_chunks])
 
     def __str__(self) -> str:
         s = f"{self.conflict_type.name} at {self.path}"

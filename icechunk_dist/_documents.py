@@ -1,5 +1,5 @@
-"""Small documents of a repository outside the snapshot graph: the saved config and the user
-metadata (versioned), and the markers of amended commits.
+"""Small documents of a repository outside the snapshot graph: the saved config, the user
+metadata and the repository status (versioned), and the markers of amended commits.
 
 A versioned document is a sequence of immutable JSON objects ``<prefix>/<12 digits>``. The
 digits count down, so the newest version sorts first. A change creates version ``n + 1`` with
@@ -15,29 +15,37 @@ resets by it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
 import msgspec
 
 from icechunk_dist.config import RepositoryConfig
-from icechunk_dist.errors import FormatError, InvalidInputError
+from icechunk_dist.errors import ErrorKind, FormatError, InvalidInputError, ReadOnlyError
 from icechunk_dist.format import RepoInfo
-from icechunk_dist.keys import CONFIG_PREFIX, METADATA_PREFIX, doc_version_key
-from icechunk_dist.storage import ObjectExistsError, Storage
+from icechunk_dist.keys import CONFIG_PREFIX, METADATA_PREFIX, STATUS_PREFIX, doc_version_key
+from icechunk_dist.storage import ObjectExistsError, ObjectNotFoundError, Storage
 
 __all__ = [
     "DocVersion",
+    "RepoAvailability",
+    "RepoStatus",
     "check_json_dict",
+    "check_online",
     "list_versions",
     "load_config",
     "merge_metadata",
     "read_doc",
     "read_metadata",
+    "read_status",
     "read_version",
     "save_config",
+    "status_from_doc",
     "update_doc",
     "write_metadata",
+    "write_status",
 ]
 
 
@@ -192,3 +200,133 @@ async def merge_metadata(storage: Storage, metadata: dict[str, Any]) -> dict[str
     """
     upd = check_json_dict(metadata, "repository metadata")
     return await update_doc(storage, METADATA_PREFIX, lambda old: {**(old or {}), **upd})
+
+
+# ---------------------------------------------------------------------- repository status
+class RepoAvailability(Enum):
+    """Whether a repository takes writes: ``online`` (reads and writes) or ``read_only``
+    (reads only). Icechunk's names and values."""
+
+    online = 0
+    read_only = 1
+
+
+@dataclass(frozen=True)
+class RepoStatus:
+    """A repository's availability, when it was set, and why (Icechunk's ``RepoStatus``).
+
+    Parameters
+    ----------
+    availability
+        :class:`RepoAvailability`.
+    set_at
+        Timezone-aware time it was set; now (UTC) when not given.
+    limited_availability_reason
+        Why the repository is not online (shown in the errors of refused writes).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``availability`` is not a :class:`RepoAvailability`, ``set_at`` is naive or the
+        reason is not a string.
+    """
+
+    availability: RepoAvailability
+    set_at: datetime = field(default=None)  # type: ignore[assignment]  # now, when not given
+    limited_availability_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.availability, RepoAvailability):
+            raise InvalidInputError(
+                f"availability must be a RepoAvailability, got {self.availability!r}")
+        if self.set_at is None:
+            object.__setattr__(self, "set_at", datetime.now(UTC))
+        elif not isinstance(self.set_at, datetime) or self.set_at.tzinfo is None:
+            raise InvalidInputError("set_at must be a timezone-aware datetime")
+        reason = self.limited_availability_reason
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidInputError(f"limited_availability_reason must be a str, got {reason!r}")
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored form (a JSON object)."""
+        return {"availability": self.availability.name, "set_at": self.set_at.isoformat(),
+                "limited_availability_reason": self.limited_availability_reason}
+
+
+def status_from_doc(doc: dict[str, Any], name: str = STATUS_PREFIX) -> RepoStatus:
+    """A stored status document as a :class:`RepoStatus`.
+
+    Raises
+    ------
+    FormatError
+        If it is not one.
+    """
+    try:
+        return RepoStatus(RepoAvailability[doc["availability"]],
+                          datetime.fromisoformat(doc["set_at"]),
+                          doc.get("limited_availability_reason"))
+    except (KeyError, TypeError, ValueError, InvalidInputError) as e:
+        raise FormatError(f"not a valid repository status: {e}", object_name=name) from None
+
+
+async def _current_status(storage: Storage) -> RepoStatus | None:
+    """The newest stored status, or None if the status was never set (online). One GET in
+    that common case (a GET: local storage answers it without a hop to obstore's runtime):
+    the first version's key is known, only later ones need a listing."""
+    try:
+        await storage.get(doc_version_key(STATUS_PREFIX, 0))
+    except ObjectNotFoundError:
+        return None
+    _, doc = await read_doc(storage, STATUS_PREFIX)
+    return None if doc is None else status_from_doc(doc)
+
+
+async def read_status(storage: Storage, created_at: datetime) -> RepoStatus:
+    """The repository status; online since ``created_at`` (the repository's creation) when
+    it was never set.
+
+    Raises
+    ------
+    FormatError
+        If the stored status is corrupt.
+    """
+    status = await _current_status(storage)
+    return RepoStatus(RepoAvailability.online, created_at) if status is None else status
+
+
+async def write_status(storage: Storage, status: RepoStatus) -> None:
+    """Persist ``status`` as the newest version of the repository status (never refused:
+    this is how a read-only repository is put back online).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``status`` is not a :class:`RepoStatus`.
+    """
+    if not isinstance(status, RepoStatus):
+        raise InvalidInputError(f"set_status takes a RepoStatus, got {status!r}")
+    doc = status.to_doc()
+    await update_doc(storage, STATUS_PREFIX, lambda _old: doc)
+
+
+async def check_online(storage: Storage, doing: str) -> None:
+    """Refuse ``doing`` (a phrase: "commit", "create a branch") unless the repository is
+    online.
+
+    Raises
+    ------
+    ReadOnlyError
+        If the repository status is read-only (kind ``READ_ONLY_REPOSITORY``).
+    FormatError
+        If the stored status is corrupt.
+    """
+    status = await _current_status(storage)
+    if status is None or status.availability is RepoAvailability.online:
+        return
+    reason = status.limited_availability_reason
+    err = ReadOnlyError(
+        f"the repository status is read-only: cannot {doing} (set read-only at "
+        f"{status.set_at.isoformat()}{f': {reason}' if reason else ''}); "
+        "repo.set_status(RepoStatus(RepoAvailability.online)) allows writes again")
+    err.kind = ErrorKind.READ_ONLY_REPOSITORY
+    raise err

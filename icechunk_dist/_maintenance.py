@@ -20,15 +20,19 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from icechunk_dist import refs
 from icechunk_dist._types import encode_id
 from icechunk_dist.errors import ConflictError, GaveUpError, NotFoundError, StorageError
 from icechunk_dist.format import (
+    KIND_INLINE,
     KIND_NATIVE,
+    KIND_VIRTUAL,
     ChunkTable,
     GCRecordData,
     ManifestData,
@@ -57,7 +61,14 @@ from icechunk_dist.session._io import (
 )
 from icechunk_dist.storage import ObjectNotFoundError, Storage
 
-__all__ = ["GCSummary", "expire_snapshots", "garbage_collect", "reachable_snapshots"]
+__all__ = [
+    "ChunkStorageStats",
+    "GCSummary",
+    "chunk_storage_stats",
+    "expire_snapshots",
+    "garbage_collect",
+    "reachable_snapshots",
+]
 
 _LIMIT = 64
 _MARK_TRIES = 5
@@ -76,6 +87,8 @@ class GCSummary:
     incremental: bool = False
     #: staging files of writes that never finished (writers killed mid-write); full runs only
     staging_files_deleted: int = 0
+    #: Icechunk's count of attribute files (a format that has none here): always 0
+    attributes_deleted: int = 0
 
     def __str__(self) -> str:
         verb = "would delete" if self.dry_run else "deleted"
@@ -83,6 +96,25 @@ class GCSummary:
                 f"{self.snapshots_deleted} snapshots, {self.transaction_logs_deleted} "
                 f"transaction logs, {self.staging_files_deleted} staging files of unfinished "
                 f"writes ({self.bytes_deleted} bytes)")
+
+
+@dataclass(frozen=True)
+class ChunkStorageStats:
+    """Bytes of the chunks that the reachable snapshots use, by kind (Icechunk's
+    ``ChunkStorageStats``): each native chunk object and each virtual byte range counted
+    once, inline chunks as often as manifests hold them."""
+
+    native_bytes: int
+    virtual_bytes: int
+    inlined_bytes: int
+
+    def non_virtual_bytes(self) -> int:
+        """Bytes stored in the repository itself: native plus inline."""
+        return self.native_bytes + self.inlined_bytes
+
+    def total_bytes(self) -> int:
+        """Every kind together, virtual included."""
+        return self.native_bytes + self.virtual_bytes + self.inlined_bytes
 
 
 # ---------------------------------------------------------------------------------- roots
@@ -206,15 +238,17 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
     only the reachable manifests of those splits can keep it alive."""
     live_manifests = {m.id for s in snaps.values() for n in s.nodes for m in n.manifests}
     live_loose = {r.id for s in snaps.values() for r in s.loose if r.kind == KIND_NATIVE}
-    # node id -> (split shape, split -> reachable manifest ids)
-    layout: dict[str, tuple[tuple[int, ...], dict[tuple[int, ...], set[str]]]] = {}
+    # node id -> split shape -> split -> reachable manifest ids. A node keeps its split shape
+    # unless Repository.rewrite_manifests re-split it: then its snapshots use several
+    layout: dict[str, dict[tuple[int, ...], dict[tuple[int, ...], set[str]]]] = {}
     for s in snaps.values():
         for n in s.nodes:
             if n.array is None or not n.manifests:
                 continue
-            entry = layout.setdefault(n.node_id, (n.array.split_shape, defaultdict(set)))
+            by_split = layout.setdefault(n.node_id, {}).setdefault(n.array.split_shape,
+                                                                   defaultdict(set))
             for m in n.manifests:
-                entry[1][m.split].add(m.id)
+                by_split[m.split].add(m.id)
     doomed: dict[str, list[tuple[str, int]]] = {}
     for prefix in (MANIFESTS_PREFIX, SNAPSHOTS_PREFIX, TRANSACTIONS_PREFIX):
         old = await _list_old(storage, prefix, older_than)
@@ -227,7 +261,8 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
         except NotFoundError:
             continue
         candidates |= {r.id for r in snap.loose if r.kind == KIND_NATIVE} - live_loose
-    per_split: dict[tuple[str, tuple[int, ...]], set[str]] = defaultdict(set)
+    # node id -> (chunk ids named by doomed manifests, their coordinates)
+    named: dict[str, tuple[set[str], list[npt.NDArray[np.int64]]]] = {}
     for key, _ in doomed[MANIFESTS_PREFIX]:
         try:
             raw = await storage.get(key)
@@ -235,25 +270,88 @@ async def _doomed_incremental(storage: Storage, snaps: dict[str, SnapshotData],
             continue
         md = decode_object(raw, ManifestData, ObjectType.MANIFEST, name=key)
         table = ChunkTable.from_manifest(md, name=key)
-        native = table.kinds == KIND_NATIVE
-        ids = table.ids[native]
         if md.node_id not in layout:  # no reachable snapshot has this array
             candidates |= _native_ids(table)
             continue
-        split_shape = layout[md.node_id][0]
-        coords = np.asarray(table.coords)[native]
-        splits = coords // np.asarray(split_shape, dtype=coords.dtype)
-        for raw_id, sp in zip(ids.view("V12").ravel(), splits, strict=True):
-            per_split[(md.node_id, tuple(int(v) for v in sp))].add(encode_id(bytes(raw_id)))
+        native = table.kinds == KIND_NATIVE
+        ids, coords = named.setdefault(md.node_id, (set(), []))
+        ids.update(encode_id(bytes(r)) for r in table.ids[native].view("V12").ravel())
+        coords.append(np.asarray(table.coords)[native])
     cache = ManifestCache(max_rows=1)
-    for (node_id, split), cids in sorted(per_split.items()):
+    for node_id, (cids, parts) in sorted(named.items()):
+        where = np.concatenate(parts)
+        # alive: named by a reachable manifest of a split holding one of these positions,
+        # under any split shape the node's reachable snapshots use
+        read: set[str] = set()
         alive: set[str] = set()
-        for mid in sorted(layout[node_id][1].get(split, ())):
-            alive |= _native_ids(await cache.get(storage, mid))
-        candidates |= cids - alive
+        for split_shape, by_split in layout[node_id].items():
+            touched = {tuple(int(v) for v in row)
+                       for row in where // np.asarray(split_shape, dtype=where.dtype)}
+            for split in sorted(touched):
+                for mid in sorted(by_split.get(split, set()) - read):
+                    read.add(mid)
+                    alive |= _native_ids(await cache.get(storage, mid))
+        rest = cids - alive
+        # Session.reindex_array / shift_array move a chunk to another position: one not
+        # found there may be named elsewhere in the array, so the rest of its reachable
+        # manifests decide (read only when there are candidates left)
+        others = sorted({m for by_split in layout[node_id].values()
+                         for mids in by_split.values() for m in mids} - read)
+        for mid in others:
+            if not rest:
+                break
+            rest -= _native_ids(await cache.get(storage, mid))
+        candidates |= rest
     candidates -= live_loose
     doomed[CHUNKS_PREFIX] = [(chunk_key(c), 0) for c in sorted(candidates)]
     return doomed
+
+
+async def chunk_storage_stats(storage: Storage) -> ChunkStorageStats:
+    """:class:`ChunkStorageStats` of every snapshot reachable from a live ref (each
+    distinct manifest read once; loose refs of the snapshots included).
+
+    Raises
+    ------
+    FormatError
+        If a snapshot or manifest is corrupt.
+    """
+    genesis = (await read_repo_info(storage)).initial_snapshot_id
+    snaps = await _walk(storage, await _roots(storage, genesis))
+    ids: list[npt.NDArray[Any]] = []
+    lengths: list[npt.NDArray[np.uint64]] = []
+    ranges: set[tuple[str, int, int]] = set()
+    inlined = 0
+    cache = ManifestCache(max_rows=1)
+    ordered = sorted({m.id for s in snaps.values() for n in s.nodes for m in n.manifests})
+    for i in range(0, len(ordered), _LIMIT):
+        for t in await gather_limited([cache.get(storage, m) for m in ordered[i:i + _LIMIT]],
+                                      _LIMIT):
+            native = t.kinds == KIND_NATIVE
+            ids.append(t.ids[native].view("V12").ravel())
+            lengths.append(t.lengths[native])
+            inlined += int(t.lengths[t.kinds == KIND_INLINE].sum())
+            for row in np.flatnonzero(t.kinds == KIND_VIRTUAL):
+                ranges.add((t.urls[int(t.url_idx[row])], int(t.offsets[row]),
+                            int(t.lengths[row])))
+    loose = {(r.key, r.kind, r.id, r.url, r.offset, r.length, r.data)
+             for s in snaps.values() for r in s.loose}
+    native_loose: dict[str, int] = {}
+    for _key, kind, cid, url, offset, length, data in loose:
+        if kind == KIND_NATIVE:
+            native_loose[cid] = length
+        elif kind == KIND_VIRTUAL:
+            ranges.add((url, offset, length))
+        elif kind == KIND_INLINE:
+            inlined += len(data)
+    native_bytes = sum(native_loose.values())
+    if ids:
+        all_ids, all_lengths = np.concatenate(ids), np.concatenate(lengths)
+        _, first = np.unique(all_ids, return_index=True)
+        native_bytes += int(all_lengths[first].sum())
+    return ChunkStorageStats(native_bytes=native_bytes,
+                             virtual_bytes=sum(n for _, _, n in ranges),
+                             inlined_bytes=inlined)
 
 
 # ---------------------------------------------------------------------------------- sweep

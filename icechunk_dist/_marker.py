@@ -83,21 +83,25 @@ async def open_repository(storage: Storage, config: RepositoryConfig | None
     try:
         info = await read_repo_info(storage)
     except ObjectNotFoundError:
-        raise RepositoryNotFoundError(f"no repository at {storage.describe()}") from None
+        raise RepositoryNotFoundError(
+            f"the repository doesn't exist: no repository at {storage.describe()}") from None
     saved = await _documents.load_config(storage, info)
     return info, saved if config is None else saved.merge(config)
 
 
 async def fetch_config(storage: Storage) -> RepositoryConfig | None:
-    """The saved config of the repository at ``storage``, or None if there is none.
+    """The saved config of the repository at ``storage``.
 
     Raises
     ------
+    RepositoryNotFoundError
+        If there is no repository there (as Icechunk's).
     FormatError
         If it is corrupt.
     """
     try:
         info = await read_repo_info(storage)
     except ObjectNotFoundError:
-        return None
+        raise RepositoryNotFoundError(
+            f"the repository doesn't exist: no repository at {storage.describe()}") from None
     return await _documents.load_config(storage, info)

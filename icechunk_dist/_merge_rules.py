@@ -163,6 +163,11 @@ class MetadataFold:
     def add(self, i: int, y: Changes, anc: Changes | None) -> None:
         """Fold change-set number ``i`` (``y``, made on top of ``anc``) into :attr:`out`."""
         x = self.out
+        if not (y.nodes or y.deleted or y.loose or x.deleted):
+            # chunk writes only, and nothing deleted so far: none of the rules below can
+            # apply (the common case of a distributed write's forks)
+            self._note_chunks(i, self._written(y))
+            return
         found: list[tuple[str, str]] = []
         # nodes both touched: identical, one on top of the other's ancestor, or a conflict
         theirs: list[str] = []

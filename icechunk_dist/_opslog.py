@@ -2,8 +2,11 @@
 :class:`UpdateType`).
 
 The log is read from objects that already exist, one per ref update: branch versions, tag
-objects, config and metadata versions (``_documents.py``), plus one marker per amended commit.
-Nothing extra is written when a ref moves, so the log cannot miss an update that landed.
+objects, config, metadata and status versions (``_documents.py``), plus one marker per amended
+commit and the records of garbage-collection runs (``gc/<run id>/done``). Nothing extra is
+written when a ref moves, so the log cannot miss an update that landed. The no-op branch
+versions a collection writes to fence committers (docs/design/005-gc-vs-writers.md) are not
+updates: the collection shows as one ``GCRan`` entry instead.
 """
 
 from __future__ import annotations
@@ -12,12 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from icechunk_dist._documents import list_versions, read_version
-from icechunk_dist.format import ObjectType, RefData, decode_object
-from icechunk_dist.keys import AMEND_PREFIX, CONFIG_PREFIX, METADATA_PREFIX, REFS_PREFIX
+from icechunk_dist._documents import list_versions, read_version, status_from_doc
+from icechunk_dist.format import GCRecordData, ObjectType, RefData, decode_object
+from icechunk_dist.keys import (
+    AMEND_PREFIX,
+    CONFIG_PREFIX,
+    METADATA_PREFIX,
+    REFS_PREFIX,
+    STATUS_PREFIX,
+    gc_done_key,
+    gc_start_key,
+)
+from icechunk_dist.session._gcguard import MAX_RUN, list_runs
 from icechunk_dist.session._history import History
 from icechunk_dist.session._io import gather_limited
-from icechunk_dist.storage import Storage
+from icechunk_dist.storage import ObjectNotFoundError, Storage
 
 __all__ = ["Update", "UpdateType", "ops_log"]
 
@@ -98,11 +110,22 @@ class _MetadataChanged(UpdateType):
     """The repository metadata changed."""
 
 
+class _GCRan(UpdateType):
+    """A garbage collection finished (``Repository.garbage_collect``, not a dry run)."""
+
+
+class _RepoStatusChanged(UpdateType):
+    """The repository status was set (``status``: the new :class:`RepoStatus`)."""
+
+    status: Any
+
+
 for _name, _cls in [("RepoInitialized", _RepoInitialized), ("BranchCreated", _BranchCreated),
                     ("BranchDeleted", _BranchDeleted), ("BranchReset", _BranchReset),
                     ("NewCommit", _NewCommit), ("CommitAmended", _CommitAmended),
                     ("TagCreated", _TagCreated), ("TagDeleted", _TagDeleted),
-                    ("ConfigChanged", _ConfigChanged), ("MetadataChanged", _MetadataChanged)]:
+                    ("ConfigChanged", _ConfigChanged), ("MetadataChanged", _MetadataChanged),
+                    ("GCRan", _GCRan), ("RepoStatusChanged", _RepoStatusChanged)]:
     _cls.__name__ = _cls.__qualname__ = _name
     setattr(UpdateType, _name, _cls)
 
@@ -123,16 +146,38 @@ async def _ref(storage: Storage, key: str) -> RefData:
     return decode_object(await storage.get(key), RefData, ObjectType.REF, name=key)
 
 
+async def _gc_runs(storage: Storage) -> tuple[list[Update], list[tuple[datetime, datetime]]]:
+    """(a ``GCRan`` entry per finished collection, the time window of every collection).
+
+    A window runs from the run's start to its end (or, for a run without a ``done`` record,
+    crashed or still running, to the longest a run may last)."""
+    entries: list[Update] = []
+    windows: list[tuple[datetime, datetime]] = []
+    for run in await list_runs(storage):
+        key = gc_done_key(run.run_id) if run.finished else gc_start_key(run.run_id)
+        try:
+            rec = decode_object(await storage.get(key), GCRecordData, ObjectType.GC_RECORD,
+                                name=key)
+        except ObjectNotFoundError:  # a run's record vanished meanwhile: nothing to show
+            continue
+        if rec.finished_at is not None:
+            entries.append(Update(_GCRan(), rec.finished_at))
+        windows.append((rec.started_at, rec.finished_at or rec.started_at + MAX_RUN))
+    return entries, windows
+
+
 async def ops_log(storage: Storage, genesis: str, created_at: datetime,
                   limit: int = 32) -> list[Update]:
-    """Every ref update, config and metadata change of the repository, newest first.
+    """Every ref update, config, metadata and status change and garbage collection of the
+    repository, newest first.
 
     Raises
     ------
     FormatError
-        If a ref or document object is corrupt.
+        If a ref, document or collection record is corrupt.
     """
-    out: list[Update] = [Update(_RepoInitialized(), created_at)]
+    gc_entries, gc_windows = await _gc_runs(storage)
+    out: list[Update] = [Update(_RepoInitialized(), created_at), *gc_entries]
     branch_keys: dict[str, list[str]] = {}
     tag_keys: list[tuple[str, str]] = []
     async for meta in storage.list(REFS_PREFIX):
@@ -164,6 +209,9 @@ async def ops_log(storage: Storage, genesis: str, created_at: datetime,
             new = ref.snapshot_id
             snap = snaps.get(new) if new is not None else None
             kind: UpdateType
+            if new is not None and new == prev and any(
+                    a <= ref.written_at <= b for a, b in gc_windows):
+                continue  # a collection's fence: the branch did not move
             if new is None:
                 kind = _BranchDeleted(name=name, previous_snap_id=prev)
             elif prev is None:
@@ -180,5 +228,9 @@ async def ops_log(storage: Storage, genesis: str, created_at: datetime,
         docs = await gather_limited([read_version(storage, k)
                                      for k in await list_versions(storage, prefix)], limit)
         out.extend(Update(cls(), d.written_at) for d in docs)
+    keys = await list_versions(storage, STATUS_PREFIX)
+    docs = await gather_limited([read_version(storage, k) for k in keys], limit)
+    out.extend(Update(_RepoStatusChanged(status=status_from_doc(d.doc, k)), d.written_at)
+               for k, d in zip(keys, docs, strict=True))
     out.sort(key=lambda u: u.updated_at, reverse=True)
     return out

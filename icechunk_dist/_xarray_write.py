@@ -201,7 +201,7 @@ def _split_pending(session: Session, lazy: list[tuple[Any, Any, Any]]
 
 def to_icechunk(
     obj: xr.Dataset | xr.DataArray,
-    session: Session,
+    session: Session | ForkSession,
     *,
     group: str | None = None,
     mode: ZarrWriteModes | None = None,
@@ -225,7 +225,9 @@ def to_icechunk(
         The Dataset or DataArray to write.
     session
         A writable :class:`~icechunk_dist.Session`. Nothing is visible to others until you
-        call ``session.commit(...)`` (once, for the whole write).
+        call ``session.commit(...)`` (once, for the whole write). Or, as Icechunk allows, a
+        :class:`~icechunk_dist.ForkSession` inside a task: the write then runs in that
+        process through the fork, and the driver merges the returned forks.
     group
         Zarr group path to write to (default: the root).
     mode
@@ -269,9 +271,14 @@ def to_icechunk(
     call: nothing of the failed write reaches a later commit.
     """
     xr = require_xarray()
+    if isinstance(session, ForkSession):
+        _write_into_fork(obj, session, group=group, mode=mode, append_dim=append_dim,
+                         region=region, encoding=encoding, kwargs=kwargs)
+        return
     if not isinstance(session, Session):
         raise InvalidInputError(
-            f"to_icechunk writes into an icechunk_dist Session, got {type(session).__name__}"
+            f"to_icechunk writes into an icechunk_dist Session or ForkSession, got "
+            f"{type(session).__name__}"
         )
     if session.read_only:
         raise ReadOnlyError("to_icechunk needs a writable session: " +
@@ -293,6 +300,37 @@ def to_icechunk(
         if isinstance(e, ValueError | KeyError | TypeError | FileExistsError):
             raise InvalidInputError(f"to_icechunk: {e}") from e
         raise
+
+
+def _write_into_fork(obj: Any, fork: ForkSession, *, group: str | None, mode: Any,
+                     append_dim: Hashable | None, region: Region, encoding: Any,
+                     kwargs: dict[str, Any]) -> None:
+    """``to_icechunk`` into a fork (Icechunk's nested use inside a task): the whole write
+    runs here, in this process, through the fork's store (its dask-backed variables are
+    computed with the synchronous scheduler: we may be inside a task already); merge the
+    fork into its session afterwards. A fork whose write raised must not be merged.
+
+    Raises
+    ------
+    InvalidInputError
+        For bad arguments or data that does not fit (xarray's and zarr's errors).
+    """
+    import dask
+
+    if kwargs.get("compute", True) is False:
+        raise InvalidInputError("to_icechunk does not take compute=False")
+    ds = _as_dataset(obj)
+    try:
+        with dask.config.set(scheduler="synchronous"):
+            ds.to_zarr(fork.store, group=group, mode=mode, append_dim=append_dim,
+                       region=region, encoding=encoding, consolidated=False,
+                       **{k: v for k, v in kwargs.items() if k != "compute"})
+    except IcechunkDistError:
+        raise
+    except FileNotFoundError as e:
+        raise NotFoundError(f"to_icechunk: {e}") from e
+    except (ValueError, KeyError, TypeError, FileExistsError) as e:
+        raise InvalidInputError(f"to_icechunk: {e}") from e
 
 
 def _open_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -390,11 +428,15 @@ def _write_lazy(session: Session, lazy: list[tuple[Any, Any, Any]], *,
 
 def session_for(source: Any, *, branch: str | None = None, tag: str | None = None,
                 snapshot_id: str | None = None,
-                storage_options: Mapping[str, Any] | None = None) -> Session | ForkSession:
+                storage_options: Mapping[str, Any] | None = None,
+                authorize_virtual_chunk_access: Mapping[str, Any] | None = None
+                ) -> Session | ForkSession:
     """The session ``source`` names: a path or URL (opened with
     :func:`icechunk_dist.storage.from_url` and ``storage_options``), a ``Storage``, a
     ``Repository`` (a read-only session at ``branch``, ``tag`` or ``snapshot_id``; default
-    the tip of ``main``), or a session or fork itself.
+    the tip of ``main``), or a session or fork itself. A repository opened here is
+    authorized to read the virtual chunk containers ``authorize_virtual_chunk_access``
+    names (url prefix -> credentials, as ``Repository.open``).
 
     Raises
     ------
@@ -415,15 +457,20 @@ def session_for(source: Any, *, branch: str | None = None, tag: str | None = Non
         if branch is not None or tag is not None or snapshot_id is not None:
             raise InvalidInputError("branch=, tag= and snapshot_id= name a version of a "
                                     "repository; this is already a session")
-        if storage_options:
-            raise InvalidInputError("storage_options go with a path or URL, not a session")
+        if storage_options or authorize_virtual_chunk_access:
+            raise InvalidInputError("storage_options and authorize_virtual_chunk_access go "
+                                    "with a path, URL or Storage, not a session")
         return source
     if isinstance(source, str | os.PathLike):
         source = from_url(source, **dict(storage_options or {}))
     elif storage_options:
         raise InvalidInputError("storage_options go with a path or URL")
     if isinstance(source, Storage):
-        source = Repository.open(source)
+        source = Repository.open(
+            source, authorize_virtual_chunk_access=authorize_virtual_chunk_access)
+    elif authorize_virtual_chunk_access:
+        raise InvalidInputError("authorize_virtual_chunk_access goes with a path, URL or "
+                                "Storage; authorize a Repository when you open it")
     if not isinstance(source, Repository):
         raise InvalidInputError(
             "expected a repository path or URL, a Storage, a Repository or a session, got "
@@ -435,6 +482,7 @@ def session_for(source: Any, *, branch: str | None = None, tag: str | None = Non
 def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = None,
                  snapshot_id: str | None = None, group: str | None = None,
                  chunks: Any = None, storage_options: Mapping[str, Any] | None = None,
+                 authorize_virtual_chunk_access: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> xr.Dataset:
     """The xarray dataset in a repository or session, in one line, lazily with dask when it
     is installed::
@@ -460,6 +508,9 @@ def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = No
     storage_options
         Keywords of the storage factory for a path or URL (``region``, ``endpoint_url``,
         ``allow_http``, credentials...), as :func:`icechunk_dist.storage.from_url` takes.
+    authorize_virtual_chunk_access
+        For a path, URL or ``Storage``: the virtual chunk containers to read (url prefix
+        -> credentials, as ``Repository.open``; docs/virtual.md).
     **kwargs
         Passed to ``xr.open_zarr`` (``decode_times``, ``drop_variables``...).
 
@@ -474,7 +525,8 @@ def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = No
     """
     xarray_mod = require_xarray()
     session = session_for(source, branch=branch, tag=tag, snapshot_id=snapshot_id,
-                          storage_options=storage_options)
+                          storage_options=storage_options,
+                          authorize_virtual_chunk_access=authorize_virtual_chunk_access)
     if chunks is None and _has_dask():
         chunks = {}  # dask arrays with the Zarr chunks
     try:

@@ -275,8 +275,10 @@ class ChangeSet:
                         loose=self.loose, chunks=dict(self.chunks))
         for nid in node_ids:
             mine = self.chunks.get(nid)
+            if mine is None:
+                continue
             theirs = [o.chunks[nid].table for o in others if nid in o.chunks]
-            if mine is None or not theirs:
+            if not theirs:
                 continue
             keys = ChunkTable.concat(theirs).keys()
             out.chunks[nid] = ArrayChunks(mine.ndim, mine.table.without(keys))

@@ -868,13 +868,16 @@ def session_merge_reduction(arrays: da.Array | Sequence[da.Array], *,
     import dask.array as dsa
 
     given: list[Any] = list(arrays) if isinstance(arrays, (list, tuple)) else [arrays]
+    # numpy arrays among them (variables that were in memory, written on the driver, as
+    # xarray's to_zarr returns them) wrote nothing through a fork: skipped, as Icechunk does
+    given = [a for a in given if not isinstance(a, np.ndarray)]
     for a in given:
         if not isinstance(a, dsa.Array):
             raise InvalidInputError(
                 f"session_merge_reduction takes dask arrays, got {type(a).__name__}"
             )
     if not given:
-        raise InvalidInputError("session_merge_reduction needs at least one array")
+        raise InvalidInputError("session_merge_reduction needs at least one dask array")
     targets = [_targets_array(a) for a in given]
     meta = np.array([object()], dtype=object)
     reduced = [

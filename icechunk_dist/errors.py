@@ -27,12 +27,16 @@ __all__ = [
     "IcechunkError",
     "InvalidInputError",
     "LostWritesError",
+    "InternalError",
     "MergeConflictError",
+    "NodeNotFoundError",
     "NotFoundError",
     "ReadOnlyError",
     "RebaseFailedError",
+    "RefNotFoundError",
     "RepositoryNotFoundError",
     "SessionStateError",
+    "SnapshotNotFoundError",
     "SourceChangedError",
     "StorageError",
     "VirtualChunkAccessError",
@@ -59,8 +63,13 @@ class ErrorKind(Enum):
     HISTORY_REWRITTEN = 14
     LOST_WRITES = 15
     GAVE_UP = 16
-    VIRTUAL_ACCESS = 17
-    SOURCE_CHANGED = 18
+    NODE_NOT_FOUND = 17
+    SNAPSHOT_NOT_FOUND = 18
+    REF_NOT_FOUND = 19
+    INTERNAL = 20
+    READ_ONLY_REPOSITORY = 21
+    VIRTUAL_ACCESS = 22
+    SOURCE_CHANGED = 23
 
 
 def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -123,7 +132,7 @@ class ConflictError(IcechunkDistError):
         message: str | None = None,
         kind: ErrorKind | None = None,
         path: str | None = None,
-        chunk_coords: Sequence[tuple[int, ...]] = (),
+        chunk_coords: Sequence[Sequence[int]] = (),
     ) -> None:
         # positional as Icechunk's: (expected_parent, actual_parent, message, kind); our own
         # older form ConflictError("message", ...) is recognised by the space in the message
@@ -146,10 +155,12 @@ class ConflictError(IcechunkDistError):
         self.chunk_coords = [tuple(int(c) for c in cc) for cc in chunk_coords]
         if message is None:
             if expected_parent is not None or actual_parent is not None:
+                # Icechunk's words first (code matching them ports), then ours
                 message = (
-                    f"branch tip moved: session is based on {expected_parent} but the branch "
-                    f"now points to {actual_parent}; rebase the session "
-                    "(commit(..., rebase_with=...)) or start a new one"
+                    f"Failed to commit, expected parent: {expected_parent}, actual parent: "
+                    f"{actual_parent} (branch update conflict: the session is based on "
+                    f"{expected_parent} but the branch now points to {actual_parent}; rebase "
+                    "the session (commit(..., rebase_with=...)) or start a new one)"
                 )
             else:
                 message = "conflict"
@@ -260,7 +271,7 @@ class LostWritesError(IcechunkDistError):
     kind = ErrorKind.LOST_WRITES
 
     def __init__(self, message: str, *, path: str | None = None,
-                 chunk_coords: Sequence[tuple[int, ...]] = ()) -> None:
+                 chunk_coords: Sequence[Sequence[int]] = ()) -> None:
         self.path = path
         self.chunk_coords = [tuple(int(c) for c in cc) for cc in chunk_coords]
         super().__init__(message)
@@ -287,6 +298,24 @@ class RepositoryNotFoundError(NotFoundError):
     """No repository exists at the given storage location."""
 
     kind = ErrorKind.REPOSITORY_NOT_FOUND
+
+
+class NodeNotFoundError(NotFoundError):
+    """No group or array at the given path (of a session's hierarchy)."""
+
+    kind = ErrorKind.NODE_NOT_FOUND
+
+
+class SnapshotNotFoundError(NotFoundError):
+    """No snapshot with the given id (never written, or deleted by garbage collection)."""
+
+    kind = ErrorKind.SNAPSHOT_NOT_FOUND
+
+
+class RefNotFoundError(NotFoundError):
+    """No branch or tag of the given name (or it was deleted)."""
+
+    kind = ErrorKind.REF_NOT_FOUND
 
 
 class AlreadyExistsError(IcechunkDistError):
@@ -352,6 +381,13 @@ class SourceChangedError(StorageError):
     kind = ErrorKind.SOURCE_CHANGED
 
 
+class InternalError(IcechunkDistError):
+    """A bug in icechunk_dist: an invariant that should always hold did not. Please report it
+    with the message."""
+
+    kind = ErrorKind.INTERNAL
+
+
 class FormatError(IcechunkDistError):
     """Bytes read from storage are not a valid icechunk_dist object (corrupt, truncated, foreign).
 
@@ -382,6 +418,10 @@ for _cls in (
     GaveUpError,
     NotFoundError,
     RepositoryNotFoundError,
+    NodeNotFoundError,
+    SnapshotNotFoundError,
+    RefNotFoundError,
+    InternalError,
     AlreadyExistsError,
     ReadOnlyError,
     InvalidInputError,

@@ -19,6 +19,7 @@ __all__ = [
     "REFS_PREFIX",
     "REPO_KEY",
     "SNAPSHOTS_PREFIX",
+    "STATUS_PREFIX",
     "TAG_LIST_PREFIX",
     "TRANSACTIONS_PREFIX",
     "VERSION_DIGITS",
@@ -49,6 +50,8 @@ BRANCH_LIST_PREFIX = "refs/branch."
 TAG_LIST_PREFIX = "refs/tag."
 CONFIG_PREFIX = "config/"
 METADATA_PREFIX = "metadata/"
+#: the repository status (online / read-only), a versioned document like config and metadata
+STATUS_PREFIX = "status/"
 AMEND_PREFIX = "amends/"
 GC_PREFIX = "gc/"
 #: versioned objects (branch versions, documents) count down in this many decimal digits,
@@ -99,7 +102,8 @@ def tag_deleted_key(name: str) -> str:
 
 
 def doc_version_key(prefix: str, version: int) -> str:
-    """Version ``version`` of the versioned document under ``prefix`` (config, metadata)."""
+    """Version ``version`` of the versioned document under ``prefix`` (config, metadata,
+    status)."""
     return f"{prefix}{_MAXV - version:0{VERSION_DIGITS}d}"
 
 

@@ -34,6 +34,7 @@ from icechunk_dist.errors import (
     FormatError,
     InvalidInputError,
     NotFoundError,
+    RefNotFoundError,
     StorageError,
 )
 from icechunk_dist.format import ObjectType, RefData, decode_object, encode_object
@@ -137,7 +138,7 @@ async def read_branch(storage: Storage, name: str, genesis: str | None) -> Branc
     """
     tip = await _read_tip(storage, name, genesis)
     if tip.snapshot_id is None:
-        raise NotFoundError(f"branch {name!r} does not exist")
+        raise RefNotFoundError(f"ref not found: branch {name!r} does not exist")
     return tip
 
 
@@ -224,7 +225,7 @@ async def _list_tip(storage: Storage, name: str, genesis: str | None, *,
 def _no_versions(name: str, genesis: str | None) -> BranchTip:
     if name == "main" and genesis is not None:
         return BranchTip(name, -1, genesis)
-    raise NotFoundError(f"branch {name!r} does not exist")
+    raise RefNotFoundError(f"ref not found: branch {name!r} does not exist")
 
 
 async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
@@ -362,9 +363,9 @@ async def read_tag(storage: Storage, name: str) -> str:
     try:
         data = decode_object(await storage.get(key), RefData, ObjectType.REF, name=key)
     except ObjectNotFoundError:
-        raise NotFoundError(f"tag {name!r} does not exist") from None
+        raise RefNotFoundError(f"ref not found: tag {name!r} does not exist") from None
     if await storage.exists(tag_deleted_key(name)):
-        raise NotFoundError(f"tag {name!r} was deleted")
+        raise RefNotFoundError(f"ref not found: tag {name!r} was deleted")
     assert data.snapshot_id is not None
     return data.snapshot_id
 
@@ -385,7 +386,7 @@ async def delete_tag(storage: Storage, name: str) -> None:
     if not await _create_settled(storage, tag_deleted_key(name),
                                  encode_object(ref, ObjectType.REF), write_id,
                                  f"deleting tag {name!r}"):
-        raise NotFoundError(f"tag {name!r} was deleted")
+        raise RefNotFoundError(f"ref not found: tag {name!r} was deleted")
 
 
 async def list_tags(storage: Storage) -> set[str]:

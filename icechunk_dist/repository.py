@@ -10,14 +10,24 @@ arguments.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping
 from datetime import datetime
-from typing import Any, Self
+from enum import IntEnum
+from typing import Any, Literal, Self
 
 from icechunk_dist import _ancestry, _documents, _marker, _opslog, _sync, refs
 from icechunk_dist._ancestry import SnapshotInfo, snapshot_info
-from icechunk_dist._maintenance import GCSummary, expire_snapshots, garbage_collect
+from icechunk_dist._documents import RepoStatus, check_online
+from icechunk_dist._maintenance import (
+    ChunkStorageStats,
+    GCSummary,
+    chunk_storage_stats,
+    expire_snapshots,
+    garbage_collect,
+)
 from icechunk_dist._opslog import Update
 from icechunk_dist._types import parse_id
 from icechunk_dist.config import RepositoryConfig
@@ -33,9 +43,45 @@ from icechunk_dist.format import RepoInfo
 from icechunk_dist.session import Diff, Session
 from icechunk_dist.session._io import REPO_KEY, read_snapshot
 from icechunk_dist.session._rearrange import RearrangeSession
+from icechunk_dist.session._session import rewrite_manifests
 from icechunk_dist.storage import Storage, VirtualSources
 
-__all__ = ["Repository", "SnapshotInfo"]
+__all__ = ["Repository", "SnapshotInfo", "SpecVersion"]
+
+
+class SpecVersion(IntEnum):
+    """Icechunk's on-disk format versions, for its ``spec_version=`` / ``create_version=``
+    arguments. icechunk_dist writes its own format, which has every feature of Icechunk's
+    version 2 (amend, repository metadata and status, rearrange sessions): ``v2`` (or
+    ``None``) is accepted; ``v1`` is refused."""
+
+    v1 = 1
+    v2 = 2
+
+    @staticmethod
+    def current() -> SpecVersion:
+        """The version a new repository is created with."""
+        return SpecVersion.v2
+
+
+def _check_spec_version(value: Any, name: str) -> None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)
+                         and value == SpecVersion.v2):
+        return
+    if isinstance(value, int) and value == SpecVersion.v1:
+        raise InvalidInputError(
+            f"{name}=1 asks for Icechunk's version 1 format, which icechunk_dist does not "
+            f"write; leave {name} out (or pass 2): repositories here have every feature of "
+            "Icechunk's version 2")
+    raise InvalidInputError(f"{name} must be None or 2 (SpecVersion.v2), got {value!r}")
+
+
+def _restore(cls: type[Repository], storage: Storage, info: RepoInfo,
+             config: RepositoryConfig, default_commit_metadata: dict[str, Any],
+             authorized: Mapping[str, Any] | None = None) -> Repository:
+    repo = cls(storage, info, config, authorized)
+    repo._default_commit_metadata = default_commit_metadata
+    return repo
 
 
 
@@ -68,7 +114,9 @@ class Repository:
         return f"<icechunk_dist.Repository at {self._storage.describe()}>"
 
     def __reduce__(self) -> Any:
-        return (type(self), (self._storage, self._info, self._config, self._authorized))
+        # the default commit metadata and the authorization travel with the repository
+        return (_restore, (type(self), self._storage, self._info, self._config,
+                           dict(self._default_commit_metadata), self._authorized))
 
     @property
     def authorized_virtual_container_prefixes(self) -> set[str]:
@@ -93,32 +141,45 @@ class Repository:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, storage: Storage, config: RepositoryConfig | None = None, *,
+               spec_version: SpecVersion | int | None = None,
                authorize_virtual_chunk_access: Mapping[str, Any] | None = None) -> Self:
         """Create a new repository with an empty initial snapshot on branch ``main``.
 
-        ``authorize_virtual_chunk_access`` (as :meth:`open`): the virtual chunk containers
-        sessions of this object may read, url prefix -> credentials.
+        Parameters
+        ----------
+        storage
+            Where the repository will live.
+        config
+            Its settings (saved with it).
+        spec_version
+            Icechunk's format version: None or 2 (:class:`SpecVersion`); the repository is
+            written in icechunk_dist's format, which has every feature of version 2.
+        authorize_virtual_chunk_access
+            As :meth:`open`: the virtual chunk containers sessions of this object may read,
+            url prefix -> credentials.
 
         Raises
         ------
         AlreadyExistsError
             If a repository already exists at this location.
         InvalidInputError
-            If ``config`` is not a RepositoryConfig, or the authorization is not a mapping
-            of url prefix to credentials.
+            If ``config`` is not a RepositoryConfig, ``spec_version`` is 1, or the
+            authorization is not a mapping of url prefix to credentials.
         StorageError
             If the backend ignores create-only writes (refs rely on them).
         """
         return _sync.run(cls.create_async(
-            storage, config, authorize_virtual_chunk_access=authorize_virtual_chunk_access))
+            storage, config, spec_version=spec_version,
+            authorize_virtual_chunk_access=authorize_virtual_chunk_access))
 
     @classmethod
     @_sync.on_io_loop
-    async def create_async(cls, storage: Storage,
-                           config: RepositoryConfig | None = None, *,
+    async def create_async(cls, storage: Storage, config: RepositoryConfig | None = None, *,
+                           spec_version: SpecVersion | int | None = None,
                            authorize_virtual_chunk_access: Mapping[str, Any] | None = None
                            ) -> Self:
         """Async twin of :meth:`create`."""
+        _check_spec_version(spec_version, "spec_version")
         authorized = normalize_authorization(authorize_virtual_chunk_access)
         info = await _marker.create_repository(storage, config or RepositoryConfig())
         return cls(storage, info, None, authorized)
@@ -166,36 +227,43 @@ class Repository:
 
     @classmethod
     def open_or_create(cls, storage: Storage, config: RepositoryConfig | None = None, *,
+                       create_version: SpecVersion | int | None = None,
                        authorize_virtual_chunk_access: Mapping[str, Any] | None = None
                        ) -> Self:
         """Open the repository at ``storage`` (with ``config`` merged over its saved one),
         creating it with ``config`` first if there is none (safe if two processes race).
         ``authorize_virtual_chunk_access`` as :meth:`open`.
 
+        ``create_version`` is Icechunk's format version for a repository that has to be
+        created: None or 2 (:class:`SpecVersion`), as for :meth:`create`.
+
         Raises
         ------
         FormatError
             If an existing repository's marker or saved config is invalid.
         InvalidInputError
-            If ``config`` is not a RepositoryConfig, or the authorization is not a mapping
-            of url prefix to credentials.
+            If ``config`` is not a RepositoryConfig, ``create_version`` is 1, or the
+            authorization is not a mapping of url prefix to credentials.
         """
         return _sync.run(cls.open_or_create_async(
-            storage, config, authorize_virtual_chunk_access=authorize_virtual_chunk_access))
+            storage, config, create_version=create_version,
+            authorize_virtual_chunk_access=authorize_virtual_chunk_access))
 
     @classmethod
     @_sync.on_io_loop
     async def open_or_create_async(cls, storage: Storage,
                                    config: RepositoryConfig | None = None, *,
+                                   create_version: SpecVersion | int | None = None,
                                    authorize_virtual_chunk_access: Mapping[str, Any] | None
                                    = None) -> Self:
         """Async twin of :meth:`open_or_create`."""
+        _check_spec_version(create_version, "create_version")
         auth = authorize_virtual_chunk_access
         try:
             return await cls.open_async(storage, config, authorize_virtual_chunk_access=auth)
         except RepositoryNotFoundError:
             try:
-                return await cls.create_async(storage, config,
+                return await cls.create_async(storage, config, spec_version=create_version,
                                               authorize_virtual_chunk_access=auth)
             except AlreadyExistsError:  # created concurrently by someone else
                 return await cls.open_async(storage, config,
@@ -218,13 +286,38 @@ class Repository:
         """Async twin of :meth:`exists`."""
         return await storage.exists(REPO_KEY)
 
-    # ------------------------------------------------------------------ config
     @staticmethod
-    def fetch_config(storage: Storage) -> RepositoryConfig | None:
-        """The config saved in the repository at ``storage``, or None if there is none.
+    def fetch_spec_version(storage: Storage) -> SpecVersion | None:
+        """Icechunk's format version of the repository at ``storage`` (always
+        ``SpecVersion.v2`` here: see :class:`SpecVersion`), or None if there is none.
 
         Raises
         ------
+        StorageError
+            If the storage cannot be reached.
+        """
+        return _sync.run(Repository.fetch_spec_version_async(storage))
+
+    @staticmethod
+    @_sync.on_io_loop
+    async def fetch_spec_version_async(storage: Storage) -> SpecVersion | None:
+        """Async twin of :meth:`fetch_spec_version`."""
+        return SpecVersion.v2 if await storage.exists(REPO_KEY) else None
+
+    @property
+    def spec_version(self) -> SpecVersion:
+        """Icechunk's format version this repository has the features of: ``v2``."""
+        return SpecVersion.v2
+
+    # ------------------------------------------------------------------ config
+    @staticmethod
+    def fetch_config(storage: Storage) -> RepositoryConfig | None:
+        """The config saved in the repository at ``storage``.
+
+        Raises
+        ------
+        RepositoryNotFoundError
+            If there is no repository there (as Icechunk's).
         FormatError
             If it is corrupt.
         """
@@ -243,12 +336,15 @@ class Repository:
         ------
         InvalidInputError
             If the config cannot be serialised.
+        ReadOnlyError
+            If the repository status is read-only.
         """
         _sync.run(self.save_config_async())
 
     @_sync.on_io_loop
     async def save_config_async(self) -> None:
         """Async twin of :meth:`save_config`."""
+        await check_online(self._storage, "save the config")
         await _documents.save_config(self._storage, self._config)
 
     def reopen(self, config: RepositoryConfig | None = None, *,
@@ -258,6 +354,9 @@ class Repository:
         ``authorize_virtual_chunk_access``: replaces this object's authorization (None:
         nothing authorized); left out, it is kept.
 
+        As Icechunk's, the new object starts without default commit metadata
+        (:meth:`set_default_commit_metadata` belongs to one repository object).
+
         Raises
         ------
         InvalidInputError
@@ -266,9 +365,7 @@ class Repository:
         new = self._config.copy() if config is None else self._config.merge(config)
         auth = (self._authorized if authorize_virtual_chunk_access is ...
                 else authorize_virtual_chunk_access)
-        repo = type(self)(self._storage, self._info, new, normalize_authorization(auth))
-        repo._default_commit_metadata = dict(self._default_commit_metadata)
-        return repo
+        return type(self)(self._storage, self._info, new, normalize_authorization(auth))
 
     @_sync.on_io_loop
     async def reopen_async(self, config: RepositoryConfig | None = None, *,
@@ -304,12 +401,15 @@ class Repository:
         ------
         InvalidInputError
             If it is not a dict of JSON-serialisable values with string keys.
+        ReadOnlyError
+            If the repository status is read-only.
         """
         _sync.run(self.set_metadata_async(metadata))
 
     @_sync.on_io_loop
     async def set_metadata_async(self, metadata: dict[str, Any]) -> None:
         """Async twin of :meth:`set_metadata`."""
+        await check_online(self._storage, "set the repository metadata")
         await _documents.write_metadata(self._storage, metadata)
 
     def update_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -320,12 +420,15 @@ class Repository:
         ------
         InvalidInputError
             If it is not a dict of JSON-serialisable values with string keys.
+        ReadOnlyError
+            If the repository status is read-only.
         """
         return _sync.run(self.update_metadata_async(metadata))
 
     @_sync.on_io_loop
     async def update_metadata_async(self, metadata: dict[str, Any]) -> dict[str, Any]:
         """Async twin of :meth:`update_metadata`."""
+        await check_online(self._storage, "update the repository metadata")
         return await _documents.merge_metadata(self._storage, metadata)
 
     def set_default_commit_metadata(self, metadata: dict[str, Any]) -> None:
@@ -344,6 +447,49 @@ class Repository:
         """The default commit metadata set with :meth:`set_default_commit_metadata`."""
         return dict(self._default_commit_metadata)
 
+    # ------------------------------------------------------------------ status
+    @property
+    def status(self) -> RepoStatus:
+        """The repository status (a fresh read): :meth:`get_status`."""
+        return self.get_status()
+
+    def get_status(self) -> RepoStatus:
+        """The repository status: ``RepoAvailability.online`` (since the repository's
+        creation, unless set otherwise) or ``read_only``.
+
+        Raises
+        ------
+        FormatError
+            If the stored status is corrupt.
+        """
+        return _sync.run(self.get_status_async())
+
+    @_sync.on_io_loop
+    async def get_status_async(self) -> RepoStatus:
+        """Async twin of :meth:`get_status`."""
+        return await _documents.read_status(self._storage, self._info.created_at)
+
+    def set_status(self, status: RepoStatus) -> None:
+        """Set the repository status, for every process that uses the repository.
+
+        While it is ``RepoAvailability.read_only``, reads work and every write is refused
+        with :class:`ReadOnlyError` ("the repository status is read-only"): writable and
+        rearrange sessions, commits and amends (also of sessions opened before), branch and
+        tag changes, metadata and config saves, garbage collection and expiry. Setting the
+        status is never refused; it shows in the ops log (``UpdateType.RepoStatusChanged``).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``status`` is not a :class:`RepoStatus`.
+        """
+        _sync.run(self.set_status_async(status))
+
+    @_sync.on_io_loop
+    async def set_status_async(self, status: RepoStatus) -> None:
+        """Async twin of :meth:`set_status`."""
+        await _documents.write_status(self._storage, status)
+
     # ------------------------------------------------------------------ refs
     def create_branch(self, branch: str, snapshot_id: str) -> None:
         """Create branch ``branch`` pointing at ``snapshot_id``.
@@ -356,6 +502,8 @@ class Repository:
             If the snapshot does not exist.
         InvalidInputError
             If the name is invalid.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.create_branch_async(branch, snapshot_id))
 
@@ -363,6 +511,7 @@ class Repository:
     async def create_branch_async(self, branch: str, snapshot_id: str) -> None:
         """Async twin of :meth:`create_branch`."""
         refs.validate_ref_name(branch, "branch")
+        await check_online(self._storage, f"create branch {branch!r}")
         sid = (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
         await refs.write_branch(self._storage, branch, expected=None,
                                 snapshot_id=sid, genesis=self._genesis)
@@ -413,6 +562,8 @@ class Repository:
             If the branch or the snapshot does not exist.
         BranchMovedError
             If the branch does not point at ``from_snapshot_id``, or moved while resetting.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.reset_branch_async(branch, snapshot_id,
                                           from_snapshot_id=from_snapshot_id))
@@ -422,13 +573,16 @@ class Repository:
                                  from_snapshot_id: str | None = None) -> None:
         """Async twin of :meth:`reset_branch`."""
         refs.validate_ref_name(branch, "branch")
+        await check_online(self._storage, f"reset branch {branch!r}")
         sid = (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
         if from_snapshot_id is not None:
             from_snapshot_id = parse_id(from_snapshot_id, "snapshot id")
         tip = await refs.read_branch(self._storage, branch, self._genesis)
         if from_snapshot_id is not None and tip.snapshot_id != from_snapshot_id:
-            raise BranchMovedError(expected_parent=from_snapshot_id,
-                                   actual_parent=tip.snapshot_id)
+            raise BranchMovedError(
+                f"branch update conflict: branch {branch!r} points to {tip.snapshot_id}, "
+                f"not to from_snapshot_id={from_snapshot_id}; nothing was changed",
+                expected_parent=from_snapshot_id, actual_parent=tip.snapshot_id)
         await refs.write_branch(self._storage, branch, expected=tip,
                                 snapshot_id=sid, genesis=self._genesis)
 
@@ -441,6 +595,8 @@ class Repository:
             For ``main``.
         NotFoundError
             If the branch does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.delete_branch_async(branch))
 
@@ -450,6 +606,7 @@ class Repository:
         refs.validate_ref_name(branch, "branch")
         if branch == "main":
             raise InvalidInputError("the main branch cannot be deleted")
+        await check_online(self._storage, f"delete branch {branch!r}")
         tip = await refs.read_branch(self._storage, branch, self._genesis)
         await refs.write_branch(self._storage, branch, expected=tip, snapshot_id=None,
                                 genesis=self._genesis)
@@ -463,6 +620,8 @@ class Repository:
             If the tag exists, or existed and was deleted (names are never reused).
         NotFoundError
             If the snapshot does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.create_tag_async(tag, snapshot_id))
 
@@ -470,6 +629,7 @@ class Repository:
     async def create_tag_async(self, tag: str, snapshot_id: str) -> None:
         """Async twin of :meth:`create_tag`."""
         refs.validate_ref_name(tag, "tag")
+        await check_online(self._storage, f"create tag {tag!r}")
         sid = (await _ancestry.check_snapshot(self._storage, snapshot_id)).id
         await refs.create_tag(self._storage, tag, sid)
 
@@ -505,6 +665,8 @@ class Repository:
         ------
         NotFoundError
             If there is no such tag.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         _sync.run(self.delete_tag_async(tag))
 
@@ -512,6 +674,7 @@ class Repository:
     async def delete_tag_async(self, tag: str) -> None:
         """Async twin of :meth:`delete_tag`."""
         refs.validate_ref_name(tag, "tag")
+        await check_online(self._storage, f"delete tag {tag!r}")
         await refs.delete_tag(self._storage, tag)
 
     # ------------------------------------------------------------------ history
@@ -653,6 +816,8 @@ class Repository:
             If refs keep changing so that marking never settles (nothing deleted).
         StorageError
             If the run outlives its 12-hour limit (it stops deleting; run it again).
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.garbage_collect_async(
             delete_object_older_than, dry_run=dry_run, incremental=incremental))
@@ -663,6 +828,8 @@ class Repository:
                                     incremental: bool = False) -> GCSummary:
         """Async twin of :meth:`garbage_collect`."""
         _check_cutoff(delete_object_older_than, "delete_object_older_than")
+        if not dry_run:
+            await check_online(self._storage, "garbage collect")
         return await garbage_collect(self._storage, delete_object_older_than,
                                      dry_run=dry_run, incremental=incremental)
 
@@ -689,6 +856,8 @@ class Repository:
         ------
         InvalidInputError
             If ``older_than`` is naive (no timezone).
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.expire_snapshots_async(
             older_than, delete_expired_branches=delete_expired_branches,
@@ -700,9 +869,100 @@ class Repository:
                                      delete_expired_tags: bool = False) -> set[str]:
         """Async twin of :meth:`expire_snapshots`."""
         _check_cutoff(older_than, "older_than")
+        await check_online(self._storage, "expire snapshots")
         return await expire_snapshots(self._storage, older_than,
                                       delete_expired_branches=bool(delete_expired_branches),
                                       delete_expired_tags=bool(delete_expired_tags))
+
+    def chunk_storage_stats(self) -> ChunkStorageStats:
+        """Bytes of the chunks that the snapshots reachable from a branch or tag use:
+        native (each chunk object once), virtual (each byte range once) and inline.
+        Unreachable snapshots (after ``reset_branch`` or ``expire_snapshots``) do not count;
+        :meth:`garbage_collect` frees them.
+
+        Raises
+        ------
+        FormatError
+            If a snapshot or manifest is corrupt.
+        """
+        return _sync.run(self.chunk_storage_stats_async())
+
+    @_sync.on_io_loop
+    async def chunk_storage_stats_async(self) -> ChunkStorageStats:
+        """Async twin of :meth:`chunk_storage_stats`."""
+        return await chunk_storage_stats(self._storage)
+
+    def total_chunks_storage(self) -> int:
+        """Deprecated, as in Icechunk: ``chunk_storage_stats().native_bytes``.
+
+        Raises
+        ------
+        FormatError
+            If a snapshot or manifest is corrupt.
+        """
+        warnings.warn(
+            "The ``total_chunks_storage`` method has been deprecated in favour of the "
+            "``chunk_storage_stats`` method: use ``.chunk_storage_stats().native_bytes``",
+            DeprecationWarning, stacklevel=2)
+        return self.chunk_storage_stats().native_bytes
+
+    async def total_chunks_storage_async(self) -> int:
+        """Deprecated async twin of :meth:`total_chunks_storage`."""
+        warnings.warn(
+            "The ``total_chunks_storage_async`` method has been deprecated in favour of the "
+            "``chunk_storage_stats_async`` method: use "
+            "``.chunk_storage_stats_async().native_bytes``",
+            DeprecationWarning, stacklevel=2)
+        return (await self.chunk_storage_stats_async()).native_bytes
+
+    def rewrite_manifests(self, message: str, *, branch: str,
+                          metadata: dict[str, Any] | None = None,
+                          commit_method: Literal["new_commit", "amend"] = "new_commit") -> str:
+        """Rewrite the manifests of every array on ``branch`` with this repository object's
+        manifest splitting (``RepositoryConfig.manifest``), in one commit; return its id.
+
+        The data does not change (the commit's diff is empty); arrays whose split size was
+        fixed when they were created get the configured one. The commit's metadata holds
+        the splitting used under ``"__icechunk"`` -> ``"splitting_config"``.
+
+        Parameters
+        ----------
+        message
+            The commit message.
+        branch
+            The branch to rewrite.
+        metadata
+            More commit metadata.
+        commit_method
+            ``"new_commit"`` (default), or ``"amend"`` to replace the branch tip.
+
+        Raises
+        ------
+        NotFoundError
+            If the branch does not exist.
+        ConflictError
+            If the branch moved while rewriting (nothing is changed; run it again).
+        ReadOnlyError
+            If the repository status is read-only.
+        InvalidInputError
+            On a bad ``commit_method`` or metadata.
+        SessionStateError
+            For ``"amend"`` of the repository's first commit.
+        """
+        return _sync.run(self.rewrite_manifests_async(
+            message, branch=branch, metadata=metadata, commit_method=commit_method))
+
+    @_sync.on_io_loop
+    async def rewrite_manifests_async(
+            self, message: str, *, branch: str, metadata: dict[str, Any] | None = None,
+            commit_method: Literal["new_commit", "amend"] = "new_commit") -> str:
+        """Async twin of :meth:`rewrite_manifests`."""
+        if commit_method not in ("new_commit", "amend"):
+            raise InvalidInputError(
+                f"commit_method must be 'new_commit' or 'amend', got {commit_method!r}")
+        session = await self.writable_session_async(branch)
+        return await rewrite_manifests(session, message, metadata,
+                                       amend=commit_method == "amend")
 
     # ------------------------------------------------------------------ sessions
     def readonly_session(self, branch: str | None = None, *, tag: str | None = None,
@@ -750,6 +1010,8 @@ class Repository:
         ------
         NotFoundError
             If the branch does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.writable_session_async(branch))
 
@@ -766,6 +1028,8 @@ class Repository:
         ------
         NotFoundError
             If the branch does not exist.
+        ReadOnlyError
+            If the repository status is read-only (:meth:`set_status`).
         """
         return _sync.run(self.rearrange_session_async(branch))
 
@@ -777,7 +1041,16 @@ class Repository:
     async def _branch_session(self, branch: str, kind: type[Session],
                               config: RepositoryConfig) -> Session:
         refs.validate_ref_name(branch, "branch")
-        tip = await refs.read_branch(self._storage, branch, self._genesis)
+        doing = ("create a writable session" if kind is Session
+                 else "create a rearrange session")
+        # both at once: the status check costs no extra round trip
+        online, tip = await asyncio.gather(
+            check_online(self._storage, doing),
+            refs.read_branch(self._storage, branch, self._genesis), return_exceptions=True)
+        for outcome in (online, tip):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(tip, refs.BranchTip)
         assert tip.snapshot_id is not None
         snap = await read_snapshot(self._storage, tip.snapshot_id)
         return kind(storage=self._storage, config=config, genesis=self._genesis, base=snap,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,7 +16,7 @@ from zarr.abc.store import (
 )
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
-from icechunk_dist.errors import NotFoundError, ReadOnlyError
+from icechunk_dist.errors import InvalidInputError, NotFoundError, ReadOnlyError
 from icechunk_dist.format import (
     VirtualChunkSpec,
     grid_to_columns,
@@ -85,7 +86,31 @@ class StoreBackend(Protocol):
 
     def iter_keys(self, prefix: str = "") -> AsyncIterator[str]: ...
 
-_RO = "store was opened in read-only mode and does not support writing"
+_RO = ("cannot write to read-only store: store was opened in read-only mode and does not "
+       "support writing")
+
+# the last segment of a zarr v3 key: metadata, or a chunk of the default ("c", "c/1/2",
+# "c.1.2") or v2 ("1.2", "1/2", "0") chunk key encoding
+_ZARR_LEAF = re.compile(r"zarr\.json|c(\.\d+)*|\d+(\.\d+)*")
+# the library's own documents live under this directory name (not zarr keys, but ours)
+_PRIVATE_DIR = ".icechunk_dist"
+
+
+def _check_zarr_key(key: str) -> None:
+    """Refuse writes of keys that are not zarr v3 keys, as Icechunk's store does.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``key`` is neither metadata (``.../zarr.json``) nor a chunk key.
+    """
+    if not isinstance(key, str):
+        raise InvalidInputError(f"invalid key {key!r}: keys are strings")
+    parts = key.split("/")
+    if _ZARR_LEAF.fullmatch(parts[-1]) is None and _PRIVATE_DIR not in parts[:-1]:
+        raise InvalidInputError(
+            f"invalid key {key!r}: not a zarr v3 key (metadata '<path>/zarr.json' or a chunk "
+            "key such as '<array>/c/0/1'); this store holds zarr hierarchies only")
 
 
 class StoreReadOnlyError(ReadOnlyError, ValueError):
@@ -128,6 +153,16 @@ class IcechunkStore(Store):
         self._session = session
         self._claims: set[str] = set()
 
+    @classmethod
+    def _of_session(cls, session: StoreBackend, *, read_only: bool | None = None
+                    ) -> IcechunkStore:
+        """The store ``session.store`` returns: open, as Icechunk's (nothing to open: the
+        session is ready). A store constructed directly starts closed, as zarr's
+        ``Store.open`` expects."""
+        store = cls(session, read_only=read_only)
+        store._is_open = True
+        return store
+
     # ------------------------------------------------------------------ identity
     @property
     def session(self) -> StoreBackend:
@@ -162,7 +197,8 @@ class IcechunkStore(Store):
         return f"<IcechunkStore {mode} over {self._session!r}>"
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"session": self._session, "read_only": self._read_only, "is_open": False}
+        return {"session": self._session, "read_only": self._read_only,
+                "is_open": self._is_open}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._session = state["session"]
@@ -180,7 +216,9 @@ class IcechunkStore(Store):
         """
         if not read_only and self._session.read_only:
             raise ReadOnlyError("cannot make a writable store over a read-only session")
-        return IcechunkStore(self._session, read_only=read_only)
+        store = IcechunkStore(self._session, read_only=read_only)
+        store._is_open = False  # as Icechunk's: zarr opens it on first use
+        return store
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -238,11 +276,24 @@ class IcechunkStore(Store):
 
     # ------------------------------------------------------------------ writes
     async def set(self, key: str, value: Buffer) -> None:
+        """Write ``value`` at ``key`` (a zarr v3 key).
+
+        Raises
+        ------
+        ReadOnlyError
+            Through a read-only store (also a ``ValueError``).
+        InvalidInputError
+            If ``key`` is not a zarr v3 key (metadata or a chunk key), as Icechunk refuses.
+        TypeError
+            If ``value`` is not a zarr ``Buffer``.
+        """
         self._check_writable()
         if not isinstance(value, Buffer):
             raise TypeError(
-                f"IcechunkStore.set(): `value` must be a Buffer instance. Got {type(value)}"
+                "IcechunkStore.set(): `value` must be a Buffer instance. Got an instance of "
+                f"{type(value)} instead."
             )
+        _check_zarr_key(key)
         await self._session.set_key(key, value.to_bytes())
 
     # ------------------------------------------------------------------ virtual refs
@@ -391,6 +442,7 @@ class IcechunkStore(Store):
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         self._check_writable()
+        _check_zarr_key(key)
         if key in self._claims:
             return
         self._claims.add(key)  # no await between check and add: atomic on the loop
@@ -412,16 +464,37 @@ class IcechunkStore(Store):
         self._check_writable()
         await self._session.delete_prefix("")
 
+    def sync_clear(self) -> None:
+        """Sync form of :meth:`clear` (Icechunk's): remove every group and array from the
+        session (history is untouched).
+
+        Raises
+        ------
+        ReadOnlyError
+            Through a read-only store.
+        """
+        from icechunk_dist import _sync
+
+        _sync.run(self.clear())
+
     # ------------------------------------------------------------------ listing
     async def list(self) -> AsyncIterator[str]:  # type: ignore[override]
         async for k in self._session.iter_keys(""):
             yield k
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
-        """Every key starting with ``prefix``; a leading ``/`` is the root, as in Icechunk
-        (``list_prefix("/")`` lists the whole hierarchy)."""
-        async for k in self._session.iter_keys(prefix.lstrip("/")):
-            yield k
+        """Every key under the path ``prefix``, as in zarr and Icechunk: ``list_prefix("foo")``
+        lists ``foo/...`` (and a key ``foo``) but not ``foo-bar/...``; ``""`` or ``"/"``
+        lists the whole hierarchy."""
+        path = prefix.strip("/")
+        if not path:
+            async for k in self._session.iter_keys(""):
+                yield k
+            return
+        under = path + "/"
+        async for k in self._session.iter_keys(path):
+            if k == path or k.startswith(under):
+                yield k
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:  # type: ignore[override]
         root = prefix.rstrip("/")
@@ -434,4 +507,4 @@ class IcechunkStore(Store):
                 yield child
 
 
-register_store_class(IcechunkStore)
+register_store_class(IcechunkStore._of_session)

@@ -81,9 +81,9 @@ def test_ancestry_and_diff_match_the_parent_walk(repo: icd.Repository) -> None:
     assert [s.id for s in repo.ancestry(branch="main")] == walked
     assert [s.id for s in repo.ancestry(snapshot_id=ids[10])] == _walk(repo.storage, ids[10])
     d = repo.diff(from_snapshot_id=ids[0], to_branch="main")
-    assert sorted(d.updated_chunks["/x"]) == [(i,) for i in range(40)]
+    assert sorted(d.updated_chunks["/x"]) == [[i] for i in range(40)]
     d = repo.diff(from_snapshot_id=ids[5], to_snapshot_id=ids[9])
-    assert sorted(d.updated_chunks["/x"]) == [(i,) for i in range(5, 9)]
+    assert sorted(d.updated_chunks["/x"]) == [[i] for i in range(5, 9)]
     assert repo.diff(from_snapshot_id=ids[9], to_snapshot_id=ids[9]).is_empty()
     with pytest.raises(InvalidInputError, match="does not descend"):
         repo.diff(from_snapshot_id=ids[9], to_snapshot_id=ids[5])
@@ -127,7 +127,7 @@ def test_wrong_or_missing_hints_do_not_change_the_history(repo: icd.Repository) 
     _rewrite(repo.storage, ids[-1], ancestors=(stranger, ids[2], ids[-1], ids[7]))
     assert [s.id for s in repo.ancestry(branch="main")] == _walk(repo.storage, ids[-1])
     d = repo.diff(from_snapshot_id=ids[0], to_branch="main")
-    assert sorted(d.updated_chunks["/x"]) == [(i,) for i in range(10)]
+    assert sorted(d.updated_chunks["/x"]) == [[i] for i in range(10)]
 
 
 def test_expired_history_hints_are_stale_but_harmless(repo: icd.Repository) -> None:

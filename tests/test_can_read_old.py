@@ -284,11 +284,11 @@ def test_diffs(repo: icd.Repository) -> None:
             d.updated_arrays, d.updated_keys) == (
         set(), set(), set(), {"/g/old"}, {"/g"}, {"/g/temps"}, set())
     assert {k: sorted(v) for k, v in d.updated_chunks.items()} == {
-        "/g/temps": [(0, 0), (4, 0)]}
+        "/g/temps": [[0, 0], [4, 0]]}
     d = repo.diff(from_tag="v1", to_branch="dev")
     assert (d.new_arrays, d.deleted_arrays, d.updated_groups, d.updated_arrays) == (
         {"/virt"}, set(), set(), set())
-    assert {k: sorted(v) for k, v in d.updated_chunks.items()} == {"/virt": [(0,), (1,)]}
+    assert {k: sorted(v) for k, v in d.updated_chunks.items()} == {"/virt": [[0], [1]]}
     d = repo.diff(from_snapshot_id=C3, to_branch="main")
     assert (d.deleted_arrays, d.updated_groups, d.updated_arrays, d.updated_chunks) == (
         {"/g/old"}, set(), set(), {})

@@ -31,7 +31,7 @@ def test_same_new_array_disjoint_chunks_all_land(tmp_path: Path) -> None:
     # one node: every chunk lives under the array the first job created
     diff = repo.diff(from_snapshot_id=list(repo.ancestry(branch="main"))[-1].id,
                      to_branch="main")
-    assert diff.new_arrays == {"/x"} and diff.updated_chunks["/x"] == [(0,), (1,), (2,)]
+    assert diff.new_arrays == {"/x"} and diff.updated_chunks["/x"] == [[0], [1], [2]]
 
 
 def test_same_new_array_overlapping_chunk_is_a_named_conflict(tmp_path: Path) -> None:
@@ -44,7 +44,7 @@ def test_same_new_array_overlapping_chunk_is_a_named_conflict(tmp_path: Path) ->
         s2.commit("second", rebase_with=ConflictDetector())
     (conflict,) = info.value.conflicts
     assert conflict.conflict_type is ConflictType.ChunkDoubleUpdate
-    assert conflict.path == "/y" and conflict.conflicted_chunks == [(0,)]
+    assert conflict.path == "/y" and conflict.conflicted_chunks == [[0]]
     s2.commit("second", rebase_with=BasicConflictSolver(
         on_chunk_conflict=VersionSelection.UseTheirs))
     got = zarr.open_array(repo.readonly_session("main").store, path="y", mode="r")[:]

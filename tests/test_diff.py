@@ -12,7 +12,6 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import zarr
-from zarr.core.buffer import default_buffer_prototype
 
 from icechunk_dist import (
     BasicConflictSolver,
@@ -59,7 +58,9 @@ def tx_as_diff(repo: Repository, snapshot_id: str) -> Diff:
 
 
 def set_key(s: Session, key: str, data: bytes) -> None:
-    run(s.store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+    # through the session: the store refuses keys that are not zarr keys (as Icechunk's),
+    # the session still records them (arrays of other grids keep their chunks so)
+    run(s.set_key(key, data))
 
 
 def new_tree(s: Session) -> None:
@@ -179,7 +180,7 @@ def test_fold_unions_exact_chunk_coordinates(repo: Repository) -> None:
     d = repo.diff(from_snapshot_id=start, to_branch="main")
     assert d == Diff(updated_chunks={"/x": [(0, 0), (0, 1), (1, 1)], "/g/y": [(1,)]})
     assert repo.diff(from_snapshot_id=mid, to_snapshot_id=end).updated_chunks == {
-        "/x": [(0, 1), (1, 1)], "/g/y": [(1,)]}
+        "/x": [[0, 1], [1, 1]], "/g/y": [[1]]}
     assert "chunks changed in /x: 3" in str(d)
 
 

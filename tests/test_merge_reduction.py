@@ -101,7 +101,7 @@ def test_one_array_and_overlapping_writes(repo: Repository):
 def test_bad_inputs_are_refused(repo: Repository):
     s = repo.writable_session("main")
     zarr.create_array(s.store, name="x", shape=(20,), chunks=(10,), dtype="i4")
-    with pytest.raises(InvalidInputError, match="dask arrays"):
+    with pytest.raises(InvalidInputError, match="dask array"):
         session_merge_reduction([np.arange(3)], split_every=2)  # type: ignore[list-item]
     on_session = da.store(da.arange(20, chunks=10, dtype="i4"),
                           zarr.open_array(s.store, path="x", mode="r+"), lock=False,

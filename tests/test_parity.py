@@ -281,7 +281,7 @@ def test_amend_replaces_the_tip(repo: Repository):
     np.testing.assert_array_equal(got, want)
     # the amended commit's log holds both commits' changes
     d = repo.diff(from_snapshot_id=base, to_snapshot_id=new)
-    assert d.updated_chunks == {"/g/a": [(0,), (1,)]}
+    assert d.updated_chunks == {"/g/a": [[0], [1]]}
     # only the message
     s = repo.writable_session("main")
     with pytest.raises(SessionStateError, match="no changes"):

@@ -349,7 +349,7 @@ class TestSessions:
         st = s.status()
         assert st.new_arrays == {"/x"}
         assert st.new_groups == {"/"}
-        assert st.updated_chunks == {"/x": [(0,), (1,)]}
+        assert st.updated_chunks == {"/x": [[0], [1]]}
         assert s.has_uncommitted_changes
         s.discard_changes()
         assert not s.has_uncommitted_changes

@@ -35,12 +35,13 @@ ICECHUNK_ASYNC = [
     "create_tag_async", "list_tags_async", "lookup_tag_async", "delete_tag_async",
     "diff_async", "readonly_session_async", "writable_session_async",
     "rearrange_session_async", "expire_snapshots_async", "garbage_collect_async",
+    "get_status_async", "set_status_async", "fetch_spec_version_async",
+    "rewrite_manifests_async", "chunk_storage_stats_async", "total_chunks_storage_async",
 ]
 ICECHUNK_ASYNC_ABSENT = [
-    "get_status_async", "set_status_async", "feature_flags_async",
+    "feature_flags_async",
     "enabled_feature_flags_async", "disabled_feature_flags_async", "set_feature_flag_async",
-    "fetch_spec_version_async", "ancestry_graph_async", "list_manifest_files_async",
-    "rewrite_manifests_async", "chunk_storage_stats_async", "total_chunks_storage_async",
+    "ancestry_graph_async", "list_manifest_files_async",
     "inspect_snapshot_async", "inspect_repo_info_async", "inspect_manifest_async",
     "inspect_transaction_log_async",
 ]
@@ -49,8 +50,9 @@ _REQ = inspect.Parameter.empty
 _PK = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _KW = inspect.Parameter.KEYWORD_ONLY
 # Icechunk's parameters (name, kind, default), leaving out the ones we do not accept:
-# authorize_virtual_chunk_access, spec_version, check_clean_root, create_version,
-# storage_settings and garbage_collect's memory limits (docs/api.md).
+# authorize_virtual_chunk_access, check_clean_root, storage_settings and garbage_collect's
+# memory limits (docs/api.md); spec_version and create_version are keywords of ours after
+# Icechunk's leading ones.
 ICECHUNK_PARAMS: dict[str, list[tuple[str, Any, Any]]] = {
     "create_async": [("storage", _PK, _REQ), ("config", _PK, None)],
     "open_async": [("storage", _PK, _REQ), ("config", _PK, None)],
@@ -84,6 +86,14 @@ ICECHUNK_PARAMS: dict[str, list[tuple[str, Any, Any]]] = {
                                ("delete_expired_branches", _KW, False),
                                ("delete_expired_tags", _KW, False)],
     "garbage_collect_async": [("delete_object_older_than", _PK, _REQ), ("dry_run", _KW, False)],
+    "get_status_async": [],
+    "set_status_async": [("status", _PK, _REQ)],
+    "fetch_spec_version_async": [("storage", _PK, _REQ)],
+    "rewrite_manifests_async": [("message", _PK, _REQ), ("branch", _KW, _REQ),
+                                ("metadata", _KW, None), ("commit_method", _KW, "new_commit")],
+    # (their memory limits are not accepted, as for garbage_collect)
+    "chunk_storage_stats_async": [],
+    "total_chunks_storage_async": [],
     "async_ancestry": [("branch", _KW, None), ("tag", _KW, None), ("snapshot_id", _KW, None)],
 }
 
@@ -191,7 +201,8 @@ async def test_every_async_twin_returns_what_its_sync_twin_returns(tmp_path: Pat
     assert ra.config == rb.config and ra.config.inline_chunk_threshold_bytes == 7
     assert (await t.step(Repository.fetch_config_async(storage=sa))
             == Repository.fetch_config(storage=sb))
-    assert await t.step(Repository.fetch_config_async(storage=nowhere)) is None
+    with pytest.raises(icd.RepositoryNotFoundError, match="the repository doesn't exist"):
+        await t.step(Repository.fetch_config_async(storage=nowhere))
     await t.step(ra.save_config_async())
     rb.save_config()
     assert (await t.step(Repository.fetch_config_async(storage=sa))
@@ -259,7 +270,7 @@ async def test_every_async_twin_returns_what_its_sync_twin_returns(tmp_path: Pat
                  {"from_branch": "main", "to_branch": "main"}):
         assert await t.step(ra.diff_async(**ends)) == ra.diff(**ends)
     assert (await t.step(ra.diff_async(from_snapshot_id=init, to_branch="main"))
-            ).updated_chunks == {"/x": [(0,), (1,)]}
+            ).updated_chunks == {"/x": [[0], [1]]}
     log = list(ra.ops_log())
     assert [u async for u in ra.ops_log_async()] == log
     assert [type(u.kind).__name__ for u in log] == [

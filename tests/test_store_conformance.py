@@ -66,14 +66,62 @@ class TestIcechunkStore(StoreTests[IcechunkStore, CpuBuffer]):
         session = repo.writable_session("main")
         arr = zarr.create_array(session.store, name="a", shape=(6,), chunks=(2,), dtype="i4")
         arr[:] = np.arange(6, dtype="i4")
-        await session.store.set("foo", self.buffer_cls.from_bytes(b"\x01\x02\x03\x04"))
         session.commit("data")
 
         ro = repo.readonly_session("main").store
         new_store: IcechunkStore = pickle.loads(pickle.dumps(ro))
         assert new_store == ro
         assert new_store.read_only and ro.read_only
-        observed = await new_store.get("foo", prototype=default_buffer_prototype())
-        assert observed is not None and observed.to_bytes() == b"\x01\x02\x03\x04"
+        observed = await new_store.get("a/c/1", prototype=default_buffer_prototype())
+        assert observed is not None
+        assert observed.to_bytes() == (await ro.get("a/c/1", default_buffer_prototype())
+                                       ).to_bytes()
         got = zarr.open_array(new_store, path="a", mode="r")[:]
         np.testing.assert_array_equal(got, np.arange(6, dtype="i4"))
+
+    # Deliberate differences from the base tests below: as Icechunk's, the store takes zarr
+    # v3 keys only (``<path>/zarr.json`` and chunk keys), so the base tests' free-form keys
+    # ("foo", "k", "foo/bar/foobar_first_child") are replaced by zarr keys; what each test
+    # checks is unchanged.
+    async def test_with_read_only_store(self, open_kwargs: dict[str, Any]) -> None:
+        store = await self.store_cls.open(**{**open_kwargs, "read_only": True})
+        assert store.read_only
+        with pytest.raises(ValueError,
+                           match="store was opened in read-only mode and does not support "
+                                 "writing"):
+            await store.set("foo/zarr.json", self.buffer_cls.from_bytes(b"bar"))
+        writer = store.with_read_only(read_only=False)
+        assert not writer._is_open
+        assert not writer.read_only
+        await writer.set("foo/zarr.json", self.buffer_cls.from_bytes(b"bar"))
+        await writer.delete("foo/zarr.json")
+        assert store.read_only
+        with pytest.raises(ValueError, match="read-only"):
+            await store.set("foo/zarr.json", self.buffer_cls.from_bytes(b"bar"))
+
+    async def test_list_dir(self, store: IcechunkStore) -> None:
+        buf = self.buffer_cls.from_bytes
+        roots_and_keys = [
+            ("foo", {"foo/zarr.json": buf(b"bar"), "foo/c/1": buf(b"\x01")}),
+            ("foo/bar", {"foo/bar/c/0": buf(b"1"),
+                         "foo/bar/foobar_second_child/zarr.json": buf(b"2")}),
+        ]
+        assert [k async for k in store.list_dir("")] == []
+        for root, store_dict in roots_and_keys:
+            assert [k async for k in store.list_dir(root)] == []
+            await store._set_many(store_dict.items())
+            expected = {k.removeprefix(root + "/").split("/")[0] for k in store_dict}
+            assert sorted([k async for k in store.list_dir(root)]) == sorted(expected)
+            assert sorted([k async for k in store.list_dir(root + "/")]) == sorted(expected)
+
+    async def test_set_if_not_exists(self, store: IcechunkStore) -> None:
+        key = "x/c/0"
+        data_buf = self.buffer_cls.from_bytes(b"0000")
+        await self.set(store, key, data_buf)
+        new = self.buffer_cls.from_bytes(b"1111")
+        await store.set_if_not_exists(key, new)  # no error
+        result = await store.get(key, default_buffer_prototype())
+        assert result == data_buf
+        await store.set_if_not_exists("x/c/1", new)  # no error
+        result = await store.get("x/c/1", default_buffer_prototype())
+        assert result == new

@@ -99,7 +99,17 @@ def add_verbosity_options(parser: argparse.ArgumentParser) -> None:
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The CLI's handler on the ``icechunk_dist`` logger (one, however often main runs)."""
+    """The CLI's handler on the ``icechunk_dist`` logger (one, however often main runs). It
+    writes to whatever ``sys.stderr`` is when a message comes, never to a stream that was
+    replaced (and perhaps closed) since ``main`` ran: tests and notebooks swap it."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always the current sys.stderr
 
 
 def configure_logging(args: argparse.Namespace) -> None:
@@ -112,7 +122,7 @@ def configure_logging(args: argparse.Namespace) -> None:
     logger = logging.getLogger("icechunk_dist")
     for h in [h for h in logger.handlers if isinstance(h, _Handler)]:
         logger.removeHandler(h)
-    handler = _Handler(sys.stderr)
+    handler = _Handler()
     handler.setFormatter(logging.Formatter("icechunk-dist: %(message)s"))
     handler.setLevel(level)
     logger.addHandler(handler)

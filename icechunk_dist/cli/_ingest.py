@@ -1,7 +1,7 @@
 """``icechunk-dist ingest``: NetCDF/HDF5/GRIB files or Zarr stores in, one commit per batch.
 
 ``icechunk-dist ingest REPO SOURCE... [--concat-dim DIM] [--group G] [--branch B]
-[--batch-size K] [--chunks DIM=N,...] [--unpack] [--checksum] [--reingest-changed]
+[--batch-size K] [--chunks DIM=N,...] [--unpack] [--virtual] [--checksum] [--reingest-changed]
 [--no-create] [-m MSG] [--workers N | --scheduler ADDR] [--dry-run] [--config FILE]
 [-v | -q]`` runs :func:`icechunk_dist.ingest.ingest`, with progress on stderr and a summary
 line on stdout. ``--synthetic SHAPE --chunks CHUNKS`` instead writes random data (a demo of
@@ -137,6 +137,7 @@ def _config(args: argparse.Namespace) -> IngestConfig:
         "checksum": True if args.checksum else None,
         "reingest_changed": True if args.reingest_changed else None,
         "create": False if args.no_create else None,
+        "virtual": True if args.virtual else None,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if not base.get("repo"):
@@ -170,7 +171,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
             progress=not (args.no_progress or args.quiet), chunks=cfg.chunks,
             unpack=cfg.unpack, checksum=cfg.checksum, reingest_changed=cfg.reingest_changed,
             create=cfg.create, endpoint_url=cfg.endpoint_url, allow_http=cfg.allow_http,
-            region=cfg.region,
+            region=cfg.region, virtual=cfg.virtual,
         )
     finally:
         if client is not None:
@@ -228,6 +229,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                    help="land variables packed with scale_factor/add_offset decoded as "
                         "float32 (float64 where the packing needs it): files packed "
                         "differently can then be ingested together")
+    s.add_argument("--virtual", action="store_true",
+                   help="reference the chunks of NetCDF4/HDF5 and NetCDF3 files in place "
+                        "instead of copying them (variables that cannot be referenced are "
+                        "copied, and the summary says which); not with --chunks/--unpack")
     s.add_argument("--checksum", action="store_true",
                    help="tell changed sources by a SHA-256 of their content (reads every "
                         "source whole), not only by size, etag and modification time")

@@ -16,6 +16,10 @@ along the concat dimension, and written through forks of one session: see
 (:func:`landed_inputs`; docs/design/012-landed-inputs-record.md), so a re-run skips what
 already landed, also after ``expire_snapshots``, amend or ``reset_branch``; each ingestion
 commit also lists its inputs under :data:`METADATA_KEY` in its metadata.
+
+``ingest(..., virtual=True)`` indexes NetCDF4/HDF5 and NetCDF3 files instead of copying
+them: every stored chunk becomes a virtual chunk ref into its file, and what cannot be
+referenced is copied and reported (``docs/virtual-ingestion.md``).
 """
 
 from icechunk_dist.ingest._config import IngestConfig, load_config

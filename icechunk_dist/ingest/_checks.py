@@ -94,12 +94,21 @@ def infer_dim(s: FileSummary) -> str:
 
 
 # ------------------------------------------------------------------------------ schema
+def _is_text(dtype: str) -> bool:
+    """Variable-length strings: decoded to ``<U{longest}``, which differs file by file."""
+    try:
+        return np.dtype(dtype).kind in "UO"
+    except TypeError:
+        return False
+
+
 def _compare(name: str, ref: VarSummary, got: VarSummary, dim: str) -> str | None:
     """The difference between two variable descriptions, or None."""
     if got.dims != ref.dims:
         return f"variable {name!r} has dims {got.dims}, expected {ref.dims}"
     packed = ref.scale_factor is not None or ref.add_offset is not None
-    if not packed and got.dtype != ref.dtype:
+    if not packed and got.dtype != ref.dtype and not (
+            _is_text(got.dtype) and _is_text(ref.dtype)):
         return f"variable {name!r} has dtype {got.dtype}, expected {ref.dtype}"
     if (ref.encoded_dtype and got.encoded_dtype and got.encoded_dtype != ref.encoded_dtype
             and packed):

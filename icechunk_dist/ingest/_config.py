@@ -44,6 +44,8 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Re-ingest in place landed sources that changed (else they are an error).
     create
         Create the repository if it is missing (false: refuse).
+    virtual
+        Reference the chunks of NetCDF/HDF5 sources in place instead of copying them.
     endpoint_url, allow_http, region
         S3 settings, for the repository and for sources on S3 alike.
     """
@@ -60,6 +62,7 @@ class IngestConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     checksum: bool = False
     reingest_changed: bool = False
     create: bool = True
+    virtual: bool = False
     endpoint_url: str | None = None
     allow_http: bool = False
     region: str | None = None

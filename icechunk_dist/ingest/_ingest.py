@@ -15,7 +15,8 @@ The plan of one run:
    the driver, then every worker task writes its files' region into a child fork of the
    session; the forks are merged on the workers, the driver merges the one result, updates
    the record and commits once, re-planning at the new tip if another ingestion landed
-   meanwhile.
+   meanwhile. With ``virtual=True`` the worker tasks index the files and set virtual chunk
+   refs into them instead of copying (``_virtual.py``, ``_virtual_write.py``).
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
-
-import msgspec
 
 from icechunk_dist.errors import (
     ConflictError,
@@ -45,6 +44,7 @@ from icechunk_dist.ingest._checks import (
     unpack_targets,
     unpacked,
 )
+from icechunk_dist.ingest._containers import ensure_containers
 from icechunk_dist.ingest._location import (
     IN_MEMORY_WITH_CLUSTER,
     Location,
@@ -63,8 +63,11 @@ from icechunk_dist.ingest._record import (
     read_record,
     write_record,
 )
+from icechunk_dist.ingest._result import IngestResult
 from icechunk_dist.ingest._runner import Failed, Runner, raise_failed, resolve_client
 from icechunk_dist.ingest._sources import SourceFile, expand_sources
+from icechunk_dist.ingest._virtual import quiet_codecs, ref_url
+from icechunk_dist.ingest._virtual_write import create_virtual_dataset, write_virtual_unit
 from icechunk_dist.ingest._write import (
     RepoView,
     create_dataset,
@@ -80,54 +83,6 @@ from icechunk_dist.storage import Storage
 __all__ = ["IngestResult", "ingest", "landed_inputs"]
 
 _RACE_ATTEMPTS = 5
-
-
-class IngestResult(msgspec.Struct, kw_only=True):
-    """What :func:`ingest` did.
-
-    Attributes
-    ----------
-    snapshot_ids
-        The commits made, oldest first (one per batch; empty if nothing was new or for a
-        dry run).
-    ingested
-        URLs of the new files ingested (for a dry run: that would be ingested), in order.
-    skipped
-        URLs of the files skipped because they already landed on the branch.
-    reingested
-        URLs of landed files that had changed and were re-ingested in place
-        (``reingest_changed=True``).
-    branch, group, concat_dim
-        Where, and along which dimension (``group`` in its one spelling, None for the root).
-    dry_run
-        Whether this was a dry run.
-    message
-        A one-line summary (the CLI prints it).
-    bytes_read
-        Size of the source files landed.
-    bytes_written
-        Bytes of chunk data written to the repository.
-    seconds
-        Wall time of the run.
-    """
-
-    snapshot_ids: list[str]
-    ingested: list[str]
-    skipped: list[str]
-    branch: str
-    group: str | None
-    concat_dim: str | None
-    reingested: list[str] = msgspec.field(default_factory=list)
-    dry_run: bool = False
-    message: str = ""
-    bytes_read: int = 0
-    bytes_written: int = 0
-    seconds: float = 0.0
-
-    @property
-    def nothing_new(self) -> bool:
-        """True if every source had already landed (nothing was written)."""
-        return not self.ingested and not self.reingested
 
 
 def _has_arrays(store: Any, group: str | None) -> bool:
@@ -174,13 +129,14 @@ class _Run:
                  group: str | None, concat_dim: str | None, batch_size: int | None,
                  message: str | None, chunks: Mapping[str, int] | None, unpack: bool,
                  checksum: bool, reingest_changed: bool, dry_run: bool,
-                 split_every: int) -> None:
+                 split_every: int, virtual: bool) -> None:
         self.loc, self.runner, self.opts = loc, runner, opts
         self.branch, self.group, self.dim = branch, group, concat_dim
         self.batch_size, self.message = batch_size, message
         self.chunks, self.unpack, self.checksum = chunks, unpack, checksum
         self.reingest_changed, self.dry_run, self.split_every = (reingest_changed, dry_run,
                                                                  split_every)
+        self.virtual = virtual
         self.sha: dict[str, str] = {}
         self.targets: dict[str, str] = {}
         self.skipped: list[str] = []
@@ -201,11 +157,12 @@ class _Run:
                             reingested=redone, branch=self.branch, group=self.group,
                             concat_dim=self.dim, dry_run=self.dry_run, message=text,
                             bytes_read=nread, bytes_written=nwritten,
-                            seconds=time.perf_counter() - self.t0)
+                            seconds=time.perf_counter() - self.t0, virtual=self.virtual)
 
     def _summaries(self, files: list[SourceFile], dim: str | None, what: str
                    ) -> list[FileSummary]:
-        results = self.runner.map(summarize, files, dim, self.opts, self.unpack, what=what)
+        results = self.runner.map(summarize, files, dim, self.opts, self.unpack, self.virtual,
+                                  what=what)
         raise_failed(results)
         bad = [s for s in results if s.error]
         storage = [s for s in bad if s.error_kind == "storage"]
@@ -282,7 +239,7 @@ class _Run:
         work = todo + [f for f, _old, _why in changes]
         if self.dim is None:  # one file, on a worker, tells the concat dimension
             first = self.runner.map(summarize, work[:1], None, self.opts, self.unpack,
-                                    what="opening")
+                                    self.virtual, what="opening")
             raise_failed(first)
             if first[0].error:  # list every bad file, not only this one
                 self._summaries(work, None, "checking")
@@ -319,7 +276,8 @@ class _Run:
             return self._result([], [s.source.url for s in new],
                                 [s.source.url for s, _o in rewrites],
                                 f"dry run: would ingest {len(new)} file(s) ({n} steps along "
-                                f"{dim!r}){extra}, skip {len(self.skipped)}")
+                                f"{dim!r}){' virtually' if self.virtual else ''}{extra}, "
+                                f"skip {len(self.skipped)}")
         if new and dim not in chunks:
             chunks[dim] = math.gcd(*(s.dims[dim] for s in new)) or 1
         return self._write(new, rewrites, chunks)
@@ -330,12 +288,18 @@ class _Run:
         repo = self.loc.create()
         if self.branch not in repo.list_branches():
             repo.create_branch(self.branch, repo.lookup_branch("main"))
+        added: list[str] = []
+        if self.virtual:  # reads of the refs need a container covering them
+            sources = [s.source for s in new] + [s.source for s, _old in rewrites]
+            repo, containers = ensure_containers(repo, map(ref_url, sources), self.opts)
+            added = [c.url_prefix for c in containers]
         k = int(self.batch_size) if self.batch_size else max(1, len(new))
         batches = [new[i:i + k] for i in range(0, len(new), k)] or [[]]
         ids: list[str] = []
         done: list[str] = []
         redone: list[str] = []
-        nread = nwritten = 0
+        nread = nwritten = nrefs = 0
+        copied: dict[str, str] = {}
         for b, batch in enumerate(batches, 1):
             suffix = f" (batch {b}/{len(batches)})" if len(batches) > 1 else ""
             rw = rewrites if b == 1 else []
@@ -357,7 +321,10 @@ class _Run:
                     continue
                 break
             if landed is not None:
-                sid, written = landed
+                sid, written, refs, why = landed
+                nrefs += refs
+                for name, reason in why.items():
+                    copied.setdefault(name, reason)
                 ids.append(sid)
                 done += [s.source.url for s in batch]
                 redone += [s.source.url for s, _old in rw]
@@ -368,26 +335,49 @@ class _Run:
                          len(batch) + len(rw))
         elapsed = time.perf_counter() - self.t0
         again = f", re-ingested {len(redone)} changed" if redone else ""
-        text = (f"ingested {len(done)} file(s) along {self.dim!r}{again} in {len(ids)} "
-                f"commit(s) on branch {self.branch!r}: {size(nwritten)} written in "
-                f"{elapsed:.1f} s ({size(nwritten / max(elapsed, 1e-9))}/s; sources "
-                f"{size(nread)}); skipped {len(self.skipped)} already landed")
-        return self._result(ids, done, redone, text, nread, nwritten)
+        head = (f"ingested {len(done)} file(s) along {self.dim!r}{again} in {len(ids)} "
+                f"commit(s) on branch {self.branch!r}: ")
+        if self.virtual:
+            groups: dict[str, list[str]] = {}
+            for name, reason in sorted(copied.items()):
+                groups.setdefault(reason, []).append(name)
+            listed = "; ".join(f"{', '.join(names)} ({reason})"
+                               for reason, names in groups.items())
+            text = (head + f"{nrefs} virtual chunk ref(s) into the sources, "
+                    f"{size(nwritten)} copied in {elapsed:.1f} s; skipped "
+                    f"{len(self.skipped)} already landed"
+                    + (f"; copied instead of referenced: {listed}" if listed else "")
+                    + (f"; added virtual chunk container(s) {', '.join(added)} to the "
+                       "repository config (readers authorize them with "
+                       "authorize_virtual_chunk_access=)" if added else ""))
+        else:
+            text = (head + f"{size(nwritten)} written in {elapsed:.1f} s "
+                    f"({size(nwritten / max(elapsed, 1e-9))}/s; sources {size(nread)}); "
+                    f"skipped {len(self.skipped)} already landed")
+        result = self._result(ids, done, redone, text, nread, nwritten)
+        result.refs, result.copied = nrefs, copied
+        return result
 
     def _land(self, repo: Repository, batch: list[FileSummary],
               rewrites: list[tuple[FileSummary, Landed]], chunks: Mapping[str, int],
-              suffix: str) -> tuple[str, int]:
-        """Create or resize the arrays, write the files on the workers through forks,
-        merge, record them, commit once; return the snapshot id and the bytes written."""
+              suffix: str) -> tuple[str, int, int, dict[str, str]]:
+        """Create or resize the arrays, write (or reference) the files on the workers
+        through forks, merge, record them, commit once; return the snapshot id, the bytes
+        written, the refs set and the variables copied instead of referenced."""
         from icechunk_dist.conflicts import ConflictDetector
 
         dim, group = str(self.dim), self.group
         session = repo.writable_session(self.branch)
         record = _record_at(repo, self.branch, session.store, group)
         view = repo_view(session.store, group, dim)
-        if view is None:
+        created: dict[str, str] = {}
+        if view is None and self.virtual:
+            created = create_virtual_dataset(session, batch[0].source, group, dim,
+                                             [s.dims[dim] for s in batch], chunks, self.opts)
+        elif view is None:
             create_dataset(session, batch[0].source, group, dim, chunks, self.targets,
                            self.opts)
+        if view is None:
             view = repo_view(session.store, group, dim)
         length = view.length if view is not None else 0
         times = view.times if view is not None else {}
@@ -410,9 +400,11 @@ class _Run:
         sizes = [(sum(len(srcs) for srcs, _st in u),
                   sum(src.size for srcs, _st in u for src in srcs)) for u in units]
         fork = session.fork()
-        out = self.runner.write_and_merge(write_unit, units, sizes, fork, dim, group,
-                                          self.opts, times, split_every=self.split_every,
-                                          what=f"writing{suffix}")
+        task = write_virtual_unit if self.virtual else write_unit
+        out = self.runner.write_and_merge(task, units, sizes, fork, dim, group, self.opts,
+                                          times, split_every=self.split_every,
+                                          what=f"{'indexing' if self.virtual else 'writing'}"
+                                               f"{suffix}")
         if isinstance(out, Failed):
             raise out.error
         session.merge(out.fork)
@@ -421,7 +413,7 @@ class _Run:
                                 f"{' into ' + group if group else ''}")
         sid = session.commit(text + suffix, as_metadata(group, dim, entries),
                              rebase_with=ConflictDetector())
-        return sid, out.nbytes
+        return sid, out.nbytes, out.refs, {**out.copied, **created}
 
     def _replan(self, repo: Repository, batch: list[FileSummary],
                 rewrites: list[tuple[FileSummary, Landed]], cause: ConflictError
@@ -476,6 +468,7 @@ def ingest(
     region: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     split_every: int = 8,
+    virtual: bool = False,
 ) -> IngestResult:
     """Ingest NetCDF/HDF5/GRIB files or Zarr stores into a repository, one commit per batch.
 
@@ -534,6 +527,15 @@ def ingest(
         hold ``access_key_id``/``secret_access_key``; without keys the environment is used).
     split_every
         Fan-in of the tree merge of the workers' forks.
+    virtual
+        Reference the chunks of NetCDF4/HDF5 and NetCDF3 files in place instead of copying
+        them: each file is indexed on a worker and every stored chunk of a variable becomes
+        a virtual chunk ref (recording the file's etag, or for a local file its identity:
+        inode, modification time, size), with the file's chunk shape, byte order and filters
+        (deflate, shuffle, fletcher32) as the array's codecs. Variables that cannot be
+        referenced (another filter, compact storage, strings...), dimension coordinates and
+        variables without ``concat_dim`` are copied; the result says which and why
+        (``IngestResult.copied``). Not with ``chunks`` or ``unpack``.
 
     Returns
     -------
@@ -557,6 +559,10 @@ def ingest(
         raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     if split_every < 2:
         raise InvalidInputError("split_every must be at least 2")
+    if virtual and (chunks or unpack):
+        raise InvalidInputError(
+            "virtual ingestion keeps the files' own chunks and packing: --chunks (chunks=) "
+            "and --unpack (unpack=) cannot be combined with --virtual (virtual=True)")
     validate_ref_name(branch, "branch")
     group = normalize_group(group)
     opts: dict[str, Any] = {"endpoint_url": endpoint_url, "allow_http": allow_http or None,
@@ -577,14 +583,15 @@ def ingest(
     run = _Run(loc, Runner(client, Progress(progress)), opts, branch=branch, group=group,
                concat_dim=concat_dim, batch_size=batch_size, message=message, chunks=chunks,
                unpack=unpack, checksum=checksum, reingest_changed=reingest_changed,
-               dry_run=dry_run, split_every=split_every)
+               dry_run=dry_run, split_every=split_every, virtual=virtual)
     result = None
     try:
         try:
             files = expand_sources(src_list, storage_options=opts)
         except StorageError as e:
             raise credentials_error(e, "the sources") from None
-        result = run.run(files)
+        with quiet_codecs():
+            result = run.run(files)
         return result
     finally:
         loc.finish(landed=bool(result is not None and result.snapshot_ids))

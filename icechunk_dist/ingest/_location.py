@@ -138,6 +138,10 @@ class Location:
             path = self.root
             while not os.path.lexists(path) and os.path.dirname(path) != path:
                 self._made, path = path, os.path.dirname(path)
+            if self._made is not None and not os.path.isdir(path):
+                raise InvalidInputError(
+                    f"local storage at {self.root!r} cannot be made: {path!r} is a file, not "
+                    "a directory")
             if self._made is not None:  # nothing there: looking would create the directory
                 self.repo = None
                 return

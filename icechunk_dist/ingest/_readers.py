@@ -18,12 +18,13 @@ import numpy as np
 
 from icechunk_dist.errors import IcechunkDistError, InvalidInputError, StorageError
 from icechunk_dist.ingest._sources import SourceFile, s3_source_storage
+from icechunk_dist.ingest._virtual import NOT_VIRTUAL_HINT, open_ranges
 
 if TYPE_CHECKING:
     import xarray as xr
 
 __all__ = ["FileSummary", "VarSummary", "checksum", "describe", "open_source", "summarize",
-           "unpacked_dtype"]
+           "unpacked_dtype", "with_dim"]
 
 _HDF5 = b"\x89HDF\r\n\x1a\n"
 
@@ -55,12 +56,15 @@ class FileSummary(msgspec.Struct, frozen=True, kw_only=True):
     scalar_coords: tuple[str, ...] = ()
 
 
-def _engine(head: bytes, url: str) -> str:
+def _engine(head: bytes, url: str, *, virtual: bool = False) -> str:
     low = url.lower()
     if head.startswith((b"CDF\x01", b"CDF\x02")):
         return "scipy"
     if head.startswith(_HDF5):
         return "h5netcdf"
+    if virtual:
+        raise InvalidInputError(f"{url}: not a NetCDF3 or NetCDF4/HDF5 file; "
+                                f"{NOT_VIRTUAL_HINT}")
     if head.startswith(b"GRIB") or low.endswith((".grib", ".grb", ".grib2", ".grb2")):
         try:
             import cfgrib  # type: ignore[import-not-found]  # noqa: F401
@@ -96,13 +100,36 @@ def _open_zarr(src: SourceFile, storage_options: Mapping[str, Any] | None) -> xr
     return ds
 
 
+def _open_s3(src: SourceFile, storage_options: Mapping[str, Any] | None,
+             virtual: bool) -> xr.Dataset:
+    import xarray as xr
+
+    if virtual:  # HDF5 through ranged reads: only what is used is fetched
+        f = open_ranges(src, storage_options)
+        engine = _engine(f.read(8), src.url, virtual=True)
+        f.seek(0)
+        if engine == "h5netcdf":
+            ds: xr.Dataset = xr.open_dataset(f, engine=engine, chunks=None)
+            return ds
+        data = _fetch(src, storage_options)  # scipy reads a NetCDF3 file-like whole
+    else:
+        data = _fetch(src, storage_options)
+        engine = _engine(data[:8], src.url)
+    if engine == "cfgrib":
+        raise InvalidInputError(f"{src.url}: GRIB sources on S3 are not supported")
+    ds = xr.open_dataset(io.BytesIO(data), engine=engine, chunks=None)
+    return ds
+
+
 def open_source(src: SourceFile, storage_options: Mapping[str, Any] | None = None,
-                *, load: bool = True, concat_dim: str | None = None) -> xr.Dataset:
+                *, load: bool = True, concat_dim: str | None = None,
+                virtual: bool = False) -> xr.Dataset:
     """Open ``src`` as a Dataset with CF decoding (values loaded into memory by default).
 
     If ``concat_dim`` is a scalar coordinate of the file (one time step without a time
     dimension), it becomes a dimension of length 1 of every variable that has none of it
-    and is not a coordinate.
+    and is not a coordinate. ``virtual``: only NetCDF3 and NetCDF4/HDF5 files are accepted,
+    and HDF5 files on S3 are read through ranged requests instead of fetched whole.
 
     Raises
     ------
@@ -115,27 +142,26 @@ def open_source(src: SourceFile, storage_options: Mapping[str, Any] | None = Non
 
     try:
         if src.kind == "zarr":
+            if virtual:
+                raise InvalidInputError(f"{src.url}: a Zarr store; {NOT_VIRTUAL_HINT}")
             ds = _open_zarr(src, storage_options)
         elif src.url.startswith("s3://"):
-            data = _fetch(src, storage_options)
-            engine = _engine(data[:8], src.url)
-            if engine == "cfgrib":
-                raise InvalidInputError(f"{src.url}: GRIB sources on S3 are not supported")
-            ds = xr.open_dataset(io.BytesIO(data), engine=engine, chunks=None)
+            ds = _open_s3(src, storage_options, virtual)
         else:
             try:
                 with open(src.url, "rb") as f:
                     head = f.read(8)
             except OSError as e:
                 raise InvalidInputError(f"{src.url}: cannot read: {e.strerror or e}") from None
-            ds = xr.open_dataset(src.url, engine=_engine(head, src.url), chunks=None)
+            ds = xr.open_dataset(src.url, engine=_engine(head, src.url, virtual=virtual),
+                                 chunks=None)
         if load:
             try:
                 ds.load()
             finally:
                 ds.close()
         if concat_dim is not None:
-            ds = _with_dim(ds, concat_dim)
+            ds = with_dim(ds, concat_dim)
         return ds
     except (IcechunkDistError, MemoryError):
         raise
@@ -144,7 +170,7 @@ def open_source(src: SourceFile, storage_options: Mapping[str, Any] | None = Non
         raise InvalidInputError(f"{src.url}: cannot read as a dataset: {msg}") from None
 
 
-def _with_dim(ds: xr.Dataset, dim: str) -> xr.Dataset:
+def with_dim(ds: xr.Dataset, dim: str) -> xr.Dataset:
     """``ds`` with a scalar coordinate ``dim`` promoted to a dimension of length 1."""
     if dim in ds.dims or dim not in ds.coords or ds[dim].ndim != 0:
         return ds
@@ -227,12 +253,13 @@ def describe(ds: xr.Dataset, concat_dim: str | None, *, unpack: bool = False
 
 
 def summarize(src: SourceFile, concat_dim: str | None,
-              storage_options: Mapping[str, Any] | None = None, unpack: bool = False
-              ) -> FileSummary:
+              storage_options: Mapping[str, Any] | None = None, unpack: bool = False,
+              virtual: bool = False) -> FileSummary:
     """Task: open ``src`` and describe its schema (never raises for bad input: the summary
-    carries the error)."""
+    carries the error). ``virtual``: as :func:`open_source` opens for virtual ingestion."""
     try:
-        ds = open_source(src, storage_options, load=False, concat_dim=concat_dim)
+        ds = open_source(src, storage_options, load=False, concat_dim=concat_dim,
+                         virtual=virtual)
     except InvalidInputError as e:
         return FileSummary(source=src, error=str(e), error_kind="input")
     except StorageError as e:

@@ -33,15 +33,18 @@ class Failed:
 
 
 class Written:
-    """A write task's result: the fork holding its writes and the bytes it wrote."""
+    """A write task's result: the fork holding its writes, the bytes it wrote, and for
+    virtual ingestion the refs it set and the variables it copied instead (name -> why)."""
 
-    __slots__ = ("fork", "nbytes")
+    __slots__ = ("copied", "fork", "nbytes", "refs")
 
-    def __init__(self, fork: ForkSession, nbytes: int) -> None:
-        self.fork, self.nbytes = fork, nbytes
+    def __init__(self, fork: ForkSession, nbytes: int, refs: int = 0,
+                 copied: dict[str, str] | None = None) -> None:
+        self.fork, self.nbytes, self.refs = fork, nbytes, refs
+        self.copied = copied or {}
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Written, (self.fork, self.nbytes))
+        return (Written, (self.fork, self.nbytes, self.refs, self.copied))
 
 
 def raise_failed(results: Sequence[Any]) -> None:
@@ -79,7 +82,12 @@ def _merge(*parts: Written | Failed) -> Written | Failed:
         fork = first.fork.child().merge(first.fork, *(w.fork for w in rest))
     except IcechunkDistError as e:
         return Failed(e)
-    return Written(fork, sum(w.nbytes for w in written))
+    copied: dict[str, str] = {}
+    for w in written:
+        for name, why in w.copied.items():
+            copied.setdefault(name, why)
+    return Written(fork, sum(w.nbytes for w in written), sum(w.refs for w in written),
+                   copied)
 
 
 def resolve_client(client: Any) -> Any:

@@ -15,13 +15,14 @@ from icechunk_dist.errors import IcechunkDistError, InvalidInputError
 from icechunk_dist.ingest._readers import FileSummary, describe, open_source
 from icechunk_dist.ingest._runner import Written
 from icechunk_dist.ingest._sources import SourceFile
+from icechunk_dist.ingest._virtual import quiet_codecs
 from icechunk_dist.session import ForkSession, Session
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["RepoView", "Segment", "create_dataset", "plan_units", "repo_view", "resize",
-           "write_unit"]
+__all__ = ["Counting", "RepoView", "Segment", "create_dataset", "plan_units", "repo_view",
+           "resize", "vlen_text", "write_region", "write_unit", "zarr_encoding"]
 
 # encoding keys of the netCDF backends that mean nothing to Zarr (dropped before writing)
 _NETCDF_ONLY = ("chunksizes", "contiguous", "zlib", "complevel", "shuffle", "fletcher32",
@@ -108,8 +109,10 @@ def repo_view(store: Any, group: str | None, dim: str) -> RepoView | None:
         ds.close()
 
 
-def _zarr_encoding(var: xr.Variable, chunks: tuple[int, ...], float_dtype: str | None
-                   ) -> dict[str, Any]:
+def zarr_encoding(var: xr.Variable, chunks: tuple[int, ...], float_dtype: str | None
+                  ) -> dict[str, Any]:
+    """The Zarr encoding of a file's variable: its CF encodings without the netCDF-only
+    keys, ``chunks``, and plain floats of ``float_dtype`` if it lands unpacked."""
     enc = {k: v for k, v in var.encoding.items() if k not in _NETCDF_ONLY}
     if float_dtype is not None:  # unpacked: plain floats, NaN for missing values
         enc = {k: v for k, v in enc.items() if k not in _PACKING}
@@ -139,14 +142,30 @@ def create_dataset(session: Session, first: SourceFile, group: str | None, dim: 
             full = ds.variables[name]
             shape = tuple(chunks.get(str(d), max(1, int(n)))
                           for d, n in zip(full.dims, full.shape, strict=True))
-            var.encoding = _zarr_encoding(full, shape, unpack.get(str(name)))
+            var.encoding = zarr_encoding(full, shape, unpack.get(str(name)))
             if str(name) in unpack:
                 var.attrs = {k: v for k, v in var.attrs.items() if k not in _PACKING}
-        tmpl.load()
-        tmpl.to_zarr(session.store, group=group, mode="a", consolidated=False,
-                     zarr_format=3)
+        vlen_text(tmpl.load()).to_zarr(session.store, group=group, mode="a",
+                                       consolidated=False, zarr_format=3)
     finally:
         ds.close()
+
+
+def vlen_text(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with its unicode variables as variable-length strings: files decode them to
+    ``<U{longest}``, which differs file by file, so the arrays must not be fixed-width."""
+    from xarray.coding.strings import create_vlen_dtype
+
+    names = [n for n, v in ds.variables.items() if v.dtype.kind == "U"]
+    if not names:
+        return ds
+    out = ds.copy()
+    for name in names:
+        var = out.variables[name]
+        text = var.copy(data=np.asarray(var.values, dtype=create_vlen_dtype(str)))
+        text.encoding = {k: v for k, v in var.encoding.items() if k != "dtype"}
+        out[name] = text
+    return out
 
 
 def resize(session: Session, group: str | None, dim: str, length: int) -> list[int]:
@@ -197,7 +216,7 @@ def plan_units(items: Sequence[tuple[SourceFile, int, int]], chunks: Sequence[in
     return out
 
 
-class _Counting(WrapperStore[Any]):
+class Counting(WrapperStore[Any]):
     """A zarr store that counts the bytes written through it (its read-only twins share the
     count)."""
 
@@ -205,8 +224,8 @@ class _Counting(WrapperStore[Any]):
         super().__init__(store)
         self.counter = counter if counter is not None else [0]
 
-    def _with_store(self, store: Any) -> _Counting:
-        return _Counting(store, self.counter)
+    def _with_store(self, store: Any) -> Counting:
+        return Counting(store, self.counter)
 
     async def set(self, key: str, value: Any) -> None:
         self.counter[0] += len(value)
@@ -252,26 +271,41 @@ def write_unit(unit: list[Segment], fork: ForkSession, dim: str, group: str | No
     import xarray as xr
 
     child = fork.child()
-    store = _Counting(child.store)
+    store = Counting(child.store)
     for sources, start in unit:
         parts = [open_source(s, storage_options, concat_dim=dim) for s in sources]
         ds = parts[0] if len(parts) == 1 else xr.concat(
             parts, dim=dim, data_vars="minimal", coords="minimal", compat="override",
             join="override", combine_attrs="override")
-        ds = ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims])
-        n = int(ds.sizes[dim])
-        ds.attrs = {}
-        # xarray drops indexes from region writes; without its index the coordinate is written
-        ds = ds.drop_indexes([d for d in ds.xindexes if d in ds.coords])
-        names = ", ".join(s.url for s in sources)
-        _check_times(ds, times, names)
-        try:
-            ds.to_zarr(store, group=group, region={dim: slice(start, start + n)},
-                       consolidated=False, safe_chunks=False)
-        except IcechunkDistError:
-            raise
-        except Exception as e:  # e.g. values that do not encode like the repository's
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InvalidInputError(f"{names}: cannot write into the repository: {msg}"
-                                    ) from None
+        with quiet_codecs():  # the arrays may be a virtual ingestion's
+            write_region(store, ds, dim, group, start, times,
+                         ", ".join(s.url for s in sources))
     return Written(child, store.counter[0])
+
+
+def write_region(store: Any, ds: xr.Dataset, dim: str, group: str | None, start: int,
+                 times: Mapping[str, tuple[str, str]], names: str) -> int:
+    """Write the variables of ``ds`` that have ``dim`` at ``start`` along it (a region
+    write; ``names`` says which files they come from); return the steps written.
+
+    Raises
+    ------
+    InvalidInputError
+        If the values do not fit the repository's arrays.
+    """
+    ds = vlen_text(ds.drop_vars([n for n, v in ds.variables.items() if dim not in v.dims]))
+    n = int(ds.sizes[dim])
+    ds.attrs = {}
+    # xarray drops indexes from region writes; without its index the coordinate is written
+    ds = ds.drop_indexes([d for d in ds.xindexes if d in ds.coords])
+    _check_times(ds, times, names)
+    try:
+        ds.to_zarr(store, group=group, region={dim: slice(start, start + n)},
+                   consolidated=False, safe_chunks=False)
+    except IcechunkDistError:
+        raise
+    except Exception as e:  # e.g. values that do not encode like the repository's
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InvalidInputError(f"{names}: cannot write into the repository: {msg}"
+                                ) from None
+    return n

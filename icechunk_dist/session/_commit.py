@@ -4,6 +4,7 @@ snapshot: the objects of the build step of the commit pipeline (``_pipeline``)."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -128,10 +129,11 @@ async def write_manifests(
     changes: ChangeSet,
     *,
     reuse: dict[ReuseKey, ReuseEntry] | None = None,
-) -> tuple[tuple[NodeRecord, ...], tuple[ChunkRefRecord, ...]]:
+) -> tuple[tuple[NodeRecord, ...], tuple[ChunkRefRecord, ...], Awaitable[None]]:
     """Write the manifests of ``base`` + ``changes``; return the node records (pointing at
-    them) and the loose refs of the new snapshot. Nothing written here is visible until a
-    snapshot names it and a branch moves to that snapshot.
+    them), the loose refs of the new snapshot, and an awaitable that finishes the manifest
+    writes still in flight (the caller awaits it, with the snapshot's own writes). Nothing
+    written here is visible until a snapshot names it and a branch moves to that snapshot.
 
     ``reuse`` carries the manifests written by earlier attempts of the same commit: a split
     whose base manifest and whose delta are unchanged since (the commits that landed
@@ -204,10 +206,14 @@ async def write_manifests(
             loose.pop(key, None)
         else:
             loose[key] = lref
-    await writer.finish()
-    if reuse is not None:
-        reuse.update(written)
-    return tuple(out_nodes), tuple(loose[k] for k in sorted(loose))
+
+    async def finish() -> None:
+        await writer.finish()
+        # recorded only once every manifest write succeeded (see ``written``)
+        if reuse is not None:
+            reuse.update(written)
+
+    return tuple(out_nodes), tuple(loose[k] for k in sorted(loose)), finish()
 
 
 async def write_snapshot(
@@ -224,13 +230,13 @@ async def write_snapshot(
     parent_id: str | None = None,
     ancestors: tuple[str, ...] = (),
     original_parent_id: str | None = None,
+    pending: Awaitable[None] | None = None,
 ) -> SnapshotData:
-    """Write the transaction log, then the snapshot (its parent is ``parent``, or, for an
-    amend, the explicit ``parent_id`` / ``ancestors`` / ``original_parent_id``)."""
+    """Write the transaction log and the snapshot, concurrently, and wait for ``pending``
+    (the manifest writes still in flight) too. The snapshot's parent is ``parent``, or, for
+    an amend, the explicit ``parent_id`` / ``ancestors`` / ``original_parent_id``."""
     if parent is not None:
         parent_id, ancestors = parent.id, ancestor_hints(parent)
-    await write_object(storage, transaction_key(snapshot_id), txlog,
-                       ObjectType.TRANSACTION_LOG, level)
     snap = SnapshotData(
         id=snapshot_id,
         parent_id=parent_id,
@@ -242,7 +248,14 @@ async def write_snapshot(
         ancestors=ancestors,
         original_parent_id=original_parent_id,
     )
-    await write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level)
+    # nothing is reachable before the ref write: the two objects go out at once (spec.md
+    # section 7), as do the manifests of ``pending`` (what write_manifests left in flight)
+    await asyncio.gather(
+        write_object(storage, transaction_key(snapshot_id), txlog, ObjectType.TRANSACTION_LOG,
+                     level),
+        write_object(storage, snapshot_key(snapshot_id), snap, ObjectType.SNAPSHOT, level),
+        *([pending] if pending is not None else []),
+    )
     return snap
 
 

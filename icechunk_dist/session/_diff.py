@@ -18,8 +18,9 @@ class Diff:
     """Changes between two snapshots, or a session's uncommitted changes.
 
     Paths are absolute (``"/"``, ``"/group/array"``). ``updated_chunks`` maps an array path
-    to the sorted coordinates of chunks written or deleted. ``updated_keys`` lists other
-    (non-zarr-chunk) keys written or deleted.
+    to the sorted coordinates of chunks written or deleted, each a list of ints as in
+    Icechunk (``{"/x": [[0, 0], [0, 1]]}``). ``updated_keys`` lists other (non-zarr-chunk)
+    keys written or deleted.
     """
 
     new_groups: set[str] = field(default_factory=set)
@@ -28,8 +29,13 @@ class Diff:
     deleted_arrays: set[str] = field(default_factory=set)
     updated_groups: set[str] = field(default_factory=set)
     updated_arrays: set[str] = field(default_factory=set)
-    updated_chunks: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    updated_chunks: dict[str, list[list[int]]] = field(default_factory=dict)
     updated_keys: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "updated_chunks", {
+            p: [[int(v) for v in c] for c in coords]
+            for p, coords in self.updated_chunks.items()})
 
     def is_empty(self) -> bool:
         return not any((self.new_groups, self.new_arrays, self.deleted_groups,
@@ -98,5 +104,6 @@ def diff_from_logs(logs: Iterable[TransactionLogData]) -> Diff:
     return Diff(
         new_groups=new_g, new_arrays=new_a, deleted_groups=del_g, deleted_arrays=del_a,
         updated_groups=upd_g, updated_arrays=upd_a,
-        updated_chunks={p: sorted(c) for p, c in chunks.items()}, updated_keys=keys,
+        updated_chunks={p: [list(c) for c in sorted(cs)] for p, cs in chunks.items()},
+        updated_keys=keys,
     )

@@ -163,9 +163,10 @@ async def _wait_finished(storage: Storage, run: GCRun) -> None:
 
 async def check_before_ref_write(storage: Storage, session_started: datetime, limit: int,
                                  *, snap: SnapshotData, base: SnapshotData,
-                                 changes: ChangeSet) -> None:
+                                 changes: ChangeSet, runs: list[GCRun] | None = None) -> None:
     """The commit's side of the protocol; call it after the snapshot is written and right
-    before the ref write.
+    before the ref write. ``runs``: the LIST of ``gc/``, if the caller made it already
+    (after it read the branch tip, see ``_pipeline``).
 
     Raises
     ------
@@ -173,7 +174,8 @@ async def check_before_ref_write(storage: Storage, session_started: datetime, li
         If a garbage collection deleted an object this commit references, or kept running
         longer than the commit is willing to wait.
     """
-    runs = [r for r in await list_runs(storage) if _relevant(r, session_started)]
+    listed = runs if runs is not None else await list_runs(storage)
+    runs = [r for r in listed if _relevant(r, session_started)]
     if not runs:
         return
     for run in runs:

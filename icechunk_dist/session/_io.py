@@ -10,7 +10,12 @@ from collections.abc import Awaitable, Iterable
 from typing import TypeVar
 
 from icechunk_dist.config import RepositoryConfig
-from icechunk_dist.errors import FormatError, InvalidInputError, NotFoundError
+from icechunk_dist.errors import (
+    FormatError,
+    InvalidInputError,
+    NotFoundError,
+    SnapshotNotFoundError,
+)
 from icechunk_dist.format import (
     MAX_ANCESTOR_HINTS,
     ChunkTable,
@@ -83,7 +88,7 @@ async def read_snapshot(storage: Storage, snapshot_id: str) -> SnapshotData:
     try:
         raw = await storage.get(key)
     except ObjectNotFoundError:
-        raise NotFoundError(f"snapshot {snapshot_id} does not exist") from None
+        raise SnapshotNotFoundError(f"snapshot {snapshot_id} does not exist") from None
     snap = decode_object(raw, SnapshotData, ObjectType.SNAPSHOT, name=key)
     if snap.id != snapshot_id:
         raise FormatError(f"holds snapshot {snap.id}, not {snapshot_id}", object_name=key)

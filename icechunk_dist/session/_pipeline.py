@@ -4,7 +4,8 @@
 One attempt is, in order:
 
 1. **flush**: every chunk object the change-set names has landed (or the commit fails);
-2. **tip check**: read the branch; if it is not at the session's base, settle an earlier
+2. **tip check**: read the branch (and, at the same time, check that the repository status
+   is online: ``_documents.check_online``); if it is not at the session's base, settle an earlier
    attempt whose ref write had an unknown outcome (it may have landed), else the branch
    moved: rebase with the solver (kinds that can) and retry with backoff, or raise
    :class:`~icechunk_dist.errors.BranchMovedError`;
@@ -49,7 +50,7 @@ from icechunk_dist.session._commit import (
     write_manifests,
     write_snapshot,
 )
-from icechunk_dist.session._gcguard import check_before_ref_write
+from icechunk_dist.session._gcguard import check_before_ref_write, list_runs
 from icechunk_dist.session._history import History
 from icechunk_dist.session._io import ManifestCache, amend_marker_key, read_transaction_log
 from icechunk_dist.session._rebase import rebase_onto
@@ -105,6 +106,10 @@ class CommitSource(Protocol):
         """Wait until every chunk object of the change-set has landed."""
         ...
 
+    async def check_online(self) -> None:
+        """Refuse the commit (``ReadOnlyError``) if the repository status is read-only."""
+        ...
+
     def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
         """The base snapshot and the change-set, read together under the session's lock."""
         ...
@@ -145,12 +150,12 @@ class DataCommit:
                     changes: ChangeSet, message: str, metadata: dict[str, Any]
                     ) -> SnapshotData:
         sid = new_id()
-        nodes, loose = await write_manifests(source.storage, source.config, source.manifests,
-                                             base, changes, reuse=self.reuse)
+        nodes, loose, pending = await write_manifests(
+            source.storage, source.config, source.manifests, base, changes, reuse=self.reuse)
         return await write_snapshot(
             source.storage, source.config.compression_level, snapshot_id=sid,
             parent=base, nodes=nodes, loose=loose, message=message, metadata=metadata,
-            txlog=build_transaction_log(sid, base, changes))
+            txlog=build_transaction_log(sid, base, changes), pending=pending)
 
 
 @dataclass
@@ -175,8 +180,8 @@ class AmendCommit:
         if tip.parent_id is None:
             raise SessionStateError("the repository's first commit cannot be amended")
         sid = new_id()
-        nodes, loose = await write_manifests(source.storage, source.config, source.manifests,
-                                             tip, changes)
+        nodes, loose, pending = await write_manifests(source.storage, source.config,
+                                                      source.manifests, tip, changes)
         tx_tip = await read_transaction_log(source.storage, tip.id)
         txlog = combine_transaction_logs(sid, tx_tip, build_transaction_log(sid, tip, changes))
         # the marker tells the ops log this ref update was an amend (refs never say why)
@@ -184,7 +189,7 @@ class AmendCommit:
         return await write_snapshot(
             source.storage, source.config.compression_level, snapshot_id=sid,
             parent=None, parent_id=tip.parent_id, ancestors=tip.ancestors,
-            original_parent_id=tip.original_parent_id,
+            original_parent_id=tip.original_parent_id, pending=pending,
             nodes=nodes, loose=loose, message=message, metadata=metadata, txlog=txlog)
 
 
@@ -212,7 +217,7 @@ class MoveCommit:
 # ---------------------------------------------------------------------- the pipeline
 async def run_commit(source: CommitSource, kind: CommitKind, message: str,
                      metadata: dict[str, Any], *, solver: ConflictSolver | None = None,
-                     tries: int = 1_000) -> str:
+                     tries: int = 1_000, detached: bool = False) -> str:
     """Run the pipeline until the branch moves to our snapshot; return its id.
 
     Raises
@@ -233,6 +238,8 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
     if solver is not None and tries < 1:
         raise InvalidInputError("rebase_tries must be at least 1")
     history = History(source.storage, concurrency=source.config.max_concurrent_requests)
+    if detached:
+        return await _detached(source, kind, history, message, metadata)
     loop = asyncio.get_running_loop()
     rebases = 0
     fences = 0
@@ -241,7 +248,14 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         started = loop.time()
         await source.flush()
         base, changes = source.base_and_changes()
-        tip = await refs.read_branch(source.storage, source.branch, source.genesis)
+        # the status check costs no round trip of its own: it runs with the tip read
+        tip, online = await asyncio.gather(
+            refs.read_branch(source.storage, source.branch, source.genesis),
+            source.check_online(), return_exceptions=True)
+        for outcome in (online, tip):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(tip, refs.BranchTip)
         moved: BranchMovedError | None = None
         if tip.snapshot_id != base.id:
             landed = await history.find_landed(tip.snapshot_id, base.id, source.unsettled)
@@ -252,11 +266,26 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         else:
             for ac in changes.chunks.values():
                 ac.fold()
-            snap = await kind.build(source, history, base, changes, message, metadata)
+            meta = metadata
+            if solver is not None and kind.rebases:
+                # Icechunk's bookkeeping: how many rebases this commit took
+                own = {**(metadata.get("__icechunk") or {}), "rebase_attempts": rebases}
+                meta = {**metadata, "__icechunk": own}
+            # the LIST of gc/ must come after the tip read (docs/design/005-gc-vs-writers.md:
+            # a run that starts after it fences the branch before deleting, failing our ref
+            # write); it need not wait for our objects, so it runs while the build writes them
+            runs = asyncio.ensure_future(list_runs(source.storage))
+            try:
+                snap = await kind.build(source, history, base, changes, message, meta)
+            except BaseException:
+                runs.cancel()
+                await asyncio.gather(runs, return_exceptions=True)
+                raise
             # a garbage collection that ran meanwhile may have deleted what we reference
             await check_before_ref_write(source.storage, source.started_at,
                                          source.config.max_concurrent_requests,
-                                         snap=snap, base=base, changes=changes)
+                                         snap=snap, base=base, changes=changes,
+                                         runs=await runs)
             try:
                 await refs.write_branch(source.storage, source.branch, expected=tip,
                                         snapshot_id=snap.id, genesis=source.genesis)
@@ -290,3 +319,23 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         await asyncio.sleep(random.uniform(0, min(_MAX_SLEEP, slot * 2 ** min(rebases - 2, 16))))
         await rebase_onto(source, history, solver)
 
+
+async def _detached(source: CommitSource, kind: CommitKind, history: History, message: str,
+                    metadata: dict[str, Any]) -> str:
+    """``run_commit(detached=True)``: the steps of an attempt that do not involve a branch
+    (``Session.flush``: a snapshot no ref points to). Flush and the online check, build,
+    then the check against collections; no tip check, no ref write, no retries."""
+    outcomes = await asyncio.gather(source.flush(), source.check_online(),
+                                    return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    base, changes = source.base_and_changes()
+    for ac in changes.chunks.values():
+        ac.fold()
+    snap = await kind.build(source, history, base, changes, message, metadata)
+    await check_before_ref_write(source.storage, source.started_at,
+                                 source.config.max_concurrent_requests,
+                                 snap=snap, base=base, changes=changes)
+    source.become_committed(snap)
+    return snap.id

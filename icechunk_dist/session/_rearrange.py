@@ -19,7 +19,7 @@ from icechunk_dist._enums import SessionMode
 from icechunk_dist.errors import (
     AlreadyExistsError,
     InvalidInputError,
-    NotFoundError,
+    NodeNotFoundError,
     SessionStateError,
 )
 from icechunk_dist.format import ChunkRefRecord, NodeRecord, TransactionLogData
@@ -97,13 +97,13 @@ class RearrangeSession(Session):
         with self._lock:
             nodes = self._base_nodes
             if src not in nodes:
-                raise NotFoundError(f"no node at {from_path!r}")
+                raise NodeNotFoundError(f"node not found at {from_path!r}: no node at that path")
             if dst in nodes:
                 raise AlreadyExistsError(f"a node already exists at {to_path!r}; a move "
                                          "never overwrites")
             parent = dst.rsplit("/", 1)[0] if "/" in dst else ""
             if parent not in nodes:
-                raise NotFoundError(f"the new parent {'/' + parent!r} of {to_path!r} does "
+                raise NodeNotFoundError(f"the new parent {'/' + parent!r} of {to_path!r} does "
                                     "not exist; create the group first")
             if nodes[parent].array is not None:
                 raise InvalidInputError(f"the new parent {'/' + parent!r} is an array")

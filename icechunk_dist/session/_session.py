@@ -8,25 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import AsyncIterator, Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
 import numpy as np
 
 from icechunk_dist import _sync, refs
+from icechunk_dist._documents import check_online
 from icechunk_dist._enums import ChunkType, SessionMode
 from icechunk_dist._types import new_id
-from icechunk_dist.changeset import ChangeSet, MergePolicy
+from icechunk_dist.changeset import ArrayChunks, ChangeSet, MergePolicy
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
     InvalidInputError,
-    NotFoundError,
+    NodeNotFoundError,
     SessionStateError,
 )
 from icechunk_dist.format import (
     KIND_INLINE,
     KIND_NATIVE,
+    KIND_TOMBSTONE,
     KIND_VIRTUAL,
     ChunkTable,
     NodeRecord,
@@ -40,6 +44,8 @@ from icechunk_dist.session._history import History
 from icechunk_dist.session._io import ManifestCache, gather_limited
 from icechunk_dist.session._pipeline import AmendCommit, CommitKind, DataCommit, run_commit
 from icechunk_dist.session._rebase import rebase_onto
+from icechunk_dist.session._reindex import IndexMap, grid_of, reindexed, shifter
+from icechunk_dist.session._rewrite import RewriteCommit, adopt_split_shapes
 from icechunk_dist.session._vrefs import live_locations
 from icechunk_dist.session._writeback import PendingWrites
 from icechunk_dist.session.forks import ForkSession
@@ -48,10 +54,21 @@ from icechunk_dist.storage import Storage, VirtualSources
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
 
-__all__ = ["ChunkStats", "Session", "SessionSavepoint", "commit_source"]
+__all__ = ["ChunkStats", "Session", "SessionSavepoint", "commit_source", "rewrite_manifests"]
 
 _TYPES = {KIND_NATIVE: ChunkType.native, KIND_INLINE: ChunkType.inline,
           KIND_VIRTUAL: ChunkType.virtual}
+
+
+class _PickleRefusedError(SessionStateError, ValueError):
+    """A writable session cannot be pickled (a ``ValueError`` too, as Icechunk's)."""
+
+
+class _MetadataTypeError(InvalidInputError, TypeError):
+    """Commit metadata that cannot be stored (a ``TypeError`` too, as Icechunk's)."""
+
+
+_PickleRefusedError.__module__ = _MetadataTypeError.__module__ = "icechunk_dist"
 
 
 def _norm(path: str) -> str:
@@ -119,11 +136,13 @@ class Session(SessionCore):
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         if not self._read_only:
-            raise SessionStateError(
-                "a writable Session cannot be pickled or sent to another process: its "
-                "change-set would be lost or applied twice. Use session.fork() to get a "
-                "picklable ForkSession for workers, then session.merge(*forks) and "
-                "session.commit(...) on the driver (or icechunk_dist.dask.store_dask)."
+            raise _PickleRefusedError(
+                "You must opt-in to pickle writable sessions in a distributed context using "
+                "Session.fork(): a writable Session cannot be pickled or sent to another "
+                "process, its change-set would be lost or applied twice. Use session.fork() "
+                "to get a picklable ForkSession for workers, then session.merge(*forks) and "
+                "session.commit(...) on the driver (or icechunk_dist.dask.store_dask; for "
+                "xarray, icechunk_dist.xarray.to_icechunk). Read-only sessions pickle."
             )
         return {
             "storage": self._storage, "config": self._config, "genesis": self._genesis,
@@ -198,7 +217,7 @@ class Session(SessionCore):
     def _array_node(self, array_path: str) -> NodeRecord:
         node = self._node(_norm(array_path))
         if node is None:
-            raise NotFoundError(f"no node at {array_path!r}")
+            raise NodeNotFoundError(f"node not found at {array_path!r}: no node at that path")
         if node.array is None:
             raise InvalidInputError(f"{array_path!r} is a group, not an array")
         return node  # type: ignore[no-any-return]
@@ -228,7 +247,7 @@ class Session(SessionCore):
         """
         node = self._node(_norm(path))
         if node is None:
-            raise NotFoundError(f"no node at {path!r}")
+            raise NodeNotFoundError(f"node not found at {path!r}: no node at that path")
         return str(node.node_id)
 
     async def chunk_coordinates(self, array_path: str,
@@ -355,6 +374,106 @@ class Session(SessionCore):
         """Async twin of :meth:`move`."""
         self.move(from_path, to_path)
 
+    # ------------------------------------------------------------------ reindexing
+    def reindex_array(self, array_path: str, forward: IndexMap,
+                      backward: IndexMap | None = None) -> None:
+        """Move the chunks of an array to other chunk indices (Icechunk's ``reindex_array``).
+
+        Every existing chunk inside the array's grid is visited (empty positions are not):
+        ``forward(index)`` gives its new index (a sequence of ints inside the grid), or None
+        to leave it where it is. Only the chunk refs move; no chunk is read or copied. A
+        position a chunk left keeps its old chunk unless ``backward`` is given:
+        ``backward(index)`` is the inverse of ``forward``, and each existing chunk that no
+        chunk moved onto is cleared (reads as the fill value) when ``backward`` gives None
+        for it or the index of an empty position.
+
+        Raises
+        ------
+        NodeNotFoundError
+            If there is no node at ``array_path``.
+        InvalidInputError
+            If it is not an array with a regular chunk grid, or ``forward`` gives an index
+            outside the grid.
+        ReadOnlyError
+            If the session is read-only.
+        """
+        _sync.run(self._reindex(array_path, forward, backward))
+
+    def shift_array(self, array_path: str, chunk_offset: Iterable[int]) -> None:
+        """Shift every chunk of an array by ``chunk_offset`` chunks per dimension (negative:
+        towards 0). Chunks shifted out of the grid are dropped (resize the array first to
+        keep them) and the positions they vacate read as the fill value.
+
+        Raises
+        ------
+        NodeNotFoundError
+            If there is no node at ``array_path``.
+        InvalidInputError
+            If it is not an array with a regular chunk grid, or the offset has the wrong
+            number of dimensions.
+        ReadOnlyError
+            If the session is read-only.
+        """
+        offset = [int(o) for o in chunk_offset]
+        node = self._reindexable(array_path)
+        assert node.array is not None
+        grid = grid_of(node.array.shape, node.array.chunk_shape)
+        if len(offset) != len(grid):
+            raise InvalidInputError(
+                f"chunk_offset has {len(offset)} dimensions, the array {array_path!r} has "
+                f"{len(grid)}")
+        _sync.run(self._reindex(array_path, shifter(offset, grid),
+                                shifter([-o for o in offset], grid)))
+
+    def _reindexable(self, array_path: str) -> NodeRecord:
+        node = self._node(_norm(array_path))
+        if node is None:
+            raise NodeNotFoundError(f"node not found at {array_path!r}: no node at that path")
+        if node.kind != "array":
+            raise InvalidInputError(f"{array_path!r} is a group, not an array")
+        if node.array is None:
+            try:
+                grid = str(json.loads(node.metadata)["chunk_grid"]["name"])
+            except (ValueError, KeyError, TypeError):
+                grid = "unknown"
+            raise InvalidInputError(
+                f"cannot shift or reindex chunks of the array at {array_path!r}: shift_array "
+                "and reindex_array require an array whose metadata declares a `regular` chunk "
+                f"grid, found `{grid}` (chunks of other grids have position-dependent sizes, "
+                "so moving them would corrupt the array)")
+        return node
+
+    async def _reindex(self, array_path: str, forward: IndexMap,
+                       backward: IndexMap | None) -> None:
+        self._check_writable()
+        node = self._reindexable(array_path)
+        assert node.array is not None
+        grid = grid_of(node.array.shape, node.array.chunk_shape)
+        writes = reindexed(await self._live_table(node), grid, forward, backward, array_path)
+        if writes is None:
+            return
+        with self._lock:
+            mine = self._changes.chunks.get(node.node_id)
+            before = mine.table if mine is not None else ChunkTable.empty(writes.ndim)
+            # later rows win: the moves and clears override what the session wrote there
+            self._changes.chunks[node.node_id] = ArrayChunks(
+                writes.ndim, table=ChunkTable.concat([before, writes]).normalized())
+
+    async def _live_table(self, node: NodeRecord) -> ChunkTable:
+        """Every initialized chunk ref of ``node`` (committed and pending), normalized."""
+        tables = []
+        base = self._base_nodes.get(node.path)
+        if base is not None and base.node_id == node.node_id:
+            tables.extend(await gather_limited(
+                [self._manifests.get(self._storage, m.id) for m in base.manifests],
+                self._config.max_concurrent_requests))
+        ac = self._changes.chunks.get(node.node_id)
+        if ac is not None:
+            tables.append(ac.table)
+        ndim = max(1, len(node.array.shape)) if node.array is not None else 1
+        merged = ChunkTable.concat(tables, ndim).normalized()
+        return merged.take(np.flatnonzero(merged.kinds != KIND_TOMBSTONE))
+
     # ------------------------------------------------------------------ fork / merge
     def fork(self) -> ForkSession:
         """A small picklable sub-session for workers. Writes nothing to storage.
@@ -370,7 +489,8 @@ class Session(SessionCore):
         """
         if self._read_only:
             raise SessionStateError(
-                "only a writable session can fork; " + self._read_only_reason()
+                "cannot fork a read-only session (read-only sessions pickle and can be sent "
+                "to workers as they are); " + self._read_only_reason()
             )
         with self._lock:
             inherited = self._changes.copy_metadata()
@@ -470,6 +590,8 @@ class Session(SessionCore):
             If the solver met a conflict it does not resolve.
         SessionStateError
             If there is nothing to commit, or the session is not a writable branch session.
+        ReadOnlyError
+            If the repository status is read-only (``Repository.set_status``).
         """
         return _sync.run(self.commit_async(message, metadata, rebase_with=rebase_with,
                                            rebase_tries=rebase_tries, allow_empty=allow_empty))
@@ -495,18 +617,62 @@ class Session(SessionCore):
         return self._data_commit
 
     def _nothing_to_commit(self, verb: str) -> str:
-        return (f"nothing to {verb}: this session has no changes (pass allow_empty=True to "
-                f"{verb} anyway)")
+        return (f"cannot {verb}, no changes made to the session: nothing to {verb} (pass "
+                f"allow_empty=True to {verb} anyway)")
 
     def _commit_checks(self, verb: str, message: str, metadata: Mapping[str, Any] | None, *,
                        empty: bool) -> dict[str, Any]:
         if self._read_only or self._branch is None:
-            raise SessionStateError(f"cannot {verb}: " + self._read_only_reason())
+            raise SessionStateError(
+                f"cannot {verb}: commits are not allowed on read-only or forked sessions; "
+                + self._read_only_reason())
         if not isinstance(message, str):
             raise InvalidInputError("commit message must be a string")
         if empty:
             raise SessionStateError(self._nothing_to_commit(verb))
-        return {**self._default_commit_metadata, **dict(metadata or {})}
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise _MetadataTypeError(f"commit metadata must be a dict, got {metadata!r}")
+        meta = {**self._default_commit_metadata, **dict(metadata or {})}
+        try:
+            msgspec.json.encode(meta)
+        except (TypeError, msgspec.EncodeError) as e:
+            raise _MetadataTypeError(
+                f"commit metadata must hold JSON values (str, numbers, bools, None, lists, "
+                f"dicts with str keys): {e}") from None
+        return meta
+
+    # ------------------------------------------------------------------ flush
+    def flush(self, message: str, *, metadata: Mapping[str, Any] | None = None) -> str:
+        """Write this session's changes as a new snapshot whose parent is the base, without
+        moving any branch (Icechunk's detached snapshot); return its id. The session is
+        then read-only at it, on no branch. ``repo.reset_branch(branch, id)`` or
+        ``repo.create_tag(tag, id)`` makes it reachable; until then garbage collection
+        deletes it once it is older than the cut-off.
+
+        Raises
+        ------
+        SessionStateError
+            If the session is read-only.
+        ReadOnlyError
+            If the repository status is read-only.
+        InvalidInputError
+            On bad metadata.
+        GCConflictError
+            If a garbage collection deleted objects the snapshot references.
+        """
+        return _sync.run(self.flush_async(message, metadata=metadata))  # type: ignore[no-any-return]
+
+    @_sync.on_io_loop
+    async def flush_async(self, message: str, *,
+                          metadata: Mapping[str, Any] | None = None) -> str:
+        """Async twin of :meth:`flush`."""
+        meta = self._commit_checks("flush", message, metadata, empty=False)
+        # the kind this session commits with (a rearrange session's moves, else its data),
+        # through the pipeline's steps that do not move a branch
+        sid: str = await run_commit(_CommitSource(self), self._commit_kind(), message, meta,
+                                    detached=True)
+        self._branch = None
+        return sid
 
     # ------------------------------------------------------------------ amend
     def amend(self, message: str, *, metadata: Mapping[str, Any] | None = None,
@@ -524,6 +690,8 @@ class Session(SessionCore):
             commit, or has no changes (and ``allow_empty`` is False).
         ConflictError
             If the branch moved since the session began (nothing is changed).
+        ReadOnlyError
+            If the repository status is read-only (``Repository.set_status``).
         """
         return _sync.run(self.amend_async(message, metadata=metadata, allow_empty=allow_empty))
 
@@ -647,6 +815,9 @@ class _CommitSource:
     async def flush(self) -> None:
         await self._s._flush_writes()
 
+    async def check_online(self) -> None:
+        await check_online(self._s._storage, "commit")
+
     def base_and_changes(self) -> tuple[SnapshotData, ChangeSet]:
         with self._s._lock:
             return self._s._base, self._s._changes
@@ -658,6 +829,7 @@ class _CommitSource:
             if s._changes is not expected:  # pragma: no cover - concurrent writes meanwhile
                 raise SessionStateError("the session was written to during its rebase; "
                                         "retry the commit")
+            adopt_split_shapes(changes, base)
             s._set_base(base)
             s._changes = changes
 
@@ -668,3 +840,28 @@ class _CommitSource:
 def commit_source(session: Session) -> _CommitSource:
     """The view of ``session`` that the commit pipeline works on."""
     return _CommitSource(session)
+
+
+async def rewrite_manifests(session: Session, message: str,
+                            metadata: Mapping[str, Any] | None, *, amend: bool) -> str:
+    """Commit ``session`` (fresh, writable, no changes) as a rewrite of every manifest of its
+    base (``Repository.rewrite_manifests``); return the new snapshot id.
+
+    Raises
+    ------
+    BranchMovedError
+        If the branch moved since the session began.
+    ReadOnlyError
+        If the repository status is read-only.
+    InvalidInputError
+        On bad metadata.
+    SessionStateError
+        For an amend of the repository's first commit.
+    """
+    meta = session._commit_checks("commit", message, metadata, empty=False)
+    # Icechunk records the splitting it used under its own key of the commit metadata
+    own = dict(meta.get("__icechunk") or {})
+    own["splitting_config"] = {"split_sizes": session._config.manifest_split_size}
+    meta["__icechunk"] = own
+    return await run_commit(_CommitSource(session), RewriteCommit(amend=amend), message,
+                            meta)

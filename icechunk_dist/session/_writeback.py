@@ -60,7 +60,8 @@ class PendingWrites:
         while (oldest := self._oldest()) is not None:
             await asyncio.wrap_future(oldest)  # its outcome is recorded by _done
         n = len(data)
-        fut = asyncio.run_coroutine_threadsafe(storage.put(key, data), _sync.io_loop())
+        fut = asyncio.run_coroutine_threadsafe(storage.put(key, data, mode="fresh"),
+                                               _sync.io_loop())
         with self._lock:
             self._futs[key] = fut
             self._bytes += n

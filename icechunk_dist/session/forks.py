@@ -98,9 +98,11 @@ def distinct(forks: tuple[ForkSession, ...]) -> tuple[ForkSession, ...]:
     ``session.merge(*results)`` receives it once per task. Any other repeat is refused by
     the merge as a double merge."""
     out: list[ForkSession] = []
+    seen: set[int] = set()
     for f in forks:
-        if f._original and any(g is f for g in out):
+        if f._original and id(f) in seen:
             continue
+        seen.add(id(f))
         out.append(f)
     return tuple(out)
 
@@ -298,8 +300,9 @@ class ForkSession(SessionCore):
             Always: merge the fork into its parent session and commit there.
         """
         raise SessionStateError(
-            "a ForkSession cannot commit: send it back to the driver, merge it with "
-            "session.merge(fork) and commit the parent session"
+            "a ForkSession cannot commit (commits are not allowed on read-only or forked "
+            "sessions): send it back to the driver, merge it with session.merge(fork) and "
+            "commit the parent session"
         )
 
     def child(self) -> ForkSession:

@@ -30,7 +30,7 @@ __all__ = [
     "validate_prefix",
 ]
 
-PutMode = Literal["overwrite", "create"]
+PutMode = Literal["overwrite", "create", "fresh"]
 
 
 class ObjectNotFoundError(NotFoundError):
@@ -255,7 +255,12 @@ class Storage(abc.ABC):
         """Write ``data`` under ``key`` atomically.
 
         ``mode="create"`` is an atomic create-if-absent on every backend: of many concurrent
-        creators exactly one succeeds.
+        creators exactly one succeeds. ``mode="fresh"`` promises that ``key`` is a fresh random
+        name that nobody reads before the writer publishes it (a chunk object, which no
+        manifest names until the commit): a backend may then write it in place, without the
+        staging and rename that make a partial object invisible (local disk does; a partial
+        object of a killed writer is unreferenced garbage, and its length differs from the
+        one a manifest would record).
 
         Raises
         ------

@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Mapping
 
+from icechunk_dist._containers import S3Options
 from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.storage._base import Storage
 from icechunk_dist.storage._obstore import ObstoreStorage
@@ -16,6 +17,7 @@ __all__ = [
     "gcs_storage",
     "in_memory_storage",
     "local_filesystem_storage",
+    "s3_object_store_storage",
     "s3_storage",
 ]
 
@@ -26,7 +28,9 @@ def _name(what: str, value: str) -> str:
     return value
 
 
-def _prefix(prefix: str) -> str:
+def _prefix(prefix: str | None) -> str:
+    if prefix is None:  # Icechunk's spelling of the bucket root
+        return ""
     if not isinstance(prefix, str):
         raise InvalidInputError(f"prefix must be a str, got {type(prefix).__name__}")
     clean = prefix.strip("/")
@@ -79,57 +83,122 @@ def in_memory_storage() -> Storage:
 def s3_storage(
     *,
     bucket: str,
-    prefix: str,
+    prefix: str | None,
     region: str | None = None,
     endpoint_url: str | None = None,
     allow_http: bool = False,
     access_key_id: str | None = None,
     secret_access_key: str | None = None,
     session_token: str | None = None,
-    from_env: bool = False,
+    anonymous: bool | None = None,
+    from_env: bool | None = None,
+    force_path_style: bool = False,
+    requester_pays: bool = False,
 ) -> Storage:
     """Storage under ``prefix`` of an S3 (or S3-compatible) bucket.
 
-    Create-if-absent uses ``If-None-Match: *``, which AWS S3 and most S3-compatible servers honor.
+    Create-if-absent uses ``If-None-Match: *``, which AWS S3 and most S3-compatible servers
+    honor. The keywords are Icechunk's (a subset: see docs/api.md).
 
     Parameters
     ----------
     bucket, prefix
-        Where the repository lives.
+        Where the repository lives; a ``None`` or empty prefix is the bucket root.
     region
         The bucket's region (``us-east-1`` when neither given nor taken from the environment).
     endpoint_url
-        An S3-compatible server (``http://127.0.0.1:9000``); requests then use path style.
+        An S3-compatible server (``http://127.0.0.1:9000``); requests to it are path-style.
     allow_http
         Permit plain-HTTP endpoints.
     access_key_id, secret_access_key, session_token
         Explicit credentials; they travel with a pickled storage.
+    anonymous
+        Send unsigned requests (public buckets). Also what happens when neither keys nor
+        ``from_env`` are given.
     from_env
         Let obstore read ``AWS_*`` variables and instance credentials. Without it and without
         keys, requests are anonymous and nothing is read from the environment.
+    force_path_style
+        Address the bucket path-style (``<endpoint>/<bucket>/<key>``) instead of
+        virtual-hosted style: honoured on AWS; requests to an ``endpoint_url`` are
+        path-style either way.
+    requester_pays
+        Send ``x-amz-request-payer: requester`` with every request.
 
     Raises
     ------
     InvalidInputError
-        If the bucket is malformed or only one of the access key pair is given.
+        If the bucket is malformed, only one of the access key pair is given, or
+        ``anonymous`` is combined with keys or ``from_env``.
     """
     if (access_key_id is None) != (secret_access_key is None):
         raise InvalidInputError("give both access_key_id and secret_access_key, or neither")
+    if anonymous and (access_key_id is not None or from_env):
+        raise InvalidInputError("anonymous=True cannot be combined with access keys or "
+                                "from_env=True")
+    options = S3Options(region=region, endpoint_url=endpoint_url, allow_http=allow_http,
+                        anonymous=bool(anonymous), force_path_style=force_path_style,
+                        requester_pays=requester_pays)
+    return _s3_from_options(
+        bucket, prefix, options, access_key_id=access_key_id,
+        secret_access_key=secret_access_key, session_token=session_token,
+        from_env=bool(from_env))
+
+
+def s3_object_store_storage(
+    *,
+    bucket: str,
+    prefix: str | None,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    allow_http: bool = False,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    session_token: str | None = None,
+    anonymous: bool | None = None,
+    from_env: bool | None = None,
+    force_path_style: bool = False,
+) -> Storage:
+    """Icechunk's S3 storage through the ``object_store`` crate rather than the AWS SDK:
+    here every S3 storage goes through obstore (``object_store``), so this is
+    :func:`s3_storage` with Icechunk's narrower set of keywords.
+
+    Raises
+    ------
+    InvalidInputError
+        As :func:`s3_storage`.
+    """
+    return s3_storage(
+        bucket=bucket, prefix=prefix, region=region, endpoint_url=endpoint_url,
+        allow_http=allow_http, access_key_id=access_key_id,
+        secret_access_key=secret_access_key, session_token=session_token,
+        anonymous=anonymous, from_env=from_env, force_path_style=force_path_style)
+
+
+def _s3_from_options(bucket: str, prefix: str | None, options: S3Options, *,
+                     access_key_id: str | None, secret_access_key: str | None,
+                     session_token: str | None, from_env: bool) -> Storage:
+    """The storage of ``bucket``/``prefix`` reached as ``options`` say."""
     spec = StorageSpec(
         "s3",
         _options(
             bucket=_name("bucket", bucket),
             prefix=_prefix(prefix),
-            region=region,
-            endpoint_url=endpoint_url,
-            allow_http=bool(allow_http),
+            region=options.region,
+            endpoint_url=options.endpoint_url,
+            allow_http=options.allow_http,
+            # only the settings that change requests are recorded, so that a spec written
+            # before they existed compares equal to one that leaves them at their defaults
+            anonymous=options.anonymous or None,
+            force_path_style=options.force_path_style or None,
+            requester_pays=options.requester_pays or None,
         ),
         _secrets(
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
             session_token=session_token,
         ),
-        from_env=bool(from_env),
+        from_env=from_env,
     )
     return ObstoreStorage(spec)
 

@@ -25,6 +25,7 @@ __all__ = [
     "is_staging_key",
     "list_staged",
     "local_size",
+    "put_fresh_local_file",
     "put_local_file",
     "read_local_file",
     "remove_staged",
@@ -132,6 +133,48 @@ def put_local_file(root: str, key: str, data: bytes, *, create: bool = False) ->
         with contextlib.suppress(OSError):
             os.unlink(staged)
         raise _os_error(exc, root, key, "put") from exc
+
+
+def put_fresh_local_file(root: str, key: str, data: bytes, *, create: bool = False) -> None:
+    """Write ``data`` as the new object ``key`` under ``root`` in place: no staging file, no
+    rename (``Storage.put(mode="fresh")``: a random name nobody reads before it is
+    published). A failed write removes what it wrote; a writer killed mid-write leaves a
+    partial, unreferenced object for garbage collection. ``create`` is implied (``O_EXCL``).
+
+    Raises
+    ------
+    ObjectExistsError
+        If the object exists (a fresh name never does).
+    InvalidInputError
+        If a file blocks the root or a directory is where the object must go.
+    StorageError
+        If the file system fails otherwise.
+    """
+    path = os.path.join(root, key)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    try:
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+    except FileExistsError:
+        if os.path.isdir(path):
+            raise _os_error(IsADirectoryError(path), root, key, "put") from None
+        raise ObjectExistsError(f"object {key!r} in local storage already exists",
+                                key=key) from None
+    except OSError as exc:
+        raise _os_error(exc, root, key, "put") from exc
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError as exc:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise _os_error(exc, root, key, "put") from exc
+    os.close(fd)
 
 
 def read_local_file(root: str, key: str, op: str, start: int | None = None,

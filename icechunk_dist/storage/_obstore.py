@@ -39,6 +39,7 @@ from icechunk_dist.storage._local import (
     is_empty_dir,
     list_staged,
     local_size,
+    put_fresh_local_file,
     put_local_file,
     read_local_file,
     remove_staged,
@@ -337,18 +338,22 @@ class ObstoreStorage(Storage):
 
     async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> None:
         validate_key(key)
-        if mode not in ("overwrite", "create"):
-            raise InvalidInputError(f"put mode must be 'overwrite' or 'create', not {mode!r}")
+        if mode not in ("overwrite", "create", "fresh"):
+            raise InvalidInputError(
+                f"put mode must be 'overwrite', 'create' or 'fresh', not {mode!r}")
         local = self._local_root(key)
         if local is not None:
             # the staged file and atomic rename (or hard link, for a create) that obstore's
             # LocalStore does, without the hop to its I/O runtime and back
             create = mode == "create"
+            put = put_fresh_local_file if mode == "fresh" else put_local_file
             if len(data) <= _INLINE_LOCAL_BYTES:
-                put_local_file(local, key, data, create=create)
+                put(local, key, data, create=create)
             else:
-                await asyncio.to_thread(put_local_file, local, key, data, create=create)
+                await asyncio.to_thread(put, local, key, data, create=create)
             return
+        if mode == "fresh":
+            mode = "overwrite"  # one PUT is atomic on object stores already
         store = self._client()
         if len(data) <= _INLINE_PUT_BYTES and self._spec.backend == "memory":
             async def inline_call() -> None:

@@ -80,13 +80,18 @@ def _s3_store(spec: StorageSpec) -> S3Store:
     allow_http = bool(spec.option("allow_http"))
     key_id, secret = spec.secret("access_key_id"), spec.secret("secret_access_key")
     token = spec.secret("session_token")
+    path_style = bool(spec.option("force_path_style"))
     kw: dict[str, Any] = {}
+    if spec.option("requester_pays"):
+        kw["request_payer"] = True
     if spec.from_env:
         # obstore reads AWS_* itself; we only add what was given explicitly
         if region:
             kw["region"] = region
         if endpoint:
             kw.update(endpoint=endpoint, virtual_hosted_style_request=False)
+        elif path_style:
+            kw["virtual_hosted_style_request"] = False
         if key_id and secret:
             kw.update(access_key_id=key_id, secret_access_key=secret)
             if token:
@@ -98,12 +103,15 @@ def _s3_store(spec: StorageSpec) -> S3Store:
         kw.update(region=region, conditional_put="etag")
         if endpoint:  # S3-compatible servers (MinIO, moto, ...) want path-style requests
             kw.update(endpoint=endpoint, virtual_hosted_style_request=False)
+        elif path_style:  # Icechunk's force_path_style=True on AWS
+            kw.update(endpoint=f"https://s3.{region}.amazonaws.com",
+                      virtual_hosted_style_request=False)
         else:
             kw.update(
                 endpoint=f"https://{bucket}.s3.{region}.amazonaws.com",
                 virtual_hosted_style_request=True,
             )
-        if key_id and secret:
+        if key_id and secret and not spec.option("anonymous"):
             kw.update(
                 credential_provider=_StaticS3Credentials(key_id, secret, token),
                 skip_signature=False,

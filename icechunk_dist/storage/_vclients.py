@@ -11,7 +11,13 @@ from urllib.parse import unquote, urlsplit
 
 from obstore.store import GCSStore, HTTPStore, LocalStore, S3Store
 
-from icechunk_dist._containers import ObjectStoreConfig, VirtualChunkContainer
+from icechunk_dist._containers import (
+    GcsConfig,
+    HttpConfig,
+    LocalFileSystemConfig,
+    S3Config,
+    VirtualChunkContainer,
+)
 from icechunk_dist.credentials import (
     AnyCredential,
     Credentials,
@@ -58,7 +64,7 @@ class _S3Provider:
         return "_S3Provider(<redacted>)"
 
 
-def _s3(store: ObjectStoreConfig.S3 | ObjectStoreConfig.S3Compatible,
+def _s3(store: S3Config,
         cred: AnyCredential | None, bucket: str) -> S3Store:
     o = store.options
     inner = cred.credentials if isinstance(cred, Credentials.S3) else None
@@ -80,7 +86,7 @@ def _s3(store: ObjectStoreConfig.S3 | ObjectStoreConfig.S3Compatible,
                    retry_config=OBSTORE_RETRY_CONFIG, **kw)
 
 
-def _gcs(store: ObjectStoreConfig.Gcs, cred: AnyCredential | None, bucket: str) -> GCSStore:
+def _gcs(store: GcsConfig, cred: AnyCredential | None, bucket: str) -> GCSStore:
     inner = cred.credentials if isinstance(cred, Credentials.Gcs) else None
     kw: dict[str, Any] = {}
     if isinstance(inner, GcsCredentials.Anonymous):
@@ -98,7 +104,7 @@ def _gcs(store: ObjectStoreConfig.Gcs, cred: AnyCredential | None, bucket: str) 
                     retry_config=OBSTORE_RETRY_CONFIG, **kw)
 
 
-def _http(store: ObjectStoreConfig.Http, base: str) -> HTTPStore:
+def _http(store: HttpConfig, base: str) -> HTTPStore:
     client: dict[str, Any] = dict(store.opts)
     if store.headers:
         client["default_headers"] = dict(store.headers)
@@ -127,7 +133,7 @@ def client_for(container: VirtualChunkContainer, cred: AnyCredential | None, url
     """
     store = container.store
     parts = urlsplit(url)
-    if isinstance(store, ObjectStoreConfig.LocalFileSystem):
+    if isinstance(store, LocalFileSystemConfig):
         path = unquote(parts.path)
         _no_dot_segments(url, path)
         where = store.path.rstrip("/") or "/"
@@ -139,8 +145,7 @@ def client_for(container: VirtualChunkContainer, cred: AnyCredential | None, url
                 "container", key=url)
         key = norm[len(inside):]
         ident: tuple[Any, ...] = (os.getpid(), "file", where)
-    elif isinstance(store, (ObjectStoreConfig.S3, ObjectStoreConfig.S3Compatible,
-                            ObjectStoreConfig.Gcs)):
+    elif isinstance(store, (S3Config, GcsConfig)):
         where = parts.netloc
         key = unquote(parts.path.lstrip("/"))
         ident = (os.getpid(), container, cred, where)
@@ -154,14 +159,18 @@ def client_for(container: VirtualChunkContainer, cred: AnyCredential | None, url
         client = _CLIENTS.get(ident)
     if client is None:
         try:
-            if isinstance(store, ObjectStoreConfig.LocalFileSystem):
+            if isinstance(store, LocalFileSystemConfig):
                 client = LocalStore(prefix=where)
-            elif isinstance(store, ObjectStoreConfig.Gcs):
+            elif isinstance(store, GcsConfig):
                 client = _gcs(store, cred, where)
-            elif isinstance(store, ObjectStoreConfig.Http):
+            elif isinstance(store, HttpConfig):
                 client = _http(store, where)
-            else:
+            elif isinstance(store, S3Config):  # S3-compatible and Tigris too
                 client = _s3(store, cred, where)
+            else:  # containers refuse other stores when they are made
+                raise VirtualChunkAccessError(
+                    f"cannot read virtual chunk {url!r}: a {type(store).__name__} store "
+                    "holds no virtual chunks", key=url)
         except Exception as exc:  # e.g. a directory that does not exist
             raise StorageError(
                 f"cannot read virtual chunk {url!r}: {str(exc).strip().splitlines()[0]}",

@@ -96,6 +96,18 @@ class StorageTests:
         await storage.put("empty", b"")
         assert await storage.get("empty") == b""
 
+    async def test_fresh_puts_read_back_whole(self, storage: Storage) -> None:
+        """``mode="fresh"`` (a new random name, e.g. a chunk object): the object reads back
+        whole, under a new directory too, and lists like any other; a bad mode is refused."""
+        data = bytes(range(256)) * 40
+        await storage.put("chunks/fresh1", data, mode="fresh")
+        await storage.put("deep/new/dir/fresh2", b"x", mode="fresh")
+        assert await storage.get("chunks/fresh1") == data
+        assert await storage.get("deep/new/dir/fresh2") == b"x"
+        assert {m.key for m in storage.list_sync("chunks/")} >= {"chunks/fresh1"}
+        with pytest.raises(InvalidInputError, match="fresh"):
+            await storage.put("chunks/bad", b"x", mode="sideways")  # type: ignore[arg-type]
+
     async def test_overwrite(self, storage: Storage) -> None:
         await storage.put("k", b"one")
         await storage.put("k", b"two", mode="overwrite")
