@@ -16,8 +16,8 @@ One run, on one ``distributed.LocalCluster`` (2 worker processes x 1 thread by d
    - 30,000 chunks of 4 KiB (1,000 chunks per dask block);
 2. reading the 1 GiB array back through dask (``da.from_zarr(...).sum()``), both sides;
 3. in-process ``session.merge`` of forks and ``commit`` of columnar change-sets;
-4. the rows of ``benchmarks/core.py``, ``benchmarks/branch_tip.py`` and
-   ``benchmarks/ingest.py`` (each imported if present; "not available" otherwise).
+4. the rows of ``benchmarks/core.py``, ``benchmarks/branch_tip.py``, ``benchmarks/ingest.py``
+   and ``benchmarks/virtual.py`` (each imported if present; "not available" otherwise).
 
 Timings are medians of ``--repeat`` runs (3 at full size), the order of the two sides
 alternating between runs. Other jobs may share the machine: compare ratios, not absolute
@@ -492,10 +492,10 @@ def _branch_tip_rows(mod: Any, sz: Sizes) -> list[dict[str, Any]]:
 
 
 def imported_rows(sz: Sizes, workdir: Path, workers: int) -> list[tuple[str, list[Any] | str]]:
-    """(module, rows or the reason there are none) for core, branch_tip and ingest."""
+    """(module, rows or the reason there are none) for core, branch_tip, ingest, virtual."""
     smoke = sz.label != "full"
     out: list[tuple[str, list[Any] | str]] = []
-    for name in ("core", "branch_tip", "ingest"):
+    for name in ("core", "branch_tip", "ingest", "virtual"):
         try:
             mod = _load(name)
             if mod is None:
@@ -511,6 +511,8 @@ def imported_rows(sz: Sizes, workdir: Path, workers: int) -> list[tuple[str, lis
                 continue
             elif name == "ingest":
                 rows = mod.run(smoke, workers=workers, workdir=str(workdir / "ingest"))
+            elif name == "virtual":  # smoke: tiny and in-process (no cluster of its own)
+                rows = mod.run(smoke, workers=workers, workdir=str(workdir / "virtual"))
             else:
                 rows = mod.run(smoke)
             out.append((name, list(rows)))
@@ -835,7 +837,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"      {r['config']}")
         print()
     if imported:
-        print("Rows of benchmarks/core.py, benchmarks/branch_tip.py, benchmarks/ingest.py")
+        print("Rows of benchmarks/core.py, benchmarks/branch_tip.py, benchmarks/ingest.py, "
+              "benchmarks/virtual.py")
         for name, rows in imported:
             if isinstance(rows, str):
                 print(f"  [{name}] {rows}")

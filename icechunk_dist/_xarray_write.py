@@ -428,11 +428,15 @@ def _write_lazy(session: Session, lazy: list[tuple[Any, Any, Any]], *,
 
 def session_for(source: Any, *, branch: str | None = None, tag: str | None = None,
                 snapshot_id: str | None = None,
-                storage_options: Mapping[str, Any] | None = None) -> Session | ForkSession:
+                storage_options: Mapping[str, Any] | None = None,
+                authorize_virtual_chunk_access: Mapping[str, Any] | None = None
+                ) -> Session | ForkSession:
     """The session ``source`` names: a path or URL (opened with
     :func:`icechunk_dist.storage.from_url` and ``storage_options``), a ``Storage``, a
     ``Repository`` (a read-only session at ``branch``, ``tag`` or ``snapshot_id``; default
-    the tip of ``main``), or a session or fork itself.
+    the tip of ``main``), or a session or fork itself. A repository opened here is
+    authorized to read the virtual chunk containers ``authorize_virtual_chunk_access``
+    names (url prefix -> credentials, as ``Repository.open``).
 
     Raises
     ------
@@ -453,15 +457,20 @@ def session_for(source: Any, *, branch: str | None = None, tag: str | None = Non
         if branch is not None or tag is not None or snapshot_id is not None:
             raise InvalidInputError("branch=, tag= and snapshot_id= name a version of a "
                                     "repository; this is already a session")
-        if storage_options:
-            raise InvalidInputError("storage_options go with a path or URL, not a session")
+        if storage_options or authorize_virtual_chunk_access:
+            raise InvalidInputError("storage_options and authorize_virtual_chunk_access go "
+                                    "with a path, URL or Storage, not a session")
         return source
     if isinstance(source, str | os.PathLike):
         source = from_url(source, **dict(storage_options or {}))
     elif storage_options:
         raise InvalidInputError("storage_options go with a path or URL")
     if isinstance(source, Storage):
-        source = Repository.open(source)
+        source = Repository.open(
+            source, authorize_virtual_chunk_access=authorize_virtual_chunk_access)
+    elif authorize_virtual_chunk_access:
+        raise InvalidInputError("authorize_virtual_chunk_access goes with a path, URL or "
+                                "Storage; authorize a Repository when you open it")
     if not isinstance(source, Repository):
         raise InvalidInputError(
             "expected a repository path or URL, a Storage, a Repository or a session, got "
@@ -473,6 +482,7 @@ def session_for(source: Any, *, branch: str | None = None, tag: str | None = Non
 def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = None,
                  snapshot_id: str | None = None, group: str | None = None,
                  chunks: Any = None, storage_options: Mapping[str, Any] | None = None,
+                 authorize_virtual_chunk_access: Mapping[str, Any] | None = None,
                  **kwargs: Any) -> xr.Dataset:
     """The xarray dataset in a repository or session, in one line, lazily with dask when it
     is installed::
@@ -498,6 +508,9 @@ def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = No
     storage_options
         Keywords of the storage factory for a path or URL (``region``, ``endpoint_url``,
         ``allow_http``, credentials...), as :func:`icechunk_dist.storage.from_url` takes.
+    authorize_virtual_chunk_access
+        For a path, URL or ``Storage``: the virtual chunk containers to read (url prefix
+        -> credentials, as ``Repository.open``; docs/virtual.md).
     **kwargs
         Passed to ``xr.open_zarr`` (``decode_times``, ``drop_variables``...).
 
@@ -512,7 +525,8 @@ def open_dataset(source: Any, *, branch: str | None = None, tag: str | None = No
     """
     xarray_mod = require_xarray()
     session = session_for(source, branch=branch, tag=tag, snapshot_id=snapshot_id,
-                          storage_options=storage_options)
+                          storage_options=storage_options,
+                          authorize_virtual_chunk_access=authorize_virtual_chunk_access)
     if chunks is None and _has_dask():
         chunks = {}  # dask arrays with the Zarr chunks
     try:

@@ -98,9 +98,18 @@ class ArrayChunks:
         self._note(coord)
 
     def set_virtual(self, coord: tuple[int, ...], url: str, offset: int, length: int,
-                    etag: str | None) -> None:
-        self._builder.add_virtual(coord, url, offset, length, etag)
+                    etag: str | None, modified: int = 0) -> None:
+        self._builder.add_virtual(coord, url, offset, length, etag, modified)
         self._note(coord)
+
+    def set_table(self, table: ChunkTable) -> None:
+        """Record every row of ``table`` (many refs at once, e.g. virtual refs); its rows
+        come after, and override, everything written before."""
+        self.fold()
+        if not len(self._table):
+            self._table = table.normalized()
+        else:
+            self._table = ChunkTable.concat([self._table, table]).normalized()
 
     def delete(self, coord: tuple[int, ...]) -> None:
         self._builder.add_tombstone(coord)
@@ -415,6 +424,8 @@ def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) 
             & np.all(cat.ids[a] == cat.ids[b], axis=1)
             & (cat.offsets[a] == cat.offsets[b])
             & (cat.lengths[a] == cat.lengths[b])
+            # one location (url, etag, modified) has one index in a concatenation
+            & (cat.url_idx[a] == cat.url_idx[b])
         )
         if cat.digests is not None:
             # two native writes of the same bytes (content digests recorded at write time)

@@ -2,16 +2,19 @@
 the repository (``Repository.save_config``) and validated when built, changed and loaded.
 
 ``RepositoryConfig`` composes ``CompressionConfig``, ``CachingConfig`` and ``ManifestConfig``
-(which holds a ``ManifestSplittingConfig``). A field left ``None`` means "the default"; the
-getters of the settings this library uses return the effective value, never ``None``.
+(which holds a ``ManifestSplittingConfig``) and holds the virtual chunk containers. A field
+left ``None`` means "the default"; the getters of the settings this library uses return the
+effective value, never ``None``.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
+from icechunk_dist._containers import VirtualChunkContainer
 from icechunk_dist.errors import InvalidInputError
 
 __all__ = [
@@ -287,6 +290,10 @@ class RepositoryConfig(_Config):
         Upper bound on concurrent object-store requests of one operation (default 64).
     caching
         A :class:`CachingConfig`.
+    virtual_chunk_containers
+        The :class:`~icechunk_dist.virtual.VirtualChunkContainer` objects virtual chunks may
+        be read from (a mapping whose values are containers, or an iterable of them); see
+        :meth:`set_virtual_chunk_container`.
     manifest
         A :class:`ManifestConfig` (its splitting sets the chunk refs per manifest split).
     manifest_split_size, compression_level
@@ -299,7 +306,7 @@ class RepositoryConfig(_Config):
     """
 
     _fields = ("inline_chunk_threshold_bytes", "get_partial_values_concurrency", "compression",
-               "max_concurrent_requests", "caching", "manifest")
+               "max_concurrent_requests", "caching", "manifest", "virtual_chunk_containers")
 
     def __init__(
         self,
@@ -320,11 +327,13 @@ class RepositoryConfig(_Config):
                 "StorageSettings are not part of the repository config in icechunk_dist: "
                 "pass retry and concurrency settings to the storage factory"
             )
+        self._virtual_chunk_containers: dict[str, VirtualChunkContainer] = {}
         if virtual_chunk_containers:
-            raise InvalidInputError(
-                "virtual chunk containers are not configured in icechunk_dist: virtual "
-                "chunks are read with the repository's own storage credentials"
-            )
+            items = (virtual_chunk_containers.values()
+                     if isinstance(virtual_chunk_containers, Mapping)
+                     else virtual_chunk_containers)
+            for c in items:
+                self.set_virtual_chunk_container(c)
         self.inline_chunk_threshold_bytes = inline_chunk_threshold_bytes
         self.get_partial_values_concurrency = get_partial_values_concurrency
         self.compression = compression
@@ -401,10 +410,38 @@ class RepositoryConfig(_Config):
         """Always None: storage settings belong to the storage objects here."""
         return None
 
+    # virtual chunk containers ------------------------------------------------------------
     @property
-    def virtual_chunk_containers(self) -> None:
-        """Always None: virtual chunk containers are not configured here."""
-        return None
+    def virtual_chunk_containers(self) -> dict[str, VirtualChunkContainer] | None:
+        """The containers virtual chunks may be read from, by name (named containers) or
+        url prefix, or None if there are none (as Icechunk's)."""
+        return dict(self._virtual_chunk_containers) or None
+
+    def set_virtual_chunk_container(self, cont: VirtualChunkContainer) -> None:
+        """Add or replace a container: a named one replaces the container of that name, an
+        unnamed one the container of its url prefix. Saved by ``Repository.save_config``.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``cont`` is not a VirtualChunkContainer.
+        """
+        if not isinstance(cont, VirtualChunkContainer):
+            raise InvalidInputError("set_virtual_chunk_container takes a "
+                                    f"VirtualChunkContainer, got {type(cont).__name__}")
+        self._virtual_chunk_containers[cont.name or cont.url_prefix] = cont
+
+    def get_virtual_chunk_container(self, name: str) -> VirtualChunkContainer | None:
+        """The container named ``name`` (or whose url prefix is ``name``), or None."""
+        return self._virtual_chunk_containers.get(name)
+
+    def clear_virtual_chunk_containers(self) -> None:
+        """Remove every container."""
+        self._virtual_chunk_containers = {}
+
+    def containers(self) -> list[VirtualChunkContainer]:
+        """Every container (ours: a list, in the order they were set)."""
+        return list(self._virtual_chunk_containers.values())
 
     # effective values used by the library -------------------------------------------------
     @property
@@ -452,7 +489,13 @@ class RepositoryConfig(_Config):
         nested configs merged field by field (as Icechunk's ``merge``)."""
         if not isinstance(other, RepositoryConfig):
             raise InvalidInputError("can only merge a RepositoryConfig")
-        return RepositoryConfig.from_dict(_deep_merge(self.to_dict(), other.to_dict()))
+        a, b = self.to_dict(), other.to_dict()
+        # containers of ``other`` extend ours (a container of the same key replaces ours)
+        conts = [*a.pop("virtual_chunk_containers", []), *b.pop("virtual_chunk_containers", [])]
+        merged = _deep_merge(a, b)
+        if conts:
+            merged["virtual_chunk_containers"] = conts
+        return RepositoryConfig.from_dict(merged)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings given (not the defaults), as plain JSON-like values."""
@@ -466,6 +509,9 @@ class RepositoryConfig(_Config):
             sub = getattr(self, "_" + f)
             if sub is not None and sub.to_dict():
                 out[f] = sub.to_dict()
+        if self._virtual_chunk_containers:
+            out["virtual_chunk_containers"] = [
+                c.to_dict() for c in self._virtual_chunk_containers.values()]
         return out
 
     @classmethod
@@ -485,6 +531,10 @@ class RepositoryConfig(_Config):
         extra = set(d) - set(cls._fields)
         if extra:
             raise InvalidInputError(f"invalid repository config: unknown fields {sorted(extra)}")
+        conts = d.get("virtual_chunk_containers") or []
+        if not isinstance(conts, Iterable) or isinstance(conts, (str, Mapping)):
+            raise InvalidInputError("invalid repository config: virtual_chunk_containers "
+                                    "must be a list")
         try:
             out = cls(
                 inline_chunk_threshold_bytes=d.get("inline_chunk_threshold_bytes"),
@@ -497,6 +547,7 @@ class RepositoryConfig(_Config):
                 manifest=(None if d.get("manifest") is None
                           else ManifestConfig.from_dict(d["manifest"])),
                 manifest_split_size=split, compression_level=level,
+                virtual_chunk_containers=[VirtualChunkContainer.from_dict(c) for c in conts],
             )
         except (TypeError, AttributeError) as e:
             raise InvalidInputError(f"invalid repository config: {e}") from None

@@ -37,7 +37,9 @@ __all__ = [
     "RepositoryNotFoundError",
     "SessionStateError",
     "SnapshotNotFoundError",
+    "SourceChangedError",
     "StorageError",
+    "VirtualChunkAccessError",
 ]
 
 
@@ -66,6 +68,8 @@ class ErrorKind(Enum):
     REF_NOT_FOUND = 19
     INTERNAL = 20
     READ_ONLY_REPOSITORY = 21
+    VIRTUAL_ACCESS = 22
+    SOURCE_CHANGED = 23
 
 
 def _restore_error(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
@@ -349,6 +353,34 @@ class StorageError(IcechunkDistError):
         super().__init__(message)
 
 
+class VirtualChunkAccessError(StorageError):
+    """A virtual chunk was not read because reading it is not allowed: no virtual chunk
+    container of the repository's config covers its URL, or the container that does was
+    not authorized (``authorize_virtual_chunk_access=`` of ``Repository.open``). Nothing was
+    fetched.
+
+    Attributes
+    ----------
+    key
+        The URL that was refused.
+    """
+
+    kind = ErrorKind.VIRTUAL_ACCESS
+
+
+class SourceChangedError(StorageError):
+    """The object a virtual chunk points into changed since the ref was recorded (its etag
+    differs, or it was modified after the recorded time): its bytes were not returned.
+
+    Attributes
+    ----------
+    key
+        The URL of the changed object.
+    """
+
+    kind = ErrorKind.SOURCE_CHANGED
+
+
 class InternalError(IcechunkDistError):
     """A bug in icechunk_dist: an invariant that should always hold did not. Please report it
     with the message."""
@@ -395,6 +427,8 @@ for _cls in (
     InvalidInputError,
     SessionStateError,
     StorageError,
+    VirtualChunkAccessError,
+    SourceChangedError,
     FormatError,
 ):
     _cls.__module__ = "icechunk_dist"

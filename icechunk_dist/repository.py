@@ -32,6 +32,7 @@ from icechunk_dist._opslog import Update
 from icechunk_dist._types import parse_id
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.conflicts import ConflictSolver
+from icechunk_dist.credentials import AnyCredential, normalize_authorization
 from icechunk_dist.errors import (
     AlreadyExistsError,
     BranchMovedError,
@@ -43,7 +44,7 @@ from icechunk_dist.session import Diff, Session
 from icechunk_dist.session._io import REPO_KEY, read_snapshot
 from icechunk_dist.session._rearrange import RearrangeSession
 from icechunk_dist.session._session import rewrite_manifests
-from icechunk_dist.storage import Storage
+from icechunk_dist.storage import Storage, VirtualSources
 
 __all__ = ["Repository", "SnapshotInfo", "SpecVersion"]
 
@@ -76,9 +77,9 @@ def _check_spec_version(value: Any, name: str) -> None:
 
 
 def _restore(cls: type[Repository], storage: Storage, info: RepoInfo,
-             config: RepositoryConfig, default_commit_metadata: dict[str, Any]
-             ) -> Repository:
-    repo = cls(storage, info, config)
+             config: RepositoryConfig, default_commit_metadata: dict[str, Any],
+             authorized: Mapping[str, Any] | None = None) -> Repository:
+    repo = cls(storage, info, config, authorized)
     repo._default_commit_metadata = default_commit_metadata
     return repo
 
@@ -98,19 +99,30 @@ class Repository:
     """
 
     def __init__(self, storage: Storage, info: RepoInfo,
-                 config: RepositoryConfig | None = None) -> None:
+                 config: RepositoryConfig | None = None,
+                 authorize: Mapping[str, AnyCredential | None] | None = None) -> None:
         self._storage = storage
         self._info = info
         self._config = config if config is not None else RepositoryConfig.from_dict(info.config)
         self._default_commit_metadata: dict[str, Any] = {}
+        # the virtual chunk containers sessions may read (docs/virtual.md)
+        self._authorized = normalize_authorization(authorize)
+        self._virtual = VirtualSources(self._config.containers(), self._authorized,
+                                       self._config.max_concurrent_requests)
 
     def __repr__(self) -> str:
         return f"<icechunk_dist.Repository at {self._storage.describe()}>"
 
     def __reduce__(self) -> Any:
-        # the default commit metadata travels with the repository, as Icechunk's does
+        # the default commit metadata and the authorization travel with the repository
         return (_restore, (type(self), self._storage, self._info, self._config,
-                           dict(self._default_commit_metadata)))
+                           dict(self._default_commit_metadata), self._authorized))
+
+    @property
+    def authorized_virtual_container_prefixes(self) -> set[str]:
+        """The url prefixes of the virtual chunk containers this repository object may read
+        (``authorize_virtual_chunk_access``)."""
+        return set(self._authorized)
 
     @property
     def storage(self) -> Storage:
@@ -129,7 +141,8 @@ class Repository:
     # ------------------------------------------------------------------ lifecycle
     @classmethod
     def create(cls, storage: Storage, config: RepositoryConfig | None = None, *,
-               spec_version: SpecVersion | int | None = None) -> Self:
+               spec_version: SpecVersion | int | None = None,
+               authorize_virtual_chunk_access: Mapping[str, Any] | None = None) -> Self:
         """Create a new repository with an empty initial snapshot on branch ``main``.
 
         Parameters
@@ -141,29 +154,39 @@ class Repository:
         spec_version
             Icechunk's format version: None or 2 (:class:`SpecVersion`); the repository is
             written in icechunk_dist's format, which has every feature of version 2.
+        authorize_virtual_chunk_access
+            As :meth:`open`: the virtual chunk containers sessions of this object may read,
+            url prefix -> credentials.
 
         Raises
         ------
         AlreadyExistsError
             If a repository already exists at this location.
         InvalidInputError
-            If ``config`` is not a RepositoryConfig, or ``spec_version`` is 1.
+            If ``config`` is not a RepositoryConfig, ``spec_version`` is 1, or the
+            authorization is not a mapping of url prefix to credentials.
         StorageError
             If the backend ignores create-only writes (refs rely on them).
         """
-        return _sync.run(cls.create_async(storage, config, spec_version=spec_version))
+        return _sync.run(cls.create_async(
+            storage, config, spec_version=spec_version,
+            authorize_virtual_chunk_access=authorize_virtual_chunk_access))
 
     @classmethod
     @_sync.on_io_loop
     async def create_async(cls, storage: Storage, config: RepositoryConfig | None = None, *,
-                           spec_version: SpecVersion | int | None = None) -> Self:
+                           spec_version: SpecVersion | int | None = None,
+                           authorize_virtual_chunk_access: Mapping[str, Any] | None = None
+                           ) -> Self:
         """Async twin of :meth:`create`."""
         _check_spec_version(spec_version, "spec_version")
+        authorized = normalize_authorization(authorize_virtual_chunk_access)
         info = await _marker.create_repository(storage, config or RepositoryConfig())
-        return cls(storage, info)
+        return cls(storage, info, None, authorized)
 
     @classmethod
-    def open(cls, storage: Storage, config: RepositoryConfig | None = None) -> Self:
+    def open(cls, storage: Storage, config: RepositoryConfig | None = None, *,
+             authorize_virtual_chunk_access: Mapping[str, Any] | None = None) -> Self:
         """Open an existing repository.
 
         Parameters
@@ -173,6 +196,10 @@ class Repository:
         config
             Settings merged over the repository's saved config (its non-None fields win);
             not persisted unless :meth:`save_config` is called.
+        authorize_virtual_chunk_access
+            url prefix -> credentials (``icechunk_dist.credentials``) or None, for each
+            virtual chunk container of the config that sessions may read; virtual chunks
+            of any other container are refused (``VirtualChunkAccessError``). Never saved.
 
         Raises
         ------
@@ -181,23 +208,31 @@ class Repository:
         FormatError
             If the repository marker or its saved config is unreadable or invalid.
         InvalidInputError
-            If ``config`` is not a RepositoryConfig.
+            If ``config`` is not a RepositoryConfig, or the authorization is not a mapping
+            of url prefix to credentials.
         """
-        return _sync.run(cls.open_async(storage, config))
+        return _sync.run(cls.open_async(
+            storage, config, authorize_virtual_chunk_access=authorize_virtual_chunk_access))
 
     @classmethod
     @_sync.on_io_loop
     async def open_async(cls, storage: Storage,
-                         config: RepositoryConfig | None = None) -> Self:
+                         config: RepositoryConfig | None = None, *,
+                         authorize_virtual_chunk_access: Mapping[str, Any] | None = None
+                         ) -> Self:
         """Async twin of :meth:`open`."""
+        authorized = normalize_authorization(authorize_virtual_chunk_access)
         info, merged = await _marker.open_repository(storage, config)
-        return cls(storage, info, merged)
+        return cls(storage, info, merged, authorized)
 
     @classmethod
     def open_or_create(cls, storage: Storage, config: RepositoryConfig | None = None, *,
-                       create_version: SpecVersion | int | None = None) -> Self:
+                       create_version: SpecVersion | int | None = None,
+                       authorize_virtual_chunk_access: Mapping[str, Any] | None = None
+                       ) -> Self:
         """Open the repository at ``storage`` (with ``config`` merged over its saved one),
         creating it with ``config`` first if there is none (safe if two processes race).
+        ``authorize_virtual_chunk_access`` as :meth:`open`.
 
         ``create_version`` is Icechunk's format version for a repository that has to be
         created: None or 2 (:class:`SpecVersion`), as for :meth:`create`.
@@ -207,25 +242,32 @@ class Repository:
         FormatError
             If an existing repository's marker or saved config is invalid.
         InvalidInputError
-            If ``config`` is not a RepositoryConfig, or ``create_version`` is 1.
+            If ``config`` is not a RepositoryConfig, ``create_version`` is 1, or the
+            authorization is not a mapping of url prefix to credentials.
         """
-        return _sync.run(cls.open_or_create_async(storage, config,
-                                                  create_version=create_version))
+        return _sync.run(cls.open_or_create_async(
+            storage, config, create_version=create_version,
+            authorize_virtual_chunk_access=authorize_virtual_chunk_access))
 
     @classmethod
     @_sync.on_io_loop
     async def open_or_create_async(cls, storage: Storage,
                                    config: RepositoryConfig | None = None, *,
-                                   create_version: SpecVersion | int | None = None) -> Self:
+                                   create_version: SpecVersion | int | None = None,
+                                   authorize_virtual_chunk_access: Mapping[str, Any] | None
+                                   = None) -> Self:
         """Async twin of :meth:`open_or_create`."""
         _check_spec_version(create_version, "create_version")
+        auth = authorize_virtual_chunk_access
         try:
-            return await cls.open_async(storage, config)
+            return await cls.open_async(storage, config, authorize_virtual_chunk_access=auth)
         except RepositoryNotFoundError:
             try:
-                return await cls.create_async(storage, config)
+                return await cls.create_async(storage, config, spec_version=create_version,
+                                              authorize_virtual_chunk_access=auth)
             except AlreadyExistsError:  # created concurrently by someone else
-                return await cls.open_async(storage, config)
+                return await cls.open_async(storage, config,
+                                            authorize_virtual_chunk_access=auth)
 
     @staticmethod
     def exists(storage: Storage) -> bool:
@@ -305,9 +347,12 @@ class Repository:
         await check_online(self._storage, "save the config")
         await _documents.save_config(self._storage, self._config)
 
-    def reopen(self, config: RepositoryConfig | None = None) -> Self:
+    def reopen(self, config: RepositoryConfig | None = None, *,
+               authorize_virtual_chunk_access: Any = ...) -> Self:
         """A new repository object on the same storage with ``config`` merged over this
         one's (not saved: call :meth:`save_config` on the result to persist it). No I/O.
+        ``authorize_virtual_chunk_access``: replaces this object's authorization (None:
+        nothing authorized); left out, it is kept.
 
         As Icechunk's, the new object starts without default commit metadata
         (:meth:`set_default_commit_metadata` belongs to one repository object).
@@ -315,15 +360,18 @@ class Repository:
         Raises
         ------
         InvalidInputError
-            If ``config`` is not a RepositoryConfig.
+            If ``config`` is not a RepositoryConfig, or the authorization is invalid.
         """
         new = self._config.copy() if config is None else self._config.merge(config)
-        return type(self)(self._storage, self._info, new)
+        auth = (self._authorized if authorize_virtual_chunk_access is ...
+                else authorize_virtual_chunk_access)
+        return type(self)(self._storage, self._info, new, normalize_authorization(auth))
 
     @_sync.on_io_loop
-    async def reopen_async(self, config: RepositoryConfig | None = None) -> Self:
+    async def reopen_async(self, config: RepositoryConfig | None = None, *,
+                           authorize_virtual_chunk_access: Any = ...) -> Self:
         """Async twin of :meth:`reopen`."""
-        return self.reopen(config)
+        return self.reopen(config, authorize_virtual_chunk_access=authorize_virtual_chunk_access)
 
     # ------------------------------------------------------------------ metadata
     @property
@@ -953,7 +1001,7 @@ class Repository:
         sid = await self._resolve(branch=branch, tag=tag, snapshot_id=snapshot_id)
         snap = await read_snapshot(self._storage, sid)
         return Session(storage=self._storage, config=self._config, genesis=self._genesis,
-                       base=snap, branch=branch, read_only=True)
+                       base=snap, branch=branch, read_only=True, virtual=self._virtual)
 
     def writable_session(self, branch: str) -> Session:
         """A session that records changes and commits them to ``branch``.
@@ -1007,7 +1055,8 @@ class Repository:
         snap = await read_snapshot(self._storage, tip.snapshot_id)
         return kind(storage=self._storage, config=config, genesis=self._genesis, base=snap,
                     branch=branch, read_only=False, branch_tip=tip,
-                    default_commit_metadata=self._default_commit_metadata)
+                    default_commit_metadata=self._default_commit_metadata,
+                    virtual=self._virtual)
 
     @contextlib.contextmanager
     def transaction(self, branch: str, *, message: str,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
 
 from zarr.abc.store import (
     ByteRequest,
@@ -16,8 +17,19 @@ from zarr.abc.store import (
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 
 from icechunk_dist.errors import InvalidInputError, NotFoundError, ReadOnlyError
+from icechunk_dist.format import (
+    VirtualChunkSpec,
+    grid_to_columns,
+    micros,
+    specs_to_columns,
+    split_checksum,
+    virtual_table,
+)
 from icechunk_dist.session._storeslot import register_store_class
 from icechunk_dist.storage import Storage
+
+if TYPE_CHECKING:
+    from icechunk_dist.format import ChunkTable
 
 __all__ = ["PRIVATE_DIR", "IcechunkStore", "StoreBackend"]
 
@@ -61,7 +73,12 @@ class StoreBackend(Protocol):
     async def set_key(self, key: str, data: bytes) -> None: ...
 
     async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
-                              etag: str | None) -> None: ...
+                              etag: str | None, modified: int = 0, *,
+                              validate_container: bool = False) -> None: ...
+
+    async def set_virtual_table(self, array_path: str, make: Callable[[int], ChunkTable], *,
+                                validate_containers: bool = True
+                                ) -> list[tuple[int, ...]] | None: ...
 
     async def delete_key(self, key: str) -> None: ...
 
@@ -279,24 +296,149 @@ class IcechunkStore(Store):
         _check_zarr_key(key)
         await self._session.set_key(key, value.to_bytes())
 
+    # ------------------------------------------------------------------ virtual refs
     def set_virtual_ref(self, key: str, location: str, *, offset: int, length: int,
-                        checksum: str | None = None) -> None:
+                        checksum: str | datetime | None = None,
+                        validate_container: bool = True) -> None:
         """Point chunk ``key`` at ``length`` bytes at ``offset`` of an existing object
-        (``file://`` path, or ``s3://`` on an S3 repository) instead of copying it.
+        (a URL such as ``s3://bucket/file.nc`` or ``file:///data/file.nc``) instead of
+        copying it; reads need an authorized virtual chunk container (docs/virtual.md).
 
-        ``checksum`` is the object's etag: reads fail if the object changed since.
+        ``checksum`` is the object's etag, or a timezone-aware time: reads fail if the
+        object changed (etag differs, or modified after that time) since.
 
         Raises
         ------
         ReadOnlyError
             Through a read-only store.
         InvalidInputError
-            On a bad key or location.
+            On a bad key or location, or (``validate_container``) a location that no
+            virtual chunk container of the config covers.
         """
         from icechunk_dist import _sync
 
         self._check_writable()
-        _sync.run(self._session.set_virtual_key(key, location, offset, length, checksum))
+        _sync.run(self.set_virtual_ref_async(key, location, offset=offset, length=length,
+                                             checksum=checksum,
+                                             validate_container=validate_container))
+
+    async def set_virtual_ref_async(self, key: str, location: str, *, offset: int,
+                                    length: int, checksum: str | datetime | None = None,
+                                    validate_container: bool = True) -> None:
+        """Async twin of :meth:`set_virtual_ref`."""
+        self._check_writable()
+        etag, modified = split_checksum(checksum)
+        await self._session.set_virtual_key(key, location, offset, length, etag, modified,
+                                            validate_container=validate_container)
+
+    def set_virtual_refs(self, array_path: str, chunks: Sequence[VirtualChunkSpec], *,
+                         validate_containers: bool = True) -> list[tuple[int, ...]] | None:
+        """Store many virtual refs of the array at ``array_path`` at once (Icechunk's).
+
+        Columnar inside: the specs become numpy columns and one table. For millions of refs,
+        :meth:`set_virtual_refs_columns` skips the per-ref spec objects.
+
+        Returns
+        -------
+        list[tuple[int, ...]] | None
+            None if every ref was stored, else the chunk indices of the refs left out
+            because no virtual chunk container covers their location
+            (``validate_containers``).
+
+        Raises
+        ------
+        ReadOnlyError
+            Through a read-only store.
+        NotFoundError
+            If there is no array at ``array_path``.
+        InvalidInputError
+            On an index outside the chunk grid, negative offsets or lengths, locations
+            that are not URLs or naive checksum datetimes.
+        """
+        from icechunk_dist import _sync
+
+        self._check_writable()
+        return _sync.run(self.set_virtual_refs_async(  # type: ignore[no-any-return]
+            array_path, chunks, validate_containers=validate_containers))
+
+    async def set_virtual_refs_async(self, array_path: str, chunks: Sequence[VirtualChunkSpec],
+                                     *, validate_containers: bool = True
+                                     ) -> list[tuple[int, ...]] | None:
+        """Async twin of :meth:`set_virtual_refs`."""
+        self._check_writable()
+        specs = list(chunks)
+        return await self._session.set_virtual_table(
+            array_path, lambda nd: virtual_table(nd, **specs_to_columns(specs, nd)),
+            validate_containers=validate_containers)
+
+    def set_virtual_refs_arr(self, array_path: str, chunk_grid_shape: Sequence[int],
+                             locations: Sequence[str], offsets: Any, lengths: Any, *,
+                             validate_containers: bool = True,
+                             arr_offset: Sequence[int] | None = None,
+                             checksum: datetime | str | None = None
+                             ) -> list[tuple[int, ...]] | None:
+        """Icechunk's flat-array form of :meth:`set_virtual_refs`: one location per chunk of
+        ``chunk_grid_shape`` in C order (``""``: no ref), ``offsets``/``lengths`` alike,
+        the grid placed at ``arr_offset``, one ``checksum`` for all. Same returns and
+        errors as :meth:`set_virtual_refs`."""
+        from icechunk_dist import _sync
+
+        self._check_writable()
+        return _sync.run(self.set_virtual_refs_arr_async(  # type: ignore[no-any-return]
+            array_path, chunk_grid_shape, locations, offsets, lengths,
+            validate_containers=validate_containers, arr_offset=arr_offset,
+            checksum=checksum))
+
+    async def set_virtual_refs_arr_async(self, array_path: str,
+                                         chunk_grid_shape: Sequence[int],
+                                         locations: Sequence[str], offsets: Any, lengths: Any,
+                                         *, validate_containers: bool = True,
+                                         arr_offset: Sequence[int] | None = None,
+                                         checksum: datetime | str | None = None
+                                         ) -> list[tuple[int, ...]] | None:
+        """Async twin of :meth:`set_virtual_refs_arr`."""
+        self._check_writable()
+        cols = grid_to_columns(chunk_grid_shape, locations, offsets, lengths, arr_offset,
+                               checksum)
+        return await self._session.set_virtual_table(
+            array_path, lambda nd: virtual_table(nd, **cols),
+            validate_containers=validate_containers)
+
+    def set_virtual_refs_columns(self, array_path: str, *, coords: Any, location_ids: Any,
+                                 offsets: Any, lengths: Any, locations: Sequence[str],
+                                 etags: Sequence[str | None] | None = None,
+                                 last_modified: Sequence[datetime | None] | None = None,
+                                 validate_containers: bool = True
+                                 ) -> list[tuple[int, ...]] | None:
+        """Ours: many virtual refs as numpy columns, the fast path for millions of refs.
+
+        ``coords`` is an ``(n, ndim)`` integer array of chunk indices; ``location_ids``,
+        ``offsets`` and ``lengths`` are ``(n,)`` integer arrays; ``location_ids[i]`` indexes
+        ``locations`` (each distinct URL once), and ``etags`` / ``last_modified``
+        (timezone-aware) give each location's checksum. A later row of one chunk wins.
+        Same returns and errors as :meth:`set_virtual_refs`.
+        """
+        from icechunk_dist import _sync
+
+        self._check_writable()
+        return _sync.run(self.set_virtual_refs_columns_async(  # type: ignore[no-any-return]
+            array_path, coords=coords, location_ids=location_ids, offsets=offsets,
+            lengths=lengths, locations=locations, etags=etags, last_modified=last_modified,
+            validate_containers=validate_containers))
+
+    async def set_virtual_refs_columns_async(
+            self, array_path: str, *, coords: Any, location_ids: Any, offsets: Any,
+            lengths: Any, locations: Sequence[str], etags: Sequence[str | None] | None = None,
+            last_modified: Sequence[datetime | None] | None = None,
+            validate_containers: bool = True) -> list[tuple[int, ...]] | None:
+        """Async twin of :meth:`set_virtual_refs_columns`."""
+        self._check_writable()
+        mods = None if last_modified is None else [micros(t) for t in last_modified]
+        return await self._session.set_virtual_table(
+            array_path, lambda nd: virtual_table(
+                nd, coords=coords, location_ids=location_ids, offsets=offsets,
+                lengths=lengths, locations=locations, etags=etags, modified=mods),
+            validate_containers=validate_containers)
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         self._check_writable()

@@ -55,6 +55,8 @@ class IcechunkBackendEntrypoint(BackendEntrypoint):  # type: ignore[misc]
     ``group=`` picks the Zarr group and ``storage_options=`` are the keywords of
     :func:`icechunk_dist.storage.from_url` (``region``, ``endpoint_url``, ``allow_http``,
     credentials...). The first argument may also be a ``Repository`` or a session.
+    ``authorize_virtual_chunk_access=`` authorizes virtual chunk containers, as
+    ``Repository.open`` (docs/virtual.md).
 
     xarray names dask arrays after the path and the arguments, so two opens of one branch
     at different commits get the same names: to compute both in one graph, name versions by
@@ -66,6 +68,7 @@ class IcechunkBackendEntrypoint(BackendEntrypoint):  # type: ignore[misc]
         "filename_or_obj", "drop_variables", "mask_and_scale", "decode_times",
         "concat_characters", "decode_coords", "use_cftime", "decode_timedelta",
         "branch", "tag", "snapshot_id", "group", "storage_options",
+        "authorize_virtual_chunk_access",
     )
 
     def open_dataset(  # type: ignore[override]
@@ -84,6 +87,7 @@ class IcechunkBackendEntrypoint(BackendEntrypoint):  # type: ignore[misc]
         snapshot_id: str | None = None,
         group: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        authorize_virtual_chunk_access: Mapping[str, Any] | None = None,
     ) -> Any:
         """The dataset at ``group`` of the named version (see the class docstring).
 
@@ -99,7 +103,8 @@ class IcechunkBackendEntrypoint(BackendEntrypoint):  # type: ignore[misc]
         from xarray.backends.zarr import ZarrBackendEntrypoint
 
         session = session_for(filename_or_obj, branch=branch, tag=tag,
-                              snapshot_id=snapshot_id, storage_options=storage_options)
+                              snapshot_id=snapshot_id, storage_options=storage_options,
+                              authorize_virtual_chunk_access=authorize_virtual_chunk_access)
         store: Any = session.store  # a zarr Store, which xarray's annotation leaves out
         try:
             return ZarrBackendEntrypoint().open_dataset(

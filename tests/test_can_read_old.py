@@ -254,6 +254,16 @@ def test_tag_and_expired_snapshot(repo: icd.Repository) -> None:
 
 
 def test_dev_virtual_and_amended(repo: icd.Repository) -> None:
+    # reading virtual chunks takes an authorized container (issue 22): the old repository's
+    # refs read once one covering their file is configured and authorized, never before
+    with pytest.raises(icd.VirtualChunkAccessError, match="no virtual chunk container"):
+        _array(repo.readonly_session(snapshot_id=D1), "virt")[:]
+    prefix = f"file://{VIRTUAL_FILE.parent}/"
+    config = icd.RepositoryConfig()
+    config.set_virtual_chunk_container(icd.VirtualChunkContainer(
+        prefix, icd.local_filesystem_store(str(VIRTUAL_FILE.parent))))
+    repo = repo.reopen(config, authorize_virtual_chunk_access={
+        prefix: icd.LocalFileSystemAccess})
     for sid, attrs in ((D1A, {"units": "m"}), (D1, {})):
         s = repo.readonly_session(snapshot_id=sid)
         _check_temps(s, 4, _row(0))

@@ -380,8 +380,8 @@ class TestChunkTable:
         assert [t.row_payload(i) for i in range(len(t))] == [
             (KIND_INLINE, b"AAAA"),
             (KIND_INLINE, b"CCC"),
-            (KIND_VIRTUAL, ("s3://x/y", None, 10, 20)),
-            (KIND_VIRTUAL, ("s3://x/z", "e", 1, 2)),
+            (KIND_VIRTUAL, ("s3://x/y", None, 0, 10, 20)),
+            (KIND_VIRTUAL, ("s3://x/z", "e", 0, 1, 2)),
         ]
 
     def test_concat_edge_cases(self) -> None:
@@ -414,8 +414,8 @@ class TestChunkTable:
         assert _coords(back) == [(0, 0, 0), (1, 2, 3), (1, 2, 4), (5, 0, 1)]
         assert [back.row_payload(i) for i in range(4)] == [
             (KIND_INLINE, b"overwritten"),
-            (KIND_VIRTUAL, ("s3://bucket/a.nc", "etag-a", 1000, 500)),
-            (KIND_VIRTUAL, ("gs://bucket/b.nc", None, 0, 8)),
+            (KIND_VIRTUAL, ("s3://bucket/a.nc", "etag-a", 0, 1000, 500)),
+            (KIND_VIRTUAL, ("gs://bucket/b.nc", None, 0, 0, 8)),
             (KIND_NATIVE, (encode_id(b"\x07" * 12), 64, 4096)),
         ]
 

@@ -159,7 +159,8 @@ def corpus() -> dict[str, bytes]:
                       chunk_key_encoding={"name": "v2", "separator": "."}, fill_value=0)[:] = 1
     zarr.create_array(s.store, name="virt", shape=(8,), chunks=(4,), dtype="<i4",
                       compressors=None, fill_value=0)
-    s.store.set_virtual_ref("virt/c/0", "file:///nowhere/legacy.bin", offset=6, length=16)
+    s.store.set_virtual_ref("virt/c/0", "file:///nowhere/legacy.bin", offset=6, length=16,
+                            validate_container=False)  # only its manifest row matters here
     s.commit("first", metadata={"who": "fuzz"})
     s = repo.writable_session("main")
     big = zarr.open_array(s.store, path="big", mode="r+")
@@ -563,7 +564,12 @@ _ = example  # regression examples are attached with @example where a bug was fo
 def test_virtual_ref_into_a_missing_directory_is_a_storage_error(tmp_path: Any) -> None:
     # found by this file's corpus: obstore's LocalStore refused the missing directory with a
     # raw obstore GenericError instead of our StorageError
-    repo = icd.Repository.create(icd.in_memory_storage())
+    # (reads need an authorized container since virtual chunk containers exist)
+    config = icd.RepositoryConfig()
+    config.set_virtual_chunk_container(icd.VirtualChunkContainer(
+        f"file://{tmp_path}/", icd.local_filesystem_store(str(tmp_path))))
+    repo = icd.Repository.create(icd.in_memory_storage(), config, authorize_virtual_chunk_access={
+        f"file://{tmp_path}/": icd.LocalFileSystemAccess})
     s = repo.writable_session("main")
     zarr.create_array(s.store, name="v", shape=(4,), chunks=(4,), dtype="<i4",
                       compressors=None, fill_value=0)

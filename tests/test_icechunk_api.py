@@ -556,8 +556,12 @@ def test_chunk_storage_stats(tmp_path: Path) -> None:
     # overwritten chunks stay in history; inline and virtual chunks count too
     source = tmp_path / "source.bin"
     source.write_bytes(bytes(range(64)))
-    session = repo.reopen(ic.RepositoryConfig(inline_chunk_threshold_bytes=100)
-                          ).writable_session("main")
+    config = ic.RepositoryConfig(inline_chunk_threshold_bytes=100)
+    prefix = f"file://{tmp_path}/"
+    config.set_virtual_chunk_container(
+        ic.VirtualChunkContainer(prefix, ic.local_filesystem_store(str(tmp_path))))
+    vrepo = repo.reopen(config, authorize_virtual_chunk_access={prefix: None})
+    session = vrepo.writable_session("main")
     arr = zarr.open_array(session.store, path="array", mode="r+")
     arr[0:10] = 7  # 10 inline chunks of 4 bytes
     session.store.set_virtual_ref("array/c/10", f"file://{source}", offset=8, length=4)
@@ -566,8 +570,8 @@ def test_chunk_storage_stats(tmp_path: Path) -> None:
     stats = repo.chunk_storage_stats()
     assert (stats.native_bytes, stats.virtual_bytes, stats.inlined_bytes) == (400, 4, 40)
     assert (stats.non_virtual_bytes(), stats.total_bytes()) == (440, 444)
-    assert zarr.open_array(repo.readonly_session("main").store, path="array")[10] == int.from_bytes(
-        bytes(range(8, 12)), "little")
+    got = zarr.open_array(vrepo.readonly_session("main").store, path="array")[10]
+    assert got == int.from_bytes(bytes(range(8, 12)), "little")
 
     async def main() -> int:
         with pytest.warns(DeprecationWarning, match="total_chunks_storage_async"):

@@ -39,8 +39,16 @@ def _mf(files: list[Path] | list[str], **kw: Any) -> xr.Dataset:
         return ds.load()
 
 
+def _authorized(storage: icd.Storage, credentials: Any = None) -> icd.Repository:
+    """The repository, authorized to read every virtual chunk container of its config."""
+    config = icd.Repository.open(storage).config
+    prefixes = [c.url_prefix for c in (config.virtual_chunk_containers or {}).values()]
+    return icd.Repository.open(storage, authorize_virtual_chunk_access={
+        p: credentials for p in prefixes})
+
+
 def _repo(path: Path) -> icd.Repository:
-    return icd.Repository.open(icd.local_filesystem_storage(path))
+    return _authorized(icd.local_filesystem_storage(path))
 
 
 def _ds(repo: icd.Repository, group: str | None = None) -> xr.Dataset:
@@ -89,9 +97,23 @@ def test_netcdf4_zlib_shuffle_chunks_are_referenced_and_read_as_open_mfdataset(
     assert set(result.copied) == {"time", "lat", "lon", "elevation"}
     assert "dimension coordinate" in result.copied["time"]
     assert "36 virtual chunk ref(s)" in result.message
+    # the ingestion added a container for the sources' directory to the saved config; a
+    # repository opened without authorizing it refuses to read the refs, naming the file
+    prefix = f"file://{tmp_path / 'src'}/"
+    assert f"added virtual chunk container(s) {prefix}" in result.message
+    plain = icd.Repository.open(icd.local_filesystem_storage(tmp_path / "repo"))
+    assert [c.url_prefix for c in plain.config.containers()] == [prefix]
+    with pytest.raises(icd.VirtualChunkAccessError, match=r"nc4_000\d\.nc.*not authorized"):
+        _ds(plain)
+    assert "added" not in ingest(tmp_path / "repo", [str(tmp_path / "src")],
+                                 virtual=True).message  # nothing new, nothing added
     repo = _repo(tmp_path / "repo")
     got = _ds(repo)
     xr.testing.assert_identical(got, _mf(files))
+    # the one-line readers take the authorization too
+    with xr.open_dataset(tmp_path / "repo", engine="icechunk_dist", chunks=None,
+                         authorize_virtual_chunk_access={prefix: None}) as ds:
+        xr.testing.assert_identical(ds.load(), got)
     # every chunk of the data variables is a ref into the files; nothing of them was copied
     for v in _DATA_VARS:
         assert _kinds(repo, v, (6, 2, 1)) == {"virtual"}
@@ -310,6 +332,11 @@ def test_native_append_to_a_virtual_dataset_and_files_that_do_not_match(
     result = ingest(tmp_path / "repo", [*c, *d], virtual=True)
     assert "chunks (4, 6, 8) in the file" in result.copied["pressure"]
     assert result.refs == 3 * 4  # only d is referenced
+    # d's directory needed a container of its own: a repository object opened before does
+    # not know it (configs belong to repository objects, as Icechunk's); a new one reads all
+    with pytest.raises(icd.VirtualChunkAccessError, match="no virtual chunk container"):
+        _ds(repo)
+    repo = _repo(tmp_path / "repo")
     xr.testing.assert_identical(_ds(repo), _mf([*a, *b, *c, *d]))
 
 
@@ -386,7 +413,10 @@ def test_sources_and_repository_on_s3(tmp_path: Path, s3_server: str, s3_bucket:
                              endpoint_url=s3_server, allow_http=True,
                              access_key_id=S3_ACCESS_KEY_ID,
                              secret_access_key=S3_SECRET_ACCESS_KEY)
-    repo = icd.Repository.open(storage)
+    assert [c.url_prefix for c in icd.Repository.open(storage).config.containers()] == [
+        f"s3://{s3_bucket}/"]  # the ingestion added the container its refs need
+    repo = _authorized(storage, icd.s3_static_credentials(
+        access_key_id=S3_ACCESS_KEY_ID, secret_access_key=S3_SECRET_ACCESS_KEY))
     assert set(repo.readonly_session("main").all_virtual_chunk_locations()) == {
         f"s3://{s3_bucket}/raw/{p.name}" for p in files}
     xr.testing.assert_identical(_ds(repo), _mf(files))

@@ -109,7 +109,12 @@ def test_ranged_read_inside_a_chunk_sees_only_what_it_gets(tmp_path: Path) -> No
 def test_virtual_chunk_shorter_than_its_ref(tmp_path: Path) -> None:
     raw = tmp_path / "legacy.bin"
     raw.write_bytes(np.arange(100, dtype="<i4").tobytes()[:300])  # 100 bytes short
-    repo = icd.Repository.create(icd.local_filesystem_storage(tmp_path / "repo"))
+    config = icd.RepositoryConfig()  # virtual reads need an authorized container
+    config.set_virtual_chunk_container(icd.VirtualChunkContainer(
+        f"file://{tmp_path}/", icd.local_filesystem_store(str(tmp_path))))
+    repo = icd.Repository.create(icd.local_filesystem_storage(tmp_path / "repo"), config,
+                                 authorize_virtual_chunk_access={
+                                     f"file://{tmp_path}/": icd.LocalFileSystemAccess})
     s = repo.writable_session("main")
     zarr.create_array(s.store, name="v", shape=(100,), chunks=(50,), dtype="<i4",
                       compressors=None, fill_value=0)

@@ -1,5 +1,6 @@
 """Bytes <-> structs: the on-disk format of icechunk_dist (see docs/spec.md). No I/O here."""
 
+from icechunk_dist.format._builder import TableBuilder
 from icechunk_dist.format._codec import FORMAT_VERSION, ObjectType, decode_object, encode_object
 from icechunk_dist.format._structs import (
     MAX_ANCESTOR_HINTS,
@@ -15,13 +16,20 @@ from icechunk_dist.format._structs import (
     TransactionLogData,
     TxChunks,
 )
+from icechunk_dist.format._virtualrefs import (
+    VirtualChunkSpec,
+    grid_to_columns,
+    micros,
+    specs_to_columns,
+    split_checksum,
+    virtual_table,
+)
 from icechunk_dist.format.chunktable import (
     KIND_INLINE,
     KIND_NATIVE,
     KIND_TOMBSTONE,
     KIND_VIRTUAL,
     ChunkTable,
-    TableBuilder,
 )
 
 __all__ = [
@@ -45,6 +53,12 @@ __all__ = [
     "TableBuilder",
     "TransactionLogData",
     "TxChunks",
+    "VirtualChunkSpec",
     "decode_object",
     "encode_object",
+    "grid_to_columns",
+    "micros",
+    "specs_to_columns",
+    "split_checksum",
+    "virtual_table",
 ]

@@ -69,6 +69,9 @@ class ChunkRefRecord(msgspec.Struct, frozen=True):
     data: bytes = b""
     url: str = ""
     etag: str | None = None
+    # virtual refs: the source's last-modified time the ref was recorded with, in
+    # microseconds since the epoch (0: none; a newer source is refused when read)
+    modified: int = 0
 
 
 class NodeRecord(msgspec.Struct, frozen=True):
@@ -111,6 +114,10 @@ class ManifestData(msgspec.Struct, frozen=True):
     Arrays are little-endian raw buffers: ``coords`` int64 (count x ndim), ``kinds`` uint8,
     ``ids`` 12 bytes per row, ``offsets``/``lengths`` uint64, ``url_idx`` int32 (-1 unless
     virtual). Inline chunk payloads are concatenated in ``blob`` (offset/length point into it).
+    ``urls``, ``etags`` and ``modified`` describe each distinct virtual location once
+    (``url_idx`` points into them); ``modified`` (last-modified times in microseconds since
+    the epoch, 0 for none) is empty when no location has one. Manifests written before
+    locations were deduplicated hold one location per virtual row; readers accept both.
     """
 
     node_id: str
@@ -125,6 +132,7 @@ class ManifestData(msgspec.Struct, frozen=True):
     blob: bytes = b""
     urls: tuple[str, ...] = ()
     etags: tuple[str | None, ...] = ()
+    modified: tuple[int, ...] = ()
 
 
 class TxChunks(msgspec.Struct, frozen=True):

@@ -84,6 +84,7 @@ def _loose(rec: ChunkRefRecord) -> None:
         raise _Bad(f"loose key {rec.key!r}: unknown chunk ref kind {rec.kind}")
     _count(rec.offset, f"loose key {rec.key!r} offset")
     _count(rec.length, f"loose key {rec.key!r} length")
+    _count(rec.modified, f"loose key {rec.key!r} modification time")
     if rec.kind == 0:
         _id(rec.id, f"loose key {rec.key!r} chunk id")
 
@@ -129,6 +130,9 @@ def _manifest(m: ManifestData) -> None:
     _count(m.count, "manifest row count")
     if len(m.urls) != len(m.etags):
         raise _Bad("manifest has different numbers of urls and etags")
+    if len(m.modified) not in (0, len(m.urls)):
+        raise _Bad("manifest has different numbers of urls and modification times")
+    _dims(m.modified, "manifest modification times", low=0)
 
 
 def _transaction_log(t: TransactionLogData) -> None:

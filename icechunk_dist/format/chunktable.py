@@ -14,9 +14,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import xxhash
 
 from icechunk_dist._types import encode_id
 from icechunk_dist.errors import FormatError
+from icechunk_dist.format._locations import (
+    compact_locations,
+    concat_ids,
+    is_no_ids,
+    merge_locations,
+    no_ids,
+    remap_url_idx,
+    take_ids,
+)
 from icechunk_dist.format._structs import ManifestData
 
 __all__ = ["KIND_INLINE", "KIND_NATIVE", "KIND_TOMBSTONE", "KIND_VIRTUAL", "ChunkTable"]
@@ -89,11 +99,14 @@ class ChunkTable:
     ----------
     coords : int64 (n, ndim)
     kinds : uint8 (n,)  native / inline / virtual / tombstone
-    ids : uint8 (n, 12) chunk object id (native rows)
+    ids : uint8 (n, 12) chunk object id (native rows); a table without native rows may
+        share one zero row (``format._locations.no_ids``: no memory per row)
     offsets, lengths : uint64 (n,) byte range in the chunk object, the blob or the url
-    url_idx : int32 (n,) index into ``urls`` (virtual rows), else -1
+    url_idx : int32 (n,) index into the locations (virtual rows), else -1
     blob : bytes, inline payloads
-    urls, etags : per distinct virtual location
+    urls, etags, modified : one entry per distinct virtual location (url, etag, last
+        modified time in microseconds since the epoch, 0 when not recorded); tables built
+        here hold each location once, whatever the number of rows pointing into it
     digests : uint64 (n,) or None
         Content digest (xxh3-64) of each native chunk's bytes, recorded when the chunk was
         written (0: not known, e.g. rows read from a manifest). Kept in change-sets only, never
@@ -113,6 +126,22 @@ class ChunkTable:
     etags: list[str | None] = field(default_factory=list)
     sorted_unique: bool = False
     digests: npt.NDArray[np.uint64] | None = None
+    modified: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.modified) != len(self.urls):  # tables built before last-modified times
+            self.modified = [0] * len(self.urls)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if is_no_ids(self.ids):  # pickled as a flag, not as 12 zero bytes per row
+            state["ids"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state.get("ids") is None:
+            state = {**state, "ids": no_ids(len(state["kinds"]))}
+        self.__dict__.update(state)
 
     # ---------------------------------------------------------------- construction
     @classmethod
@@ -133,18 +162,20 @@ class ChunkTable:
 
     @property
     def nbytes(self) -> int:
+        ids = 0 if is_no_ids(self.ids) else self.ids.nbytes
         return int(
-            self.coords.nbytes + self.kinds.nbytes + self.ids.nbytes + self.offsets.nbytes
+            self.coords.nbytes + self.kinds.nbytes + ids + self.offsets.nbytes
             + self.lengths.nbytes + self.url_idx.nbytes + len(self.blob)
         )
 
     def take(self, index: npt.NDArray[Any]) -> ChunkTable:
         """Rows selected by an integer index or boolean mask (blob and urls are shared)."""
+        kinds = self.kinds[index]
         return ChunkTable(
             ndim=self.ndim,
             coords=self.coords[index],
-            kinds=self.kinds[index],
-            ids=self.ids[index],
+            kinds=kinds,
+            ids=take_ids(self.ids, index, len(kinds)),
             offsets=self.offsets[index],
             lengths=self.lengths[index],
             url_idx=self.url_idx[index],
@@ -152,6 +183,7 @@ class ChunkTable:
             urls=self.urls,
             etags=self.etags,
             digests=None if self.digests is None else self.digests[index],
+            modified=self.modified,
         )
 
     def rows(self, start: int, stop: int) -> ChunkTable:
@@ -169,6 +201,7 @@ class ChunkTable:
             etags=self.etags,
             sorted_unique=self.sorted_unique,
             digests=None if self.digests is None else self.digests[start:stop],
+            modified=self.modified,
         )
 
     @classmethod
@@ -195,35 +228,33 @@ class ChunkTable:
                 ndim=nd,
                 coords=np.concatenate([t.coords for t in tables]),
                 kinds=np.concatenate([t.kinds for t in tables]),
-                ids=np.concatenate([t.ids for t in tables]),
+                ids=concat_ids([t.ids for t in tables]),
                 offsets=np.concatenate([t.offsets for t in tables]),
                 lengths=np.concatenate([t.lengths for t in tables]),
                 url_idx=np.concatenate([t.url_idx for t in tables]),
                 digests=digests,
             )
+        # one entry per distinct location across the tables (per location, not per row)
+        (urls, etags, modified), remaps = merge_locations(
+            [(t.urls, t.etags, t.modified) for t in tables])
         offsets: list[npt.NDArray[np.uint64]] = []
         url_idx: list[npt.NDArray[np.int32]] = []
         blobs: list[bytes] = []
-        urls: list[str] = []
-        etags: list[str | None] = []
         blob_base = 0
-        for t in tables:
-            off = t.offsets.copy()
-            inl = t.kinds == KIND_INLINE
-            off[inl] += np.uint64(blob_base)
+        for t, remap in zip(tables, remaps, strict=True):
+            off = t.offsets
+            if t.blob:
+                off = off.copy()
+                off[t.kinds == KIND_INLINE] += np.uint64(blob_base)
             offsets.append(off)
-            ui = t.url_idx.copy()
-            ui[ui >= 0] += len(urls)
-            url_idx.append(ui)
+            url_idx.append(remap_url_idx(t.url_idx, remap))
             blobs.append(t.blob)
             blob_base += len(t.blob)
-            urls.extend(t.urls)
-            etags.extend(t.etags)
         return cls(
             ndim=nd,
             coords=np.concatenate([t.coords for t in tables]),
             kinds=np.concatenate([t.kinds for t in tables]),
-            ids=np.concatenate([t.ids for t in tables]),
+            ids=concat_ids([t.ids for t in tables]),
             offsets=np.concatenate(offsets),
             lengths=np.concatenate([t.lengths for t in tables]),
             url_idx=np.concatenate(url_idx),
@@ -231,6 +262,7 @@ class ChunkTable:
             urls=urls,
             etags=etags,
             digests=digests,
+            modified=modified,
         )
 
     # ---------------------------------------------------------------- ordering
@@ -307,19 +339,42 @@ class ChunkTable:
             return -1
         if not self.sorted_unique:
             raise ValueError("find needs a normalized table")
-        key = coord_keys(np.asarray([coord], np.int64))
-        keys = self.keys()
-        i = int(np.searchsorted(keys, key[0]))
-        if i < len(keys) and keys[i] == key[0]:
-            return i
+        target = tuple(int(c) for c in coord)
+        # a binary search over the rows themselves: building a key per row (a copy of the
+        # whole table) would cost more than the search for every chunk read
+        coords, lo, hi = self.coords, 0, len(self)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if tuple(coords[mid].tolist()) < target:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < len(self) and tuple(coords[lo].tolist()) == target:
+            return lo
         return -1
 
     def split(self, split_shape: Sequence[int]) -> dict[tuple[int, ...], ChunkTable]:
         """Group rows by manifest split (``coords // split_shape``)."""
         if not len(self):
             return {}
-        sidx = self.coords // np.asarray(split_shape, np.int64)
-        lin = linear_keys([sidx])
+        shape = np.asarray(split_shape, np.int64)
+        # only the axes along which some row lies beyond the first split need dividing
+        # (integer division of millions of coordinates is the cost here)
+        cut = np.flatnonzero(self.coords.max(axis=0) >= shape)
+        if not len(cut):
+            return {tuple(0 for _ in split_shape): self}
+        if len(cut) == 1:
+            sub = (self.coords[:, int(cut[0])] // shape[cut[0]]).reshape(-1, 1)
+        else:
+            sub = self.coords[:, cut] // shape[cut]
+        lin = linear_keys([sub])
+
+        def key_of(row: int) -> tuple[int, ...]:
+            out = [0] * len(split_shape)
+            for j, d in enumerate(cut):
+                out[int(d)] = int(sub[row, j])
+            return tuple(out)
+
         if lin is not None:
             k = lin[0]
             step = np.flatnonzero(k[1:] != k[:-1]) + 1
@@ -329,66 +384,81 @@ class ChunkTable:
                 bounds = [0, *step.tolist(), len(k)]
                 out_s: dict[tuple[int, ...], ChunkTable] = {}
                 for a, b in pairwise(bounds):
-                    out_s[tuple(int(v) for v in sidx[a])] = self.rows(a, b)
+                    out_s[key_of(a)] = self.rows(a, b)
                 return out_s
             order = np.argsort(k, kind="stable")
             ks = k[order]
-            cut = [0, *(np.flatnonzero(ks[1:] != ks[:-1]) + 1).tolist(), len(ks)]
+            edges = [0, *(np.flatnonzero(ks[1:] != ks[:-1]) + 1).tolist(), len(ks)]
             out_o: dict[tuple[int, ...], ChunkTable] = {}
-            for a, b in pairwise(cut):
+            for a, b in pairwise(edges):
                 rows = order[a:b]
                 part = self.take(rows)
                 part.sorted_unique = self.sorted_unique
-                out_o[tuple(int(v) for v in sidx[rows[0]])] = part
+                out_o[key_of(int(rows[0]))] = part
             return out_o
-        skeys = coord_keys(sidx)
+        skeys = coord_keys(sub)
         uniq, inverse = np.unique(skeys, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
-        edges = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+        bounds_u = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
         out: dict[tuple[int, ...], ChunkTable] = {}
         for j in range(len(uniq)):
-            rows = order[edges[j] : edges[j + 1]]
+            rows = order[bounds_u[j] : bounds_u[j + 1]]
             part = self.take(rows)
             part.sorted_unique = self.sorted_unique
-            out[tuple(int(v) for v in sidx[rows[0]])] = part
+            out[key_of(int(rows[0]))] = part
         return out
 
     def compact(self) -> ChunkTable:
-        """Drop blob bytes and urls no row refers to (after takes and merges)."""
-        inl = self.kinds == KIND_INLINE
-        virt = self.url_idx >= 0
+        """Drop blob bytes no row refers to, and keep each location rows use once (after
+        takes and merges; old manifests held one location per row)."""
         if not len(self.blob) and not self.urls:
             return self
-        offsets = self.offsets.copy()
-        parts = []
-        pos = 0
-        for i in np.flatnonzero(inl):
-            o, ln = int(self.offsets[i]), int(self.lengths[i])
-            parts.append(self.blob[o : o + ln])
-            offsets[i] = pos
-            pos += ln
-        url_idx = self.url_idx.copy()
-        urls: list[str] = []
-        etags: list[str | None] = []
-        remap: dict[int, int] = {}
-        for i in np.flatnonzero(virt):
-            old = int(self.url_idx[i])
-            if old not in remap:
-                remap[old] = len(urls)
-                urls.append(self.urls[old])
-                etags.append(self.etags[old])
-            url_idx[i] = remap[old]
+        offsets = self.offsets
+        blob = self.blob
+        if blob:
+            inl = np.flatnonzero(self.kinds == KIND_INLINE)
+            offsets = self.offsets.copy()
+            parts = []
+            pos = 0
+            for i in inl:  # inline rows are small chunks, kept in the manifest
+                o, ln = int(self.offsets[i]), int(self.lengths[i])
+                parts.append(self.blob[o : o + ln])
+                offsets[i] = pos
+                pos += ln
+            blob = b"".join(parts)
+        url_idx = self.url_idx
+        urls, etags, modified = self.urls, self.etags, self.modified
+        packed = compact_locations(self.url_idx, (urls, etags, modified))
+        if packed is not None:
+            url_idx, (urls, etags, modified) = packed
         return ChunkTable(
             ndim=self.ndim, coords=self.coords, kinds=self.kinds, ids=self.ids,
-            offsets=offsets, lengths=self.lengths, url_idx=url_idx, blob=b"".join(parts),
+            offsets=offsets, lengths=self.lengths, url_idx=url_idx, blob=blob,
             urls=urls, etags=etags, sorted_unique=self.sorted_unique, digests=self.digests,
+            modified=modified,
         )
+
+    def fingerprint(self) -> bytes:
+        """A 16-byte digest of the rows and locations (equal digests: the same refs)."""
+        h = xxhash.xxh3_128()
+        for col in (self.coords, self.kinds, self.offsets, self.lengths, self.url_idx):
+            h.update(np.ascontiguousarray(col).data)
+        h.update(b"no ids" if is_no_ids(self.ids) else np.ascontiguousarray(self.ids).data)
+        h.update(self.blob)
+        if self.urls:  # the locations rows use (a split shares its table's whole list)
+            ref = self.url_idx[self.url_idx >= 0]
+            used = np.flatnonzero(np.bincount(ref, minlength=len(self.urls))) if len(ref) \
+                else ()
+            h.update(repr([(int(i), self.urls[i], self.etags[i], self.modified[i])
+                           for i in used]).encode())
+        return h.digest()
 
     def row_payload(self, i: int) -> tuple[int, Any]:
         """(kind, payload) of row ``i``.
 
         The payload is ``(chunk id text, offset, length)`` for native rows, the bytes for
-        inline rows and ``(url, etag, offset, length)`` for virtual rows.
+        inline rows and ``(url, etag, modified, offset, length)`` for virtual rows
+        (``modified``: the recorded last-modified time in microseconds, 0 if none).
         """
         kind = int(self.kinds[i])
         o, ln = int(self.offsets[i]), int(self.lengths[i])
@@ -396,7 +466,7 @@ class ChunkTable:
             return kind, self.blob[o : o + ln]
         if kind == KIND_VIRTUAL:
             u = int(self.url_idx[i])
-            return kind, (self.urls[u], self.etags[u], o, ln)
+            return kind, (self.urls[u], self.etags[u], self.modified[u], o, ln)
         return kind, (encode_id(bytes(self.ids[i])), o, ln)
 
     # ---------------------------------------------------------------- (de)serialization
@@ -406,15 +476,17 @@ class ChunkTable:
             node_id=node_id,
             ndim=t.ndim,
             count=len(t),
-            coords=t.coords.astype("<i8").tobytes(),
+            coords=_le(t.coords, "<i8"),
             kinds=t.kinds.tobytes(),
-            ids=t.ids.tobytes(),
-            offsets=t.offsets.astype("<u8").tobytes(),
-            lengths=t.lengths.astype("<u8").tobytes(),
-            url_idx=t.url_idx.astype("<i4").tobytes(),
+            ids=bytes(12 * len(t)) if is_no_ids(t.ids) else t.ids.tobytes(),
+            offsets=_le(t.offsets, "<u8"),
+            lengths=_le(t.lengths, "<u8"),
+            url_idx=_le(t.url_idx, "<i4"),
             blob=t.blob,
             urls=tuple(t.urls),
             etags=tuple(t.etags),
+            # written only when some location has one: manifests stay as before otherwise
+            modified=tuple(t.modified) if any(t.modified) else (),
         )
 
     @classmethod
@@ -432,14 +504,17 @@ class ChunkTable:
                 raise ValueError("bad count or ndim")
             coords = np.frombuffer(m.coords, "<i8").reshape(n, nd).astype(np.int64)
             kinds = np.frombuffer(m.kinds, np.uint8).reshape(n).copy()
-            ids = np.frombuffer(m.ids, np.uint8).reshape(n, 12).copy()
+            ids = np.frombuffer(m.ids, np.uint8).reshape(n, 12)
+            # rows without a native chunk share one zero id (no memory per virtual ref)
+            ids = ids.copy() if bool(np.any(kinds == KIND_NATIVE)) else no_ids(n)
             offsets = np.frombuffer(m.offsets, "<u8").reshape(n).astype(np.uint64)
             lengths = np.frombuffer(m.lengths, "<u8").reshape(n).astype(np.uint64)
             url_idx = np.frombuffer(m.url_idx, "<i4").reshape(n).astype(np.int32)
         except ValueError as e:
             raise FormatError(f"manifest columns do not match its row count: {e}",
                               object_name=name) from None
-        if len(m.urls) != len(m.etags) or (n and int(url_idx.max(initial=-1)) >= len(m.urls)):
+        if (len(m.urls) != len(m.etags) or len(m.modified) not in (0, len(m.urls))
+                or (n and int(url_idx.max(initial=-1)) >= len(m.urls))):
             raise FormatError("manifest virtual-ref table is inconsistent", object_name=name)
         problem = _row_problem(coords, kinds, offsets, lengths, url_idx, len(m.blob))
         if problem:
@@ -447,8 +522,13 @@ class ChunkTable:
         return cls(
             ndim=nd, coords=coords, kinds=kinds, ids=ids, offsets=offsets, lengths=lengths,
             url_idx=url_idx, blob=m.blob, urls=list(m.urls), etags=list(m.etags),
-            sorted_unique=True,
+            sorted_unique=True, modified=list(m.modified),
         )
+
+
+def _le(col: npt.NDArray[Any], dtype: str) -> bytes:
+    """A column's little-endian bytes, with one copy (``astype`` would add another)."""
+    return np.ascontiguousarray(col, dtype=dtype).tobytes()
 
 
 def _row_problem(coords: I64, kinds: npt.NDArray[np.uint8], offsets: npt.NDArray[np.uint64],
@@ -483,132 +563,3 @@ def _row_problem(coords: I64, kinds: npt.NDArray[np.uint8], offsets: npt.NDArray
     if not ordered:
         return "rows are not sorted by coordinate without duplicates"
     return ""
-
-
-class TableBuilder:
-    """Append-only accumulator used while zarr hands chunks over one at a time."""
-
-    __slots__ = (
-        "_blob",
-        "_blob_len",
-        "_coords",
-        "_digests",
-        "_etags",
-        "_ids",
-        "_inline_rows",
-        "_kinds",
-        "_lengths",
-        "_offsets",
-        "_url_idx",
-        "_urls",
-        "ndim",
-    )
-
-    def __init__(self, ndim: int) -> None:
-        self.ndim = ndim
-        self._coords: list[tuple[int, ...]] = []
-        self._kinds: list[int] = []
-        self._ids: list[bytes] = []
-        self._offsets: list[int] = []
-        self._lengths: list[int] = []
-        self._url_idx: list[int] = []
-        self._blob: list[bytes] = []
-        self._blob_len = 0
-        self._urls: list[str] = []
-        self._etags: list[str | None] = []
-        self._inline_rows: dict[int, bytes] = {}
-        self._digests: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self._kinds)
-
-    _NOID = bytes(12)
-
-    def add_native(self, coord: tuple[int, ...], chunk_id: bytes, length: int,
-                   offset: int = 0, digest: int = 0) -> None:
-        self._add(coord, KIND_NATIVE, chunk_id, offset, length, -1, digest)
-
-    def add_inline(self, coord: tuple[int, ...], data: bytes) -> None:
-        self._inline_rows[len(self._kinds)] = data
-        self._add(coord, KIND_INLINE, self._NOID, self._blob_len, len(data), -1)
-        self._blob.append(data)
-        self._blob_len += len(data)
-
-    def add_virtual(self, coord: tuple[int, ...], url: str, offset: int, length: int,
-                    etag: str | None) -> None:
-        self._urls.append(url)
-        self._etags.append(etag)
-        self._add(coord, KIND_VIRTUAL, self._NOID, offset, length, len(self._urls) - 1)
-
-    def add_tombstone(self, coord: tuple[int, ...]) -> None:
-        self._add(coord, KIND_TOMBSTONE, self._NOID, 0, 0, -1)
-
-    def _add(self, coord: tuple[int, ...], kind: int, cid: bytes, off: int, ln: int,
-             ui: int, digest: int = 0) -> None:
-        if len(coord) != self.ndim:
-            raise ValueError(f"coordinate {coord} has {len(coord)} dims, expected {self.ndim}")
-        self._coords.append(coord)
-        self._kinds.append(kind)
-        self._ids.append(cid)
-        self._offsets.append(off)
-        self._lengths.append(ln)
-        self._url_idx.append(ui)
-        self._digests.append(digest)
-
-    def build_row(self, i: int) -> tuple[int, object]:
-        """(kind, payload) of row ``i``, as :meth:`ChunkTable.row_payload`."""
-        kind = self._kinds[i]
-        if kind == KIND_INLINE:
-            return kind, self._inline_rows[i]
-        o, ln = self._offsets[i], self._lengths[i]
-        if kind == KIND_VIRTUAL:
-            u = self._url_idx[i]
-            return kind, (self._urls[u], self._etags[u], o, ln)
-        return kind, (encode_id(self._ids[i]), o, ln)
-
-    @classmethod
-    def build_all(cls, builders: Sequence[TableBuilder]) -> ChunkTable:
-        """The rows of ``builders``, in order, as one table (what :meth:`ChunkTable.concat`
-        of their :meth:`build` gives), built with one conversion per column: a merge of
-        many forks' few writes each pays numpy's fixed costs once, not once per fork."""
-        out = cls(builders[0].ndim)
-        for b in builders:
-            if b.ndim != out.ndim:
-                raise ValueError("cannot build chunk tables of different dimensionality")
-            out._coords.extend(b._coords)
-            out._kinds.extend(b._kinds)
-            out._ids.extend(b._ids)
-            out._lengths.extend(b._lengths)
-            out._digests.extend(b._digests)
-            if not (b._blob or b._urls):
-                out._offsets.extend(b._offsets)
-                out._url_idx.extend(b._url_idx)
-                continue
-            row, blob, url = len(out._offsets), out._blob_len, len(out._urls)
-            out._offsets.extend(o + blob if k == KIND_INLINE else o
-                                for k, o in zip(b._kinds, b._offsets, strict=True))
-            out._url_idx.extend(u + url if u >= 0 else u for u in b._url_idx)
-            out._inline_rows.update({row + i: d for i, d in b._inline_rows.items()})
-            out._blob.extend(b._blob)
-            out._blob_len += b._blob_len
-            out._urls.extend(b._urls)
-            out._etags.extend(b._etags)
-        return out.build()
-
-    def build(self) -> ChunkTable:
-        n = len(self._kinds)
-        if n == 0:
-            return ChunkTable.empty(self.ndim)
-        return ChunkTable(
-            ndim=self.ndim,
-            coords=np.asarray(self._coords, np.int64).reshape(n, self.ndim),
-            kinds=np.asarray(self._kinds, np.uint8),
-            ids=np.frombuffer(b"".join(self._ids), np.uint8).reshape(n, 12).copy(),
-            offsets=np.asarray(self._offsets, np.uint64),
-            lengths=np.asarray(self._lengths, np.uint64),
-            url_idx=np.asarray(self._url_idx, np.int32),
-            blob=b"".join(self._blob),
-            urls=list(self._urls),
-            etags=list(self._etags),
-            digests=(np.asarray(self._digests, np.uint64) if any(self._digests) else None),
-        )

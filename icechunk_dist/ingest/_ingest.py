@@ -44,6 +44,7 @@ from icechunk_dist.ingest._checks import (
     unpack_targets,
     unpacked,
 )
+from icechunk_dist.ingest._containers import ensure_containers
 from icechunk_dist.ingest._location import (
     IN_MEMORY_WITH_CLUSTER,
     Location,
@@ -65,7 +66,7 @@ from icechunk_dist.ingest._record import (
 from icechunk_dist.ingest._result import IngestResult
 from icechunk_dist.ingest._runner import Failed, Runner, raise_failed, resolve_client
 from icechunk_dist.ingest._sources import SourceFile, expand_sources
-from icechunk_dist.ingest._virtual import quiet_codecs
+from icechunk_dist.ingest._virtual import quiet_codecs, ref_url
 from icechunk_dist.ingest._virtual_write import create_virtual_dataset, write_virtual_unit
 from icechunk_dist.ingest._write import (
     RepoView,
@@ -287,6 +288,11 @@ class _Run:
         repo = self.loc.create()
         if self.branch not in repo.list_branches():
             repo.create_branch(self.branch, repo.lookup_branch("main"))
+        added: list[str] = []
+        if self.virtual:  # reads of the refs need a container covering them
+            sources = [s.source for s in new] + [s.source for s, _old in rewrites]
+            repo, containers = ensure_containers(repo, map(ref_url, sources), self.opts)
+            added = [c.url_prefix for c in containers]
         k = int(self.batch_size) if self.batch_size else max(1, len(new))
         batches = [new[i:i + k] for i in range(0, len(new), k)] or [[]]
         ids: list[str] = []
@@ -340,7 +346,10 @@ class _Run:
             text = (head + f"{nrefs} virtual chunk ref(s) into the sources, "
                     f"{size(nwritten)} copied in {elapsed:.1f} s; skipped "
                     f"{len(self.skipped)} already landed"
-                    + (f"; copied instead of referenced: {listed}" if listed else ""))
+                    + (f"; copied instead of referenced: {listed}" if listed else "")
+                    + (f"; added virtual chunk container(s) {', '.join(added)} to the "
+                       "repository config (readers authorize them with "
+                       "authorize_virtual_chunk_access=)" if added else ""))
         else:
             text = (head + f"{size(nwritten)} written in {elapsed:.1f} s "
                     f"({size(nwritten / max(elapsed, 1e-9))}/s; sources {size(nread)}); "

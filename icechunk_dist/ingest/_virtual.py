@@ -250,6 +250,12 @@ def _identity(src: SourceFile, storage_options: Mapping[str, Any] | None) -> str
     return src.etag if src.etag is not None else now
 
 
+def ref_url(src: SourceFile) -> str:
+    """The URL the virtual chunk refs into ``src`` name: its own for S3, ``file://`` plus
+    the absolute path for a local file."""
+    return src.url if src.url.startswith("s3://") else f"file://{src.url}"
+
+
 def index_file(src: SourceFile, storage_options: Mapping[str, Any] | None = None
                ) -> FileIndex:
     """Task helper: the :class:`FileIndex` of ``src`` (metadata only is read).
@@ -266,7 +272,7 @@ def index_file(src: SourceFile, storage_options: Mapping[str, Any] | None = None
         raise InvalidInputError(f"{src.url}: a Zarr store; {NOT_VIRTUAL_HINT}")
     etag = _identity(src, storage_options)
     remote = src.url.startswith("s3://")
-    url = src.url if remote else f"file://{src.url}"
+    url = ref_url(src)
     try:
         with open_ranges(src, storage_options) if remote else open(src.url, "rb") as f:
             head = f.read(8)

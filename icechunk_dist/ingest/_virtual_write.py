@@ -23,6 +23,7 @@ import msgspec
 import numpy as np
 
 from icechunk_dist import _sync
+from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.ingest._readers import open_source, with_dim
 from icechunk_dist.ingest._runner import Written
 from icechunk_dist.ingest._sources import SourceFile
@@ -62,21 +63,39 @@ def _set_refs(store: Any, array_path: str, coords: np.ndarray, urls: Sequence[st
     ``lengths[i]`` bytes at ``offsets[i]`` of ``urls[i]``, recording ``etags[i]`` (a read
     fails if the source changed since); return how many refs were set.
 
-    Every ref of virtual ingestion is set here: one ``store.set_virtual_ref`` per chunk
-    today, columns ready for a bulk call.
+    Every ref of virtual ingestion is set here, in one columnar call
+    (``set_virtual_refs_columns``: each distinct URL once, no per-chunk Python work).
 
     Raises
     ------
     InvalidInputError
-        If a chunk is outside the array's grid or a URL is not one.
+        If a chunk is outside the array's grid, a URL is not one, or no virtual chunk
+        container of the repository's config covers a URL.
     """
-    for coord, url, offset, length, etag in zip(coords, urls, offsets, lengths, etags,
-                                                strict=True):
-        key = (f"{array_path}/c/{'/'.join(str(int(i)) for i in coord)}" if len(coord)
-               else f"{array_path}/c")
-        store.set_virtual_ref(key, url, offset=int(offset), length=int(length),
-                              checksum=etag)
-    return len(offsets)
+    n = len(offsets)
+    if not n:
+        return 0
+    locations: list[str] = []
+    tags: list[str | None] = []
+    where: dict[str, int] = {}
+    ids = np.empty(n, dtype=np.int64)
+    for i, (url, etag) in enumerate(zip(urls, etags, strict=True)):
+        j = where.get(url)
+        if j is None:
+            j = where[url] = len(locations)
+            locations.append(url)
+            tags.append(etag)
+        ids[i] = j
+    grid = np.asarray(coords, dtype=np.int64).reshape(n, -1)
+    left = store.set_virtual_refs_columns(
+        array_path, coords=grid, location_ids=ids,
+        offsets=np.asarray(offsets, dtype=np.int64),
+        lengths=np.asarray(lengths, dtype=np.int64), locations=locations, etags=tags)
+    if left:
+        raise InvalidInputError(
+            f"{array_path}: no virtual chunk container of the repository's config covers "
+            f"the refs of chunk(s) {', '.join(map(str, left[:3]))} (into {locations[0]!r})")
+    return n
 
 
 class _ArraySpec:

@@ -4,10 +4,9 @@ snapshot: the objects of the build step of the commit pipeline (``_pipeline``)."
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -86,8 +85,10 @@ def build_transaction_log(snapshot_id: str, base: SnapshotData, changes: ChangeS
         if cpath is None or not len(ac):
             continue
         t = ac.table
+        # the coordinates' own buffer (no copy: msgspec encodes any bytes-like value)
+        coords = np.ascontiguousarray(t.coords, "<i8").data.cast("B")
         chunks.append(TxChunks(path=cpath, node_id=nid, ndim=t.ndim, count=len(t),
-                               coords=t.coords.astype("<i8").tobytes()))
+                               coords=cast(bytes, coords)))
     return TransactionLogData(
         snapshot_id=snapshot_id,
         new_groups=tuple(new_groups),
@@ -308,12 +309,7 @@ _MAX_ROWS_IN_FLIGHT = 300_000  # ~15 MiB of columns, plus their encodings
 
 def _fingerprint(t: ChunkTable) -> bytes:
     """Digest of a (normalized) delta table: equal digests mean the same changes."""
-    h = hashlib.blake2b(digest_size=16)
-    for col in (t.coords, t.kinds, t.ids, t.offsets, t.lengths, t.url_idx):
-        h.update(np.ascontiguousarray(col).tobytes())
-    h.update(t.blob)
-    h.update("\x00".join(t.urls).encode())
-    return h.digest()
+    return t.fingerprint()
 
 
 def _with_manifests(rec: NodeRecord, manifests: tuple[ManifestRef, ...]) -> NodeRecord:

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import xxhash
 
 from icechunk_dist._types import encode_id, new_id, new_id_bytes
 from icechunk_dist.changeset import ChangeSet
 from icechunk_dist.config import RepositoryConfig
-from icechunk_dist.errors import FormatError, InvalidInputError, ReadOnlyError, StorageError
+from icechunk_dist.errors import (
+    FormatError,
+    InvalidInputError,
+    NotFoundError,
+    ReadOnlyError,
+    StorageError,
+)
 from icechunk_dist.format import (
     KIND_INLINE,
     KIND_NATIVE,
@@ -19,14 +26,16 @@ from icechunk_dist.format import (
     KIND_VIRTUAL,
     ArrayInfo,
     ChunkRefRecord,
+    ChunkTable,
     NodeRecord,
     SnapshotData,
 )
 from icechunk_dist.session import _keys
 from icechunk_dist.session._io import ManifestCache, chunk_key
 from icechunk_dist.session._storeslot import store_class
+from icechunk_dist.session._vrefs import check_in_grid
 from icechunk_dist.session._writeback import PendingWrites
-from icechunk_dist.storage import ObjectNotFoundError, Storage
+from icechunk_dist.storage import ObjectNotFoundError, Storage, VirtualSources
 
 if TYPE_CHECKING:
     from icechunk_dist.store import IcechunkStore
@@ -50,9 +59,13 @@ class SessionCore:
     _read_only: bool
 
     def _init_core(self, storage: Storage, config: RepositoryConfig, base: SnapshotData,
-                   changes: ChangeSet | None, read_only: bool) -> None:
+                   changes: ChangeSet | None, read_only: bool,
+                   virtual: VirtualSources | None = None) -> None:
         self._storage = storage
         self._config = config
+        # the virtual chunk containers this session may read (none authorized by default)
+        self._virtual = virtual if virtual is not None else VirtualSources(
+            config.containers(), {}, config.max_concurrent_requests)
         self._base = base
         self._changes = changes if changes is not None else ChangeSet()
         # pending metadata inherited from a parent session (forks only); read, never merged
@@ -92,6 +105,11 @@ class SessionCore:
         if self._store is None:
             self._store = store_class()(self, read_only=self._read_only)
         return self._store
+
+    @property
+    def virtual_sources(self) -> VirtualSources:
+        """The virtual chunk containers this session reads, with their authorization."""
+        return self._virtual
 
     @property
     def partial_values_concurrency(self) -> int:
@@ -206,11 +224,12 @@ class SessionCore:
                 return b""
             return await self._read_native(chunk_key(cid), offset, length, start, stop, key)
         if kind == KIND_VIRTUAL:
-            url, etag, offset, length = payload
+            url, etag, modified, offset, length = payload
             stop = length if end is None else min(end, length)
             if stop <= start:
                 return b""
-            data = await self._storage.read_url(url, offset + start, offset + stop, etag=etag)
+            data = await self._virtual.read(url, etag, modified, offset + start,
+                                            offset + stop, key=key)
             if len(data) != stop - start:
                 raise StorageError(
                     f"virtual chunk {url!r} of key {key!r} is shorter than its ref records: "
@@ -392,22 +411,30 @@ class SessionCore:
             self._changes.loose[key] = rec
 
     async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
-                              etag: str | None) -> None:
-        """Record that ``key`` is ``length`` bytes at ``offset`` of the object at ``url``.
+                              etag: str | None, modified: int = 0, *,
+                              validate_container: bool = False) -> None:
+        """Record that ``key`` is ``length`` bytes at ``offset`` of the object at ``url``
+        (``etag`` / ``modified``: the checksums reads verify).
 
         Raises
         ------
         InvalidInputError
-            On a bad key, a metadata key, negative offset/length, or an unsupported URL.
+            On a bad key, a metadata key, negative offset/length, a location that is not a
+            URL, or (``validate_container``) one no virtual chunk container covers.
         """
         self._check_writable()
         _keys.validate_key(key)
         if _keys.meta_path(key) is not None:
             raise InvalidInputError(f"{key!r} is a metadata key; only chunks can be virtual")
-        if offset < 0 or length < 0:
+        if offset < 0 or length < 0 or modified < 0:
             raise InvalidInputError("virtual chunk offset and length must be >= 0")
         if "://" not in url:
             raise InvalidInputError(f"virtual chunk location must be a URL, got {url!r}")
+        if validate_container and self._virtual.container_for(url) is None:
+            raise InvalidInputError(
+                f"no virtual chunk container covers {url!r}: add one with "
+                "RepositoryConfig.set_virtual_chunk_container (or pass "
+                "validate_container=False)")
         found = self._array_for_key(key)
         with self._lock:
             if found is not None:
@@ -416,12 +443,51 @@ class SessionCore:
                 self._chunks_written(node.node_id)
                 self._changes.array_chunks(
                     node.node_id, _keys.ndim_of(node.array)  # type: ignore[arg-type]
-                ).set_virtual(coord, url, offset, length, etag)
+                ).set_virtual(coord, url, offset, length, etag, modified)
             else:
                 self._changes.loose[key] = ChunkRefRecord(
                     key=key, kind=KIND_VIRTUAL, offset=offset, length=length, url=url,
-                    etag=etag,
+                    etag=etag, modified=modified,
                 )
+
+    async def set_virtual_table(self, array_path: str, make: Callable[[int], ChunkTable], *,
+                                validate_containers: bool = True
+                                ) -> list[tuple[int, ...]] | None:
+        """Record many virtual refs of the array at ``array_path`` at once: ``make(ndim)``
+        builds their table (columnar; no Python step per ref here).
+
+        Returns the chunk indices of refs dropped because no container covers their
+        location (``validate_containers``), or None if none was.
+
+        Raises
+        ------
+        NotFoundError
+            If there is no array at ``array_path``.
+        InvalidInputError
+            On refs outside the array's chunk grid, or bad columns.
+        """
+        self._check_writable()
+        path = array_path.strip("/") if isinstance(array_path, str) else array_path
+        node = self._node(path) if isinstance(path, str) else None
+        if node is None or node.array is None:
+            raise NotFoundError(f"no array at {array_path!r}")
+        info = node.array
+        ndim = _keys.ndim_of(info)
+        table = make(ndim)
+        check_in_grid(table, info, node.path)
+        failed: list[tuple[int, ...]] | None = None
+        if validate_containers and table.urls:
+            covered = np.fromiter((self._virtual.container_for(u) is not None
+                                   for u in table.urls), bool, len(table.urls))
+            bad = ~covered[table.url_idx]
+            if bool(bad.any()):
+                failed = [tuple(int(v) for v in row) for row in table.coords[bad]]
+                table = table.take(~bad).compact()
+                table.sorted_unique = True
+        with self._lock:
+            self._chunks_written(node.node_id)
+            self._changes.array_chunks(node.node_id, ndim).set_table(table)
+        return failed
 
     def _set_metadata(self, path: str, data: bytes) -> None:
         kind, doc = _keys.node_kind(data)
@@ -507,7 +573,7 @@ def _loose_to_ref(rec: ChunkRefRecord) -> Ref:
     if rec.kind == KIND_INLINE:
         return (KIND_INLINE, rec.data)
     if rec.kind == KIND_VIRTUAL:
-        return (KIND_VIRTUAL, (rec.url, rec.etag, rec.offset, rec.length))
+        return (KIND_VIRTUAL, (rec.url, rec.etag, rec.modified, rec.offset, rec.length))
     return (KIND_NATIVE, (rec.id, rec.offset, rec.length))
 
 

@@ -169,6 +169,10 @@ class ManifestCache:
         self._rows = 0
         self._items: OrderedDict[str, ChunkTable] = OrderedDict()
         self._shared = shared
+        # loads in flight, per event loop: concurrent misses of one manifest (zarr reads a
+        # selection's chunks at once) wait for one read instead of each reading it
+        self._loading: dict[tuple[asyncio.AbstractEventLoop, str],
+                            asyncio.Future[ChunkTable]] = {}
 
     async def get(self, storage: Storage, manifest_id: str) -> ChunkTable:
         hit = self._items.get(manifest_id)
@@ -177,7 +181,29 @@ class ManifestCache:
             return hit
         table = _SHARED.get(storage, manifest_id) if self._shared else None
         if table is None:
-            table = await read_manifest(storage, manifest_id)
+            key = (asyncio.get_running_loop(), manifest_id)
+            while (pending := self._loading.get(key)) is not None:
+                try:
+                    return await asyncio.shield(pending)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if pending.cancelled() and task is not None and not task.cancelling():
+                        continue  # the load we waited for was cancelled, not us: load it
+                    raise
+            fut: asyncio.Future[ChunkTable] = asyncio.get_running_loop().create_future()
+            self._loading[key] = fut
+            try:
+                table = await read_manifest(storage, manifest_id)
+            except asyncio.CancelledError:
+                fut.cancel()
+                raise
+            except BaseException as exc:
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: no "never retrieved" warning without waiters
+                raise
+            finally:
+                del self._loading[key]
+            fut.set_result(table)
             if self._shared:
                 _SHARED.put(storage, manifest_id, table)
         if manifest_id not in self._items:

@@ -153,7 +153,12 @@ class RearrangeSession(Session):
         raise SessionStateError(_ONLY)
 
     async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
-                              etag: str | None) -> None:
+                              etag: str | None, modified: int = 0, *,
+                              validate_container: bool = False) -> None:
+        raise SessionStateError(_ONLY)
+
+    async def set_virtual_table(self, array_path: str, make: Any, *,
+                                validate_containers: bool = True) -> Any:
         raise SessionStateError(_ONLY)
 
     async def delete_key(self, key: str) -> None:

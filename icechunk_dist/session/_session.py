@@ -46,9 +46,10 @@ from icechunk_dist.session._pipeline import AmendCommit, CommitKind, DataCommit,
 from icechunk_dist.session._rebase import rebase_onto
 from icechunk_dist.session._reindex import IndexMap, grid_of, reindexed, shifter
 from icechunk_dist.session._rewrite import RewriteCommit, adopt_split_shapes
+from icechunk_dist.session._vrefs import live_locations
 from icechunk_dist.session._writeback import PendingWrites
 from icechunk_dist.session.forks import ForkSession
-from icechunk_dist.storage import Storage
+from icechunk_dist.storage import Storage, VirtualSources
 
 if TYPE_CHECKING:
     from icechunk_dist.conflicts import ConflictSolver
@@ -94,8 +95,9 @@ class Session(SessionCore):
         read_only: bool,
         branch_tip: refs.BranchTip | None = None,
         default_commit_metadata: Mapping[str, Any] | None = None,
+        virtual: VirtualSources | None = None,
     ) -> None:
-        self._init_core(storage, config, base, None, read_only)
+        self._init_core(storage, config, base, None, read_only, virtual)
         self._genesis = genesis
         self._branch = branch
         self._lineage_id = new_id()
@@ -144,11 +146,12 @@ class Session(SessionCore):
             )
         return {
             "storage": self._storage, "config": self._config, "genesis": self._genesis,
-            "base": self._base, "branch": self._branch,
+            "base": self._base, "branch": self._branch, "virtual": self._virtual,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._init_core(state["storage"], state["config"], state["base"], None, True)
+        self._init_core(state["storage"], state["config"], state["base"], None, True,
+                        state.get("virtual"))
         self._genesis = state["genesis"]
         self._branch = state["branch"]
         self._lineage_id = new_id()
@@ -332,28 +335,26 @@ class Session(SessionCore):
     async def all_virtual_chunk_locations_async(self) -> list[str]:
         """Async twin of :meth:`all_virtual_chunk_locations`."""
         urls: set[str] = set()
+        limit = self._config.max_concurrent_requests
         for path, node in sorted(self._all_nodes().items()):
             if node.array is None:
                 continue
-            tables = []
             base = self._base_nodes.get(path)
-            if base is not None and base.node_id == node.node_id:
-                for mref in base.manifests:
-                    tables.append(await self._manifests.get(self._storage, mref.id))
+            mids = ([m.id for m in base.manifests]
+                    if base is not None and base.node_id == node.node_id else [])
+            tables = await gather_limited(
+                [self._manifests.get(self._storage, m) for m in mids], limit)
             ac = self._changes.chunks.get(node.node_id)
-            if ac is not None:
-                tables.append(ac.table)
-            if not tables:
-                continue
-            merged = ChunkTable.concat(tables).normalized()
-            idx = merged.url_idx[merged.kinds == KIND_VIRTUAL]
-            urls.update(merged.urls[int(i)] for i in np.unique(idx) if i >= 0)
+            urls |= live_locations(tables, None if ac is None else ac.table)
         loose = {**self._base_loose, **self._changes.loose}
         urls.update(r.url for r in loose.values() if r is not None and r.kind == KIND_VIRTUAL)
         return sorted(urls)
 
     def all_virtual_chunk_locations(self) -> list[str]:
-        """The distinct object URLs that virtual chunks of this session point into."""
+        """The distinct object URLs that virtual chunks of this session point into
+        (committed refs not overwritten by pending writes, and pending ones), computed per
+        distinct location: millions of refs into thousands of files cost thousands of
+        Python steps."""
         return _sync.run(self.all_virtual_chunk_locations_async())  # type: ignore[no-any-return]
 
     def move(self, from_path: str, to_path: str) -> None:
@@ -498,7 +499,7 @@ class Session(SessionCore):
             self._generation += 1  # our writes from now on are concurrent with the fork's
         return _forks.new_fork(storage=self._storage, config=self._config, base=self._base,
                                lineage_id=self._lineage_id, inherited=inherited,
-                               generation=generation)
+                               generation=generation, virtual=self._virtual)
 
     def merge(self, *forks: ForkSession, policy: MergePolicy = "fail") -> None:
         """Bring the changes of forks into this session.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,10 +29,10 @@ from icechunk_dist.errors import (
     InvalidInputError,
     SessionStateError,
 )
-from icechunk_dist.format import NodeRecord, SnapshotData
+from icechunk_dist.format import ChunkTable, NodeRecord, SnapshotData
 from icechunk_dist.session._core import SessionCore, node_names
 from icechunk_dist.session._io import read_snapshot
-from icechunk_dist.storage import Storage
+from icechunk_dist.storage import Storage, VirtualSources
 
 __all__ = [
     "ForkSession",
@@ -87,7 +87,7 @@ def _rebuild_fork(state: dict[str, Any]) -> ForkSession:
         base_id=state["base_id"], lineage_id=state["lineage_id"], fork_id=state["fork_id"],
         inherited=state["inherited"], changes=state["changes"],
         contributors=set(state["contributors"]), shared=shared,
-        generation=state.get("generation", 0),
+        generation=state.get("generation", 0), virtual=state.get("virtual"),
     )
     f._carried = frozenset(f._contributors)
     return register(f) if shared else f
@@ -232,13 +232,14 @@ class ForkSession(SessionCore):
 
     @classmethod
     def _new(cls, *, storage: Storage, config: RepositoryConfig, base: SnapshotData,
-             lineage_id: str, inherited: ChangeSet, generation: int = 0) -> ForkSession:
+             lineage_id: str, inherited: ChangeSet, generation: int = 0,
+             virtual: VirtualSources | None = None) -> ForkSession:
         f = cls.__new__(cls)
         fid = new_id()
         f._setup(storage=storage, config=config, base=base, base_id=base.id,
                  lineage_id=lineage_id, fork_id=fid, inherited=inherited,
                  changes=ChangeSet(), contributors=set(), shared=True,
-                 generation=generation)
+                 generation=generation, virtual=virtual)
         f._own = fid
         f._original = True
         register(f)
@@ -247,10 +248,10 @@ class ForkSession(SessionCore):
     def _setup(self, *, storage: Storage, config: RepositoryConfig, base: SnapshotData | None,
                base_id: str, lineage_id: str, fork_id: str, inherited: ChangeSet,
                changes: ChangeSet, contributors: set[str], shared: bool = False,
-               generation: int = 0) -> None:
+               generation: int = 0, virtual: VirtualSources | None = None) -> None:
         placeholder = base if base is not None else SnapshotData(
             id=base_id, parent_id=None, written_at=_EPOCH, message="")
-        self._init_core(storage, config, placeholder, changes, False)
+        self._init_core(storage, config, placeholder, changes, False, virtual)
         self._inherited = inherited
         self._base_loaded = base is not None
         self._base_id = base_id
@@ -286,6 +287,7 @@ class ForkSession(SessionCore):
                 "inherited": self._inherited, "changes": self._changes,
                 "contributors": sorted(self._contributors),
                 "shared": self._shared, "generation": self._generation,
+                "virtual": self._virtual,
             }
         return (_rebuild_fork, (state,))
 
@@ -333,7 +335,8 @@ class ForkSession(SessionCore):
         f._setup(storage=self._storage, config=self._config,
                  base=self._base if self._base_loaded else None, base_id=self._base_id,
                  lineage_id=self._lineage_id, fork_id=fid, inherited=self._inherited,
-                 changes=ChangeSet(), contributors=set(), generation=self._generation)
+                 changes=ChangeSet(), contributors=set(), generation=self._generation,
+                 virtual=self._virtual)
         f._own = fid
         return f
 
@@ -437,11 +440,22 @@ class ForkSession(SessionCore):
         await super().set_key(key, data)
 
     async def set_virtual_key(self, key: str, url: str, offset: int, length: int,
-                              etag: str | None) -> None:
+                              etag: str | None, modified: int = 0, *,
+                              validate_container: bool = False) -> None:
         await self._ensure_base()
         self._check_writable()
         self._note_write()
-        await super().set_virtual_key(key, url, offset, length, etag)
+        await super().set_virtual_key(key, url, offset, length, etag, modified,
+                                      validate_container=validate_container)
+
+    async def set_virtual_table(self, array_path: str, make: Callable[[int], ChunkTable], *,
+                                validate_containers: bool = True
+                                ) -> list[tuple[int, ...]] | None:
+        await self._ensure_base()
+        self._check_writable()
+        self._note_write()
+        return await super().set_virtual_table(array_path, make,
+                                               validate_containers=validate_containers)
 
     async def delete_key(self, key: str) -> None:
         await self._ensure_base()
@@ -593,8 +607,9 @@ def take_registered_copies(fork_id: str) -> ForkSession | None:
 
 
 def new_fork(*, storage: Storage, config: RepositoryConfig, base: SnapshotData,
-             lineage_id: str, inherited: ChangeSet, generation: int) -> ForkSession:
+             lineage_id: str, inherited: ChangeSet, generation: int,
+             virtual: VirtualSources | None = None) -> ForkSession:
     """A new shared fork of the session with ``lineage_id`` (what ``Session.fork`` returns),
     made at that session's write ``generation``."""
     return ForkSession._new(storage=storage, config=config, base=base, lineage_id=lineage_id,
-                            inherited=inherited, generation=generation)
+                            inherited=inherited, generation=generation, virtual=virtual)

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Literal
 
 from icechunk_dist._sync import run
-from icechunk_dist.errors import AlreadyExistsError, InvalidInputError, NotFoundError, StorageError
+from icechunk_dist.errors import AlreadyExistsError, InvalidInputError, NotFoundError
 
 __all__ = [
     "ObjectExistsError",
@@ -376,19 +376,7 @@ class Storage(abc.ABC):
             return False
         return True
 
-    # -- virtual chunks and sync twins ---------------------------------------------------------
-
-    async def read_url(self, url: str, start: int, end: int, *, etag: str | None = None
-                       ) -> bytes:
-        """Bytes ``[start, end)`` of an object outside the repository (a virtual chunk).
-
-        Raises
-        ------
-        StorageError
-            If this backend cannot reach ``url``, the object changed (``etag`` mismatch) or
-            the read fails.
-        """
-        raise StorageError(f"{self.describe()} cannot read virtual chunks at {url!r}")
+    # -- sync twins ---------------------------------------------------------------------------
 
     def get_sync(self, key: str) -> bytes:
         """Synchronous :meth:`get` (same errors)."""

@@ -6,10 +6,10 @@ import os
 import uuid
 from collections.abc import Mapping
 
+from icechunk_dist._containers import S3Options
 from icechunk_dist.errors import InvalidInputError
 from icechunk_dist.storage._base import Storage
 from icechunk_dist.storage._obstore import ObstoreStorage
-from icechunk_dist.storage._options import S3Options
 from icechunk_dist.storage._spec import StorageSpec, make_store
 
 __all__ = [

@@ -165,8 +165,8 @@ class _Injected(Exception):
 
 class FaultyStorage(WrapperStorage):
     """A :class:`WrapperStorage` that injects :class:`Fault` rules into the requests to
-    ``inner``. Listings of staging objects, :meth:`is_empty`, the conditional-write probe and
-    virtual chunk reads pass through without faults.
+    ``inner``. Listings of staging objects, :meth:`is_empty` and the conditional-write probe
+    pass through without faults (virtual chunks are not read through a storage).
 
     Parameters
     ----------

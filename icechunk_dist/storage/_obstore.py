@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import obstore
 import obstore.exceptions as obe
-from obstore.store import LocalStore, MemoryStore
+from obstore.store import MemoryStore
 
 from icechunk_dist.errors import InvalidInputError, NotFoundError, StorageError
 from icechunk_dist.storage._base import (
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from obstore import ObjectMeta as ObstoreMeta
     from obstore.store import ObjectStore
 
-__all__ = ["ObstoreStorage"]
+__all__ = ["ObstoreStorage", "check_runtime"]
 
 T = TypeVar("T")
 
@@ -97,7 +97,15 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _check_runtime(what: str) -> None:
+def check_runtime(what: str) -> None:
+    """Refuse obstore I/O in a process forked after its parent did some (it would hang);
+    note that this process uses obstore's runtime.
+
+    Raises
+    ------
+    StorageError
+        In such a forked process.
+    """
     global _runtime_pid
     if _inherited_runtime:
         raise StorageError(
@@ -139,7 +147,7 @@ class ObstoreStorage(Storage):
     Build one through the ``*_storage`` factories of :mod:`icechunk_dist.storage`.
     """
 
-    __slots__ = ("_pid", "_spec", "_store", "_url_stores")
+    __slots__ = ("_pid", "_spec", "_store")
 
     #: backoff for transient failures (class-wide; tests may shorten it)
     retry_policy: RetryPolicy = DEFAULT_RETRY
@@ -147,7 +155,6 @@ class ObstoreStorage(Storage):
     def __init__(self, spec: StorageSpec) -> None:
         self._spec = spec
         self._store: ObjectStore | None = None
-        self._url_stores: dict[tuple[int, str, str], ObjectStore] = {}
         self._pid = -1
         if spec.backend == "memory":
             self._store, self._pid = MemoryStore(), os.getpid()
@@ -206,7 +213,7 @@ class ObstoreStorage(Storage):
         return self
 
     def _client(self) -> ObjectStore:
-        _check_runtime(self.describe())
+        check_runtime(self.describe())
         store = self._store
         if store is None or (self._pid != os.getpid() and self._spec.backend != "memory"):
             # a client's connection pool and runtime do not survive fork: build a fresh one
@@ -487,56 +494,3 @@ class ObstoreStorage(Storage):
         if self._spec.backend == "local":
             return is_empty_dir(self._spec.option("path"))
         return await super().is_empty()
-
-    # -- virtual chunks -----------------------------------------------------------------------
-
-    def _url_store(self, url: str) -> tuple[ObjectStore, str]:
-        """(client, key) for a virtual chunk URL: ``file://`` paths, and ``s3://`` objects
-        reached with this storage's own S3 settings and credentials."""
-        scheme, _, rest = url.partition("://")
-        if scheme == "file":
-            path = os.path.abspath(rest)
-            root, key = os.path.dirname(path), os.path.basename(path)
-            cache_key = (os.getpid(), "file", root)
-            if cache_key not in self._url_stores:
-                try:
-                    self._url_stores[cache_key] = LocalStore(prefix=root)
-                except Exception as exc:  # e.g. the directory does not exist
-                    raise StorageError(
-                        f"cannot read virtual chunk {url!r}: {str(exc).splitlines()[0]}",
-                        key=url, cause=exc,
-                    ) from exc
-            return self._url_stores[cache_key], key
-        if scheme == "s3" and self._spec.backend == "s3":
-            bucket, _, key = rest.partition("/")
-            cache_key = (os.getpid(), "s3", bucket)
-            if cache_key not in self._url_stores:
-                opts = dict(self._spec.options)
-                opts.update(bucket=bucket, prefix="")
-                spec = StorageSpec(backend="s3", options=tuple(sorted(opts.items())),
-                                   secrets=self._spec.secrets, from_env=self._spec.from_env)
-                self._url_stores[cache_key] = make_store(spec)
-            return self._url_stores[cache_key], key
-        raise StorageError(
-            f"cannot read virtual chunk {url!r} from {self.describe()}: supported locations "
-            "are file:// paths and, for S3 repositories, s3:// objects"
-        )
-
-    async def read_url(self, url: str, start: int, end: int, *, etag: str | None = None
-                       ) -> bytes:
-        _check_runtime(self.describe())
-        store, key = self._url_store(url)
-        if end <= start:
-            return b""
-
-        async def call() -> bytes:
-            if etag is not None:
-                meta = await obstore.head_async(store, key)
-                if meta.get("e_tag") != etag:
-                    raise StorageError(
-                        f"virtual chunk {url!r} changed since it was referenced (etag "
-                        f"{meta.get('e_tag')!r}, expected {etag!r})", key=url,
-                    )
-            return bytes(await obstore.get_range_async(store, key, start=start, end=end))
-
-        return await self._io(call, url, "read virtual chunk")

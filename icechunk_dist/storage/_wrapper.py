@@ -114,7 +114,3 @@ class WrapperStorage(Storage):
 
     async def is_empty(self) -> bool:
         return await self.inner.is_empty()
-
-    async def read_url(self, url: str, start: int, end: int, *, etag: str | None = None
-                       ) -> bytes:
-        return await self.inner.read_url(url, start, end, etag=etag)
