@@ -9,6 +9,8 @@ thread on first use.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import functools
 import os
 import threading
@@ -17,7 +19,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from icechunk_dist.errors import SessionStateError
 
-__all__ = ["aiterate_pages", "io_loop", "iterate_pages", "on_io_loop", "run", "run_async"]
+__all__ = ["aiterate_pages", "background", "drain_background", "io_loop", "iterate_pages",
+           "on_io_loop", "run", "run_async"]
 
 T = TypeVar("T")
 
@@ -50,6 +53,36 @@ def _get_loop() -> asyncio.AbstractEventLoop:
             thread.start()
             _loop, _thread, _pid = loop, thread, os.getpid()
         return _loop
+
+
+_background: set[asyncio.Task[Any]] = set()
+
+
+def background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``coro`` on the running loop without waiting for it: for writes that only help
+    (a branch's tip hint) and must not add their latency to the caller's. It must handle
+    its own errors. Still running at interpreter exit, it gets a few seconds to finish."""
+    task = asyncio.get_running_loop().create_task(coro)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task
+
+
+async def drain_background() -> None:
+    """Wait for the background writes started so far (tests, and interpreter exit)."""
+    while _background:
+        await asyncio.gather(*list(_background), return_exceptions=True)
+
+
+def _drain_at_exit() -> None:
+    loop = _loop
+    if not _background or loop is None or _pid != os.getpid() or not loop.is_running():
+        return
+    with contextlib.suppress(Exception):
+        asyncio.run_coroutine_threadsafe(drain_background(), loop).result(timeout=5)
+
+
+atexit.register(_drain_at_exit)
 
 
 def io_loop() -> asyncio.AbstractEventLoop:

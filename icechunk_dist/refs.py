@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from icechunk_dist import _sync
 from icechunk_dist._types import new_id
 from icechunk_dist.errors import (
     AlreadyExistsError,
@@ -174,6 +175,10 @@ async def _read_tip(storage: Storage, name: str, genesis: str | None) -> BranchT
     starts the walk at version 0; a walk longer than ``_MAX_PROBES`` (a history written
     without hints) or a hint naming an absent version falls back to one listing.
     """
+    pending = _hints_in_flight.get((storage, name))
+    if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+        # this process's own hint write, still in flight: wait rather than GET one more
+        await asyncio.shield(pending)
     start = await _read_hint(storage, name)
     if start is None:
         first = await _read_version(storage, name, 0)
@@ -226,6 +231,11 @@ def _no_versions(name: str, genesis: str | None) -> BranchTip:
     if name == "main" and genesis is not None:
         return BranchTip(name, -1, genesis)
     raise RefNotFoundError(f"ref not found: branch {name!r} does not exist")
+
+
+# this process's tip hint writes not landed yet, by (storage, branch): readers of the same
+# process wait for them, so what they see does not depend on how fast a hint lands
+_hints_in_flight: dict[tuple[Storage, str], asyncio.Task[None]] = {}
 
 
 async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
@@ -281,7 +291,12 @@ async def write_branch(
         actual = await _read_tip(storage, name, genesis)
         raise BranchMovedError(expected_parent=expected.snapshot_id,
                             actual_parent=actual.snapshot_id)
-    await _write_hint(storage, name, version, ref)
+    # the hint only says where readers start (docs/design/006-o1-branch-tips.md): a lagging
+    # one costs them a GET, so the move does not wait for it
+    slot = (storage, name)
+    task = _hints_in_flight[slot] = _sync.background(_write_hint(storage, name, version, ref))
+    task.add_done_callback(lambda t: _hints_in_flight.pop(slot, None)
+                           if _hints_in_flight.get(slot) is t else None)
     return BranchTip(name, version, snapshot_id)
 
 

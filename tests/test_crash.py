@@ -4,7 +4,7 @@ snapshot, never a mix; the next writer commits normally; GC collects only the or
 
 The steps (docs/spec.md section 7): chunks are written by zarr before the commit; then
 manifests, the transaction log, the snapshot, and the ref write (version create, then the
-tip hint)."""
+tip hint, which the commit does not wait for)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,10 @@ def prepare(storage: Storage, where: dict[str, Any], step: Step) -> Prepared:
 def verify(p: Prepared, step: Step) -> None:
     out, err = p.proc.communicate(timeout=120)
     assert p.proc.returncode == -signal.SIGKILL, (p.proc.returncode, out, err)
-    assert "COMMITTED" not in out
+    if step[0] != "after tip hint":
+        assert "COMMITTED" not in out
+    # else the commit may have returned: the hint is written in the background
+    # (docs/design/006-o1-branch-tips.md), and waited for at exit, where the kill came
     moves = step[4]
     storage = p.storage
     written = keys(storage) - p.before

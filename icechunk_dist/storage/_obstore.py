@@ -347,7 +347,9 @@ class ObstoreStorage(Storage):
             # LocalStore does, without the hop to its I/O runtime and back
             create = mode == "create"
             put = put_fresh_local_file if mode == "fresh" else put_local_file
-            if len(data) <= _INLINE_LOCAL_BYTES:
+            # small writes inline, except overwrites: their rename can take a millisecond
+            # (overlay filesystems), and the tip hint's is written in the background
+            if len(data) <= _INLINE_LOCAL_BYTES and mode != "overwrite":
                 put(local, key, data, create=create)
             else:
                 await asyncio.to_thread(put, local, key, data, create=create)
