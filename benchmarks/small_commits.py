@@ -136,6 +136,7 @@ def bench_requests(work: Path) -> Row:
     import zarr
 
     import icechunk_dist as icd
+    from icechunk_dist import _sync
     from icechunk_dist.storage import FaultyStorage
 
     root = work / "requests"
@@ -151,8 +152,10 @@ def bench_requests(work: Path) -> Row:
         s = repo.writable_session("main")
         a = zarr.open_array(s.store, path="x", mode="r+")
         a[i * CHUNK:(i + 1) * CHUNK] = np.full(CHUNK, -i - 1, dtype="f4")
+        _sync.run(_sync.drain_background())  # the previous commit's tip hint
         counter.reset_counters()
         s.commit(f"one chunk {i}")
+        _sync.run(_sync.drain_background())  # this commit's, written behind it
         counts.append(dict(counter.requests))
     shutil.rmtree(root, ignore_errors=True)
     last = counts[-1]

@@ -308,17 +308,20 @@ class ChangeSet:
             out.chunks[nid] = ArrayChunks(ndims[nid], merged)
         return out
 
-    def without_chunks_of(self, node_ids: set[str], others: Sequence[ChangeSet]
-                          ) -> ChangeSet:
+    def without_chunks_of(self, node_ids: set[str], others: Sequence[ChangeSet],
+                          dropped: set[str] | None = None) -> ChangeSet:
         """A shallow copy whose chunk writes of ``node_ids`` leave out the coordinates that
-        ``others`` write (what those later writes override). ``self`` is not modified.
+        ``others`` write, and without any chunk write of the nodes in ``dropped`` (what
+        those later writes and deletes override). ``self`` is not modified.
         """
-        if not node_ids:
+        dropped = {n for n in dropped or () if n in self.chunks}
+        if not node_ids and not dropped:
             return self
         out = ChangeSet(nodes=self.nodes, new_paths=self.new_paths, deleted=self.deleted,
-                        loose=self.loose, chunks=dict(self.chunks))
+                        loose=self.loose, chunks={k: v for k, v in self.chunks.items()
+                                                  if k not in dropped})
         for nid in node_ids:
-            mine = self.chunks.get(nid)
+            mine = out.chunks.get(nid)
             if mine is None:
                 continue
             theirs = [o.chunks[nid].table for o in others if nid in o.chunks]

@@ -162,3 +162,29 @@ def test_different_bytes_from_two_concurrent_forks_still_conflict(tmp_path: Path
     s.commit("h wins")
     np.testing.assert_array_equal(
         zarr.open_array(repo.readonly_session("main").store, path="xc")[:500], data + 1)
+
+
+def test_a_fork_deletes_what_its_session_made_before_the_fork(tmp_path: Path) -> None:
+    """Deletes are ordered like writes: a fork that deletes an array or a group its session
+    created (and wrote) before the fork takes them out on merge, and the session's status
+    shows neither a creation nor a deletion of them (found by tests/test_model.py)."""
+    repo = icd.Repository.create(icd.local_filesystem_storage(tmp_path / "repo"))
+    s = repo.writable_session("main")
+    root = zarr.open_group(s.store, mode="a")
+    root.create_group("g").create_array("a", shape=(4,), chunks=(2,), dtype="i4",
+                                        fill_value=0)[:] = 5
+    root.create_array("z", shape=(4,), chunks=(2,), dtype="i4", fill_value=0)
+    root.create_array("keep", shape=(2,), chunks=(2,), dtype="i4", fill_value=0)[:] = 1
+    fork = s.fork()
+    fork_root = zarr.open_group(fork.store, mode="r+")
+    del fork_root["g"]
+    del fork_root["z"]
+    assert sorted(fork_root.keys()) == ["keep"]  # the fork sees its own deletes
+    s.merge(fork)
+    status = s.status()
+    assert status.new_arrays == {"/keep"} and status.new_groups == {"/"}
+    assert not status.deleted_arrays and not status.deleted_groups
+    s.commit("made and taken out again")
+    got = zarr.open_group(repo.readonly_session("main").store, mode="r")
+    assert sorted(got.keys()) == ["keep"]
+    np.testing.assert_array_equal(got["keep"][:], [1, 1])

@@ -187,12 +187,15 @@ def _pending_group_and_forks(repo: Repository) -> tuple[Session, ForkSession, Fo
 def test_pending_node_of_the_session_goes_with_a_deleted_group(repo: Repository,
                                                                order: str) -> None:
     """A node the session created before forking is part of what every fork saw: a fork
-    that deletes its group takes it along (no conflict); a change of it is a conflict."""
+    that deletes its group takes it along (no conflict); a change of it is a conflict,
+    named at the node the two forks meet at, in either order (as for the base's nodes in
+    ``test_delete_and_change_conflict_in_every_order``; the fork's delete of the pending
+    node was once lost, and the conflict then named the group)."""
     s, f, g = _pending_group_and_forks(repo)
     zarr.open_group(g.store, path="g/pending", mode="r+").attrs.update({"p": 2})
     with pytest.raises(MergeConflictError) as ei:
         s.merge(*((f, g) if order == "delete first" else (g, f)))
-    assert ei.value.path == "g"
+    assert ei.value.path == "g/pending"
 
     s, f, g = _pending_group_and_forks(repo)
     zarr.open_array(g.store, path="x", mode="r+")[0:2] = 5  # elsewhere: no conflict

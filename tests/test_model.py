@@ -226,12 +226,18 @@ class Clock:
 class MSession:
     def __init__(self, real: Any, branch: str, base: str) -> None:
         self.real, self.branch, self.base, self.ch = real, branch, base, Changes()
+        # writes in one session are ordered (docs/design/013): a fork made after the
+        # session last wrote an array overrides those writes; later ones are concurrent
+        self.gen = 0
+        self.chunk_gen: dict[int, int] = {}
 
 
 class MFork:
-    def __init__(self, real: Any, owner: int, base: str, inherited: Changes) -> None:
+    def __init__(self, real: Any, owner: int, base: str, inherited: Changes,
+                 forked_at: int = 0) -> None:
         self.real, self.owner, self.base = real, owner, base
         self.inherited, self.own = inherited, Changes()
+        self.forked_at = forked_at
 
 
 class MRearrange:
@@ -437,6 +443,7 @@ class RepoMachine(RuleBasedStateMachine):
         node = self._view(ms).nodes[path]
         assert node.spec is not None
         self._write_to(ms.real.store, node, path, coord, delete, ms.ch)
+        ms.chunk_gen[node.nid] = ms.gen
 
     def _write_to(self, store: Any, node: Node, path: str, coord: int, delete: bool,
                   ch: Changes) -> None:
@@ -693,6 +700,27 @@ class RepoMachine(RuleBasedStateMachine):
         self._status(ms)
 
     # -------------------------------------------------------------- forks
+    def _earlier_dropped(self, ms: MSession, forks: list[MFork]) -> Changes:
+        """The session's changes without its writes that the forks override: of an array
+        the session last wrote before the forks were made, the chunks they write, and all
+        of it if a fork deleted the array."""
+        forked_at = min(f.forked_at for f in forks)
+        out = ms.ch.copy()
+        for f in forks:
+            before = view(self.model.snaps[f.base].tree, f.inherited).nodes
+            after = self._fork_view(f).nodes
+            gone = {n.nid for p, n in before.items()
+                    if p not in after or after[p].nid != n.nid}
+            for nid in gone | set(f.own.chunks):
+                if nid not in out.chunks or ms.chunk_gen.get(nid, -1) > forked_at:
+                    continue
+                if nid in gone:
+                    del out.chunks[nid]
+                else:
+                    for coord in f.own.chunks[nid]:
+                        out.chunks[nid].pop(coord, None)
+        return out
+
     def _fork_view(self, f: MFork) -> Tree:
         return view(view(self.model.snaps[f.base].tree, f.inherited), f.own)
 
@@ -703,7 +731,8 @@ class RepoMachine(RuleBasedStateMachine):
         key = pick(self.sessions, s)
         ms = self.sessions[key]
         inherited = Changes(nodes=dict(ms.ch.nodes), deleted=dict(ms.ch.deleted))
-        self.forks[self._new()] = MFork(ms.real.fork(), key, ms.base, inherited)
+        self.forks[self._new()] = MFork(ms.real.fork(), key, ms.base, inherited, ms.gen)
+        ms.gen += 1  # the session's writes from now on are concurrent with the fork's
 
     @rule(f=IDX, op=st.sampled_from(["chunk", "chunk", "clear", "attrs", "delete"]), n=IDX,
           coord=COORD)
@@ -741,7 +770,7 @@ class RepoMachine(RuleBasedStateMachine):
         if any(f.owner != key or f.base != ms.base for f in forks):
             expect: tuple[str, Any] = ("err", icd.SessionStateError)
         else:
-            kind, result = merge(self.model.snaps[ms.base].tree, ms.ch,
+            kind, result = merge(self.model.snaps[ms.base].tree, self._earlier_dropped(ms, forks),
                                  [(f.inherited, f.own) for f in forks])
             expect = {"conflict": ("err", icd.MergeConflictError), "ok": ("ok", None),
                       "either": ("either", icd.MergeConflictError)}[kind]
@@ -750,6 +779,10 @@ class RepoMachine(RuleBasedStateMachine):
         if got is None:
             assert result is not None
             ms.ch = result
+            for f in forks:
+                for nid in f.own.chunks:
+                    ms.chunk_gen[nid] = ms.gen
+            ms.gen += 1
             for k in chosen:
                 del self.forks[k]
         self._status(ms)

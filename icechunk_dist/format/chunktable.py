@@ -325,6 +325,20 @@ class ChunkTable:
             mask = np.isin(lin[0], lin[1])
         return self.coords[mask]
 
+    def without_rows_of(self, other: ChunkTable) -> ChunkTable:
+        """Rows whose coordinates ``other`` has none of (``other`` normalized): a binary
+        search of the sorted keys where they are integers, not a set operation."""
+        if not len(self) or not len(other):
+            return self
+        lin = linear_keys([self.coords, other.coords]) if other.sorted_unique else None
+        if lin is None:
+            return self.without(other.keys())
+        ka, kb = lin
+        pos = np.minimum(np.searchsorted(kb, ka), len(kb) - 1)
+        out = self.take(kb[pos] != ka)
+        out.sorted_unique = self.sorted_unique
+        return out
+
     def without(self, coords_keys: npt.NDArray[Any]) -> ChunkTable:
         """Rows whose coordinates are not among ``coords_keys``."""
         if not len(self) or not len(coords_keys):

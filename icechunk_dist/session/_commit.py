@@ -324,7 +324,7 @@ def _apply(base: ChunkTable | None, delta: ChunkTable) -> ChunkTable:
     if base is None or not len(base):
         out = live
     else:
-        kept = base.without(delta.keys())
+        kept = base.without_rows_of(delta)
         out = ChunkTable.concat([kept, live])
     out = out.normalized() if not out.sorted_unique else out
     if len(out) and np.any(out.kinds == KIND_TOMBSTONE):  # pragma: no cover - defensive

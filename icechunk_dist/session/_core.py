@@ -551,6 +551,10 @@ class SessionCore:
             self._changes.chunks.pop(rec.node_id, None)
         self._changes.new_paths.discard(path)
         base = self._base_nodes.get(path)
+        if base is None and path not in self._changes.deleted:
+            # a fork deleting a node its session made before the fork: the inherited record
+            # is what the merge back takes out of the session
+            base = self._inherited.nodes.get(path)
         if base is not None:
             self._changes.deleted[path] = base
             self._changes.chunks.pop(base.node_id, None)

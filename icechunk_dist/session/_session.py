@@ -543,8 +543,18 @@ class Session(SessionCore):
             # writes made since (ours, or of forks merged meanwhile) are concurrent with them
             earlier = {nid for cs, _ in parts for nid in cs.chunks
                        if self._chunk_gen.get(nid, -1) <= forked_at}
-            mine = self._changes.without_chunks_of(earlier, [cs for cs, _ in parts])
-            self._changes = mine.merge_many(parts, policy=policy, describe=node_names(self))
+            # and a node a fork deleted takes this session's earlier writes to it along
+            deleted = {rec.node_id for cs, _ in parts for rec in cs.deleted.values()
+                       if self._chunk_gen.get(rec.node_id, -1) <= forked_at}
+            mine = self._changes.without_chunks_of(earlier, [cs for cs, _ in parts],
+                                                   dropped=deleted)
+            merged = mine.merge_many(parts, policy=policy, describe=node_names(self))
+            # a fork's delete of a node this session created before the fork is recorded
+            # against that node; here, with no base node behind it, nothing is deleted
+            merged.deleted = {p: r for p, r in merged.deleted.items()
+                              if (b := self._base_nodes.get(p)) is not None
+                              and b.node_id == r.node_id}
+            self._changes = merged
             self._merged_forks = seen
             for cs, _ in parts:
                 for nid in cs.chunks:
