@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -159,7 +160,9 @@ class TableBuilder:
                if self._native else no_ids(n))
         return ChunkTable(
             ndim=self.ndim,
-            coords=np.asarray(self._coords, np.int64).reshape(n, self.ndim),
+            # one pass over the tuples' ints (asarray of a list of tuples is ~3x slower)
+            coords=np.fromiter(chain.from_iterable(self._coords), np.int64,
+                               count=n * self.ndim).reshape(n, self.ndim),
             kinds=np.asarray(self._kinds, np.uint8),
             ids=ids,
             offsets=np.asarray(self._offsets, np.uint64),

@@ -560,8 +560,7 @@ class Session(SessionCore):
                 for nid in cs.chunks:
                     self._chunk_gen[nid] = self._generation
             self._generation += 1
-        for f in ready:
-            _forks.release(f)
+        _forks.release_all(ready)
 
     # ------------------------------------------------------------------ commit
     def commit(

@@ -527,14 +527,22 @@ def register(f: ForkSession) -> ForkSession:
 
 def release(f: ForkSession) -> None:
     """Drop ``f`` from the registry (it was merged or handed over)."""
-    if not f._shared:
+    release_all((f,))
+
+
+def release_all(forks: Sequence[ForkSession]) -> None:
+    """Drop ``forks`` from the registry, under one acquisition of its lock (a merge of a
+    thousand forks releases them all at once)."""
+    shared = [f for f in forks if f._shared]
+    if not shared:
         return  # only forks of Session.fork() (and their copies) are ever registered
     with _REGISTRY_LOCK:
-        group = _REGISTRY.get(f._fork_id)
-        if group is not None:
-            group.forks = [g for g in group.forks if g is not f]
-            if not group.forks:
-                del _REGISTRY[f._fork_id]
+        for f in shared:
+            group = _REGISTRY.get(f._fork_id)
+            if group is not None:
+                group.forks = [g for g in group.forks if g is not f]
+                if not group.forks:
+                    del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks
