@@ -12,6 +12,7 @@ import numpy as np
 from zarr.storage import WrapperStore
 
 from icechunk_dist.errors import IcechunkDistError, InvalidInputError
+from icechunk_dist.ingest._raw_copy import RawFile, open_raw
 from icechunk_dist.ingest._readers import FileSummary, describe, open_source
 from icechunk_dist.ingest._runner import Written
 from icechunk_dist.ingest._sources import SourceFile
@@ -273,6 +274,8 @@ def write_unit(unit: list[Segment], fork: ForkSession, dim: str, group: str | No
     child = fork.child()
     store = Counting(child.store)
     for sources, start in unit:
+        if _write_raw(sources, store, group, dim, start):
+            continue
         parts = [open_source(s, storage_options, concat_dim=dim) for s in sources]
         ds = parts[0] if len(parts) == 1 else xr.concat(
             parts, dim=dim, data_vars="minimal", coords="minimal", compat="override",
@@ -281,6 +284,33 @@ def write_unit(unit: list[Segment], fork: ForkSession, dim: str, group: str | No
             write_region(store, ds, dim, group, start, times,
                          ", ".join(s.url for s in sources))
     return Written(child, store.counter[0])
+
+
+def _write_raw(sources: list[SourceFile], store: Any, group: str | None, dim: str,
+               start: int) -> bool:
+    """Copy the files' stored values as they are (``_raw_copy.py``) if every one of them
+    can be; else write nothing and return False."""
+    opened: list[RawFile] = []
+    try:
+        for src in sources:
+            raw = open_raw(src, store, group, dim)
+            if raw is None:
+                return False
+            opened.append(raw)
+        pos = start
+        for f in opened:
+            try:
+                pos += f.write(dim, pos)
+            except IcechunkDistError:
+                raise
+            except Exception as e:  # e.g. a truncated file
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise InvalidInputError(f"{', '.join(s.url for s in sources)}: cannot write "
+                                        f"into the repository: {msg}") from None
+        return True
+    finally:
+        for f in opened:
+            f.close()
 
 
 def write_region(store: Any, ds: xr.Dataset, dim: str, group: str | None, start: int,
