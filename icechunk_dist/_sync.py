@@ -68,10 +68,22 @@ def background(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
     return task
 
 
-async def drain_background() -> None:
-    """Wait for the background writes started so far (tests, and interpreter exit)."""
-    while _background:
-        await asyncio.gather(*list(_background), return_exceptions=True)
+async def drain_background(timeout: float = 30.0) -> None:
+    """Wait (at most ``timeout`` seconds) for the background writes started so far on the
+    running loop (tests, and interpreter exit). Those of a loop that has closed are
+    dropped: they cannot finish."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        for task in list(_background):
+            other = task.get_loop()
+            if other is not loop and (task.done() or other.is_closed()):
+                _background.discard(task)
+        mine = [t for t in _background if t.get_loop() is loop and not t.done()]
+        left = deadline - loop.time()
+        if not mine or left <= 0:
+            return
+        await asyncio.wait(mine, timeout=left)
 
 
 def _drain_at_exit() -> None:

@@ -177,8 +177,9 @@ async def _read_tip(storage: Storage, name: str, genesis: str | None) -> BranchT
     """
     pending = _hints_in_flight.get((storage, name))
     if pending is not None and pending.get_loop() is asyncio.get_running_loop():
-        # this process's own hint write, still in flight: wait rather than GET one more
-        await asyncio.shield(pending)
+        # this process's own hint write, still in flight: wait (briefly: the hint is only
+        # a hint) rather than GET one more
+        await asyncio.wait([pending], timeout=_HINT_WAIT)
     start = await _read_hint(storage, name)
     if start is None:
         first = await _read_version(storage, name, 0)
@@ -236,6 +237,7 @@ def _no_versions(name: str, genesis: str | None) -> BranchTip:
 # this process's tip hint writes not landed yet, by (storage, branch): readers of the same
 # process wait for them, so what they see does not depend on how fast a hint lands
 _hints_in_flight: dict[tuple[Storage, str], asyncio.Task[None]] = {}
+_HINT_WAIT = 2.0  # seconds
 
 
 async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
