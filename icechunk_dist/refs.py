@@ -237,7 +237,34 @@ def _no_versions(name: str, genesis: str | None) -> BranchTip:
 # this process's tip hint writes not landed yet, by (storage, branch): readers of the same
 # process wait for them, so what they see does not depend on how fast a hint lands
 _hints_in_flight: dict[tuple[Storage, str], asyncio.Task[None]] = {}
+_hint_wanted: dict[tuple[Storage, str], tuple[int, RefData]] = {}
 _HINT_WAIT = 2.0  # seconds
+
+
+def _schedule_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
+    """Write the branch's tip hint in the background, one write at a time per branch and
+    the newest version wanted: hints never land out of order from one process, and a burst
+    of moves costs a few hint writes, not one each."""
+    slot = (storage, name)
+    wanted = _hint_wanted.get(slot)
+    if wanted is None or version > wanted[0]:
+        _hint_wanted[slot] = (version, ref)
+    task = _hints_in_flight.get(slot)
+    if task is not None and not task.done():
+        return  # the running writer picks the newest up when it is done
+    _hints_in_flight[slot] = _sync.background(_write_hints(storage, name))
+
+
+async def _write_hints(storage: Storage, name: str) -> None:
+    slot = (storage, name)
+    written = -1
+    try:
+        while (wanted := _hint_wanted.get(slot)) is not None and wanted[0] > written:
+            await _write_hint(storage, name, *wanted)
+            written = wanted[0]
+    finally:  # no await from the last check to here: no move is missed
+        _hint_wanted.pop(slot, None)
+        _hints_in_flight.pop(slot, None)
 
 
 async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
@@ -295,10 +322,7 @@ async def write_branch(
                             actual_parent=actual.snapshot_id)
     # the hint only says where readers start (docs/design/006-o1-branch-tips.md): a lagging
     # one costs them a GET, so the move does not wait for it
-    slot = (storage, name)
-    task = _hints_in_flight[slot] = _sync.background(_write_hint(storage, name, version, ref))
-    task.add_done_callback(lambda t: _hints_in_flight.pop(slot, None)
-                           if _hints_in_flight.get(slot) is t else None)
+    _schedule_hint(storage, name, version, ref)
     return BranchTip(name, version, snapshot_id)
 
 
