@@ -38,13 +38,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _rss import PeakRSS  # benchmarks/_rss.py (this directory is on sys.path)
 
 MIB = 1024 * 1024
 Row = dict[str, Any]
@@ -56,35 +56,6 @@ SMOKE = {"set_chunks": 500, "zarr_chunks": 500, "forks": 20, "refs_per_fork": 10
 
 
 # ------------------------------------------------------------------------------ helpers
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakRSS:
-    """Sample this process's RSS every ``interval`` seconds in a background thread."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.start = self.peak = _rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss())
-
-
 def _row(name: str, ours: float, unit: str, target: str, ok: bool | None,
          config: str) -> Row:
     return {"name": name, "ours": ours, "unit": unit, "target": target, "ok": ok,

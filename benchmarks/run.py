@@ -42,7 +42,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import uuid
@@ -53,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _rss import PeakRSS  # benchmarks/_rss.py (this directory is on sys.path)
 
 MIB = 1024 * 1024
 HERE = Path(__file__).resolve().parent
@@ -84,43 +84,9 @@ SMOKE = Sizes(bulk_bytes=16 * MIB, bulk_chunk=256, bulk_chunk_1d=65_536, big_blo
 
 
 # ------------------------------------------------------------------------------ memory
-def rss() -> int:
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:  # pragma: no cover - psutil is in the test extra
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def ru_maxrss() -> int:
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r if sys.platform == "darwin" else r * 1024)
-
-
-class PeakRSS:
-    """Sample the driver's RSS every few milliseconds in a background thread."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.start = self.peak = rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, rss())
 
 
 # ------------------------------------------------------------------------------ data

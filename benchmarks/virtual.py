@@ -44,7 +44,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _rss import PeakRSS  # benchmarks/_rss.py (this directory is on sys.path)
 
 MIB = 1 << 20
 CHUNK = 256  # bytes per virtual chunk (4 x 4 x 4 float32)
@@ -70,36 +70,6 @@ READ_TARGET = 0.9
 
 
 # ------------------------------------------------------------------------------ helpers
-def _rss() -> int:
-    import psutil
-
-    return int(psutil.Process().memory_info().rss)
-
-
-class PeakRSS:
-    """Peak RSS of this process, sampled every ``interval`` seconds in a thread."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        self.interval = interval
-        self.start = self.peak = _rss()
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss())
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, _rss())
-
-
 def _url(prefix: str, i: int) -> str:
     return f"{prefix}f{i:07d}.bin"
 
