@@ -50,7 +50,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -93,7 +93,7 @@ from model_reference import (
 )
 
 import icechunk_dist as icd
-from icechunk_dist.storage import ObjectMeta, Storage
+from icechunk_dist.storage import Storage, WrapperStorage
 
 EXAMPLES = int(os.environ.get("ICD_MODEL_EXAMPLES", "30"))
 STEPS = int(os.environ.get("ICD_MODEL_STEPS", "40"))
@@ -134,19 +134,15 @@ def model_solver(name: str) -> str:
 
 
 # ------------------------------------------------------------------------------ plumbing
-class HookStorage(Storage):
+class HookStorage(WrapperStorage):
     """The real storage, with one optional hook awaited right before the next write of a
     branch version (a commit's ref write): where a concurrent collection is most harmful."""
 
     _VERSION = re.compile(r"refs/branch\.[^/]+/\d{12}")
 
     def __init__(self, inner: Storage) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.hook: Callable[[], Awaitable[None]] | None = None
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
 
     @property
     def supports_pickle(self) -> bool:
@@ -161,35 +157,11 @@ class HookStorage(Storage):
     def __hash__(self) -> int:
         return id(self)
 
-    async def get(self, key: str) -> bytes:
-        return await self.inner.get(key)
-
-    async def get_range(self, key: str, start: int, end: int) -> bytes:
-        return await self.inner.get_range(key, start, end)
-
-    async def get_suffix(self, key: str, length: int) -> bytes:
-        return await self.inner.get_suffix(key, length)
-
-    async def head(self, key: str) -> ObjectMeta:
-        return await self.inner.head(key)
-
-    async def check_conditional_writes(self) -> None:
-        await self.inner.check_conditional_writes()
-
     async def put(self, key: str, data: bytes, *, mode: Any = "overwrite") -> None:
         if self.hook is not None and self._VERSION.fullmatch(key):
             hook, self.hook = self.hook, None
             await hook()
         await self.inner.put(key, data, mode=mode)
-
-    async def delete(self, key: str) -> None:
-        await self.inner.delete(key)
-
-    async def delete_many(self, keys: Iterable[str]) -> int:
-        return await self.inner.delete_many(keys)
-
-    def list(self, prefix: str = "") -> AsyncIterator[ObjectMeta]:
-        return self.inner.list(prefix)
 
 
 class Clock:
