@@ -56,45 +56,34 @@ _NUMCODECS = {"numcodecs.shuffle": "shuffle", "numcodecs.zlib": "zlib",
               "numcodecs.fletcher32": "fletcher32"}
 
 
-def _set_refs(store: Any, array_path: str, coords: np.ndarray, urls: Sequence[str],
+def _set_refs(store: Any, array_path: str, coords: np.ndarray, url: str,
               offsets: Sequence[int] | np.ndarray, lengths: Sequence[int] | np.ndarray,
-              etags: Sequence[str | None]) -> int:
+              etag: str | None) -> int:
     """Point the chunks at ``coords`` (one row of grid indices each) of ``array_path`` at
-    ``lengths[i]`` bytes at ``offsets[i]`` of ``urls[i]``, recording ``etags[i]`` (a read
-    fails if the source changed since); return how many refs were set.
+    ``lengths[i]`` bytes at ``offsets[i]`` of the file at ``url``, recording its ``etag``
+    (a read fails if the file changed since); return how many refs were set.
 
     Every ref of virtual ingestion is set here, in one columnar call
-    (``set_virtual_refs_columns``: each distinct URL once, no per-chunk Python work).
+    (``set_virtual_refs_columns``: the file's location once, no per-chunk Python work).
 
     Raises
     ------
     InvalidInputError
-        If a chunk is outside the array's grid, a URL is not one, or no virtual chunk
-        container of the repository's config covers a URL.
+        If a chunk is outside the array's grid, the URL is not one, or no virtual chunk
+        container of the repository's config covers it.
     """
     n = len(offsets)
     if not n:
         return 0
-    locations: list[str] = []
-    tags: list[str | None] = []
-    where: dict[str, int] = {}
-    ids = np.empty(n, dtype=np.int64)
-    for i, (url, etag) in enumerate(zip(urls, etags, strict=True)):
-        j = where.get(url)
-        if j is None:
-            j = where[url] = len(locations)
-            locations.append(url)
-            tags.append(etag)
-        ids[i] = j
-    grid = np.asarray(coords, dtype=np.int64).reshape(n, -1)
     left = store.set_virtual_refs_columns(
-        array_path, coords=grid, location_ids=ids,
+        array_path, coords=np.asarray(coords, dtype=np.int64).reshape(n, -1),
+        location_ids=np.zeros(n, dtype=np.int64),
         offsets=np.asarray(offsets, dtype=np.int64),
-        lengths=np.asarray(lengths, dtype=np.int64), locations=locations, etags=tags)
+        lengths=np.asarray(lengths, dtype=np.int64), locations=[url], etags=[etag])
     if left:
         raise InvalidInputError(
             f"{array_path}: no virtual chunk container of the repository's config covers "
-            f"the refs of chunk(s) {', '.join(map(str, left[:3]))} (into {locations[0]!r})")
+            f"{url!r} (the refs of chunk(s) {', '.join(map(str, left[:3]))})")
     return n
 
 
@@ -364,8 +353,8 @@ def _write_file(child: ForkSession, store: Counting, src: SourceFile, pos: int,
             table = fitted[1]
             coords = table.coords.copy()
             coords[:, spec.axis] += pos // spec.chunks[spec.axis]
-            refs += _set_refs(child.store, spec.path, coords, [index.url] * len(coords),
-                              table.offsets, table.lengths, [index.etag] * len(coords))
+            refs += _set_refs(child.store, spec.path, coords, index.url,
+                              table.offsets, table.lengths, index.etag)
             if table.missing:
                 _clear_unwritten(child.store, spec, coords, pos, n)
         if native:
