@@ -44,7 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _rss import PeakRSS  # benchmarks/_rss.py (this directory is on sys.path)
+
+# benchmarks/_rss.py beside this file, however this module is loaded (tests load it by path)
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+from _rss import PeakRSS  # noqa: E402
 
 MIB = 1024 * 1024
 Row = dict[str, Any]
