@@ -145,8 +145,8 @@ class MetadataFold:
 
     def _written(self, cs: Changes) -> set[str]:
         if not self.alias:  # no adopted nodes: every id is its own
-            return {n for n, ac in cs.chunks.items() if len(ac)}
-        return {self.resolve(n) for n, ac in cs.chunks.items() if len(ac)}
+            return {n for n, ac in cs.chunks.items() if ac}
+        return {self.resolve(n) for n, ac in cs.chunks.items() if ac}
 
     def _note_chunks(self, i: int, ids: set[str]) -> None:
         for nid in ids:
@@ -168,12 +168,14 @@ class MetadataFold:
         thousands of forks all are."""
         writers = self.writers
         x = self.out
+        slow = bool(x.deleted or self.alias)  # changes only in ``add``
         for i, (y, anc) in enumerate(others, 1):
-            if y.nodes or y.deleted or y.loose or x.deleted or self.alias:
+            if slow or y.nodes or y.deleted or y.loose:
                 self.add(i, y, anc)
+                slow = bool(x.deleted or self.alias)
                 continue
             for nid, ac in y.chunks.items():
-                if len(ac):
+                if ac:
                     w = writers.get(nid)
                     if w is None:
                         writers[nid] = [i]

@@ -65,12 +65,16 @@ class ArrayChunks:
             return len(self._pos)  # only builder rows: one key per distinct chunk
         return len(self.table)
 
+    def __bool__(self) -> bool:
+        # builder rows: at least one chunk written (a merge asks this of every fork's writes)
+        return bool(self._pos) or len(self) > 0
+
     def unfolded(self) -> TableBuilder | None:
         """The builder of our writes if it holds all of them, each chunk once (nothing
         folded yet, no chunk written twice), else None: a merge may then build many such
         change-sets' rows at once (``TableBuilder.build_all``)."""
         b = self._builder
-        if (self._pos and self._parts is None and not len(self._table)
+        if (self._pos and self._parts is None and not self._table.kinds.size
                 and len(self._pos) == len(b)):
             return b
         return None
@@ -262,26 +266,27 @@ class ChangeSet:
             coordinates for chunks).
         """
         names = dict(describe or {})
-        for cs in (self, *(o for o, _ in others)):
-            if cs.deleted:
-                names.update({r.node_id: p for p, r in cs.deleted.items()})
-            if cs.nodes:
-                names.update(cs.node_paths_by_id())
+        _add_names(names, self)
         out = ChangeSet(nodes=dict(self.nodes), new_paths=set(self.new_paths),
                         deleted=dict(self.deleted), loose=dict(self.loose))
-        fold = MetadataFold(self, out, policy, names)
-        fold.add_all(others)
-        dead = fold.dead()
-        per_node: dict[str, list[ArrayChunks]] = {}
         ndims: dict[str, int] = {}
-        alias, floor = fold.alias, fold.floor
-        for i, cs in enumerate((self, *(o for o, _ in others))):
-            for nid, ac in cs.chunks.items():
-                key = fold.resolve(nid) if alias else nid
-                if key in dead or (floor and i <= floor.get(key, -1)):
-                    continue  # the node is gone, or a later delete won over these writes
-                per_node.setdefault(key, []).append(ac)
-                ndims[key] = ac.ndim
+        per_node = _chunk_only(self, others, ndims)
+        if per_node is None:
+            # some change-set changes metadata: the rules of the fold apply to each
+            for o, _ in others:
+                _add_names(names, o)
+            fold = MetadataFold(self, out, policy, names)
+            fold.add_all(others)
+            dead = fold.dead()
+            per_node = {}
+            alias, floor = fold.alias, fold.floor
+            for i, cs in enumerate((self, *(o for o, _ in others))):
+                for nid, ac in cs.chunks.items():
+                    key = fold.resolve(nid) if alias else nid
+                    if key in dead or (floor and i <= floor.get(key, -1)):
+                        continue  # the node is gone, or a later delete won over these writes
+                    per_node.setdefault(key, []).append(ac)
+                    ndims[key] = ac.ndim
         for nid in sorted(per_node):
             acs = per_node[nid]
             builders = [b for ac in acs[1:] if (b := ac.unfolded()) is not None]
@@ -407,6 +412,39 @@ def _disjoint_parts(tables: Sequence[ChunkTable]) -> list[ChunkTable] | None:
     if not bool(np.all(first[1:] > last[:-1])):
         return None
     return [parts[i] for i in order.tolist()]
+
+
+def _add_names(names: dict[str, str], cs: ChangeSet) -> None:
+    """The node id -> path pairs ``cs`` knows (of nodes it changed or deleted)."""
+    if cs.deleted:
+        names.update({r.node_id: p for p, r in cs.deleted.items()})
+    if cs.nodes:
+        names.update(cs.node_paths_by_id())
+
+
+def _chunk_only(first: ChangeSet, others: Sequence[tuple[ChangeSet, ChangeSet | None]],
+                ndims: dict[str, int]) -> dict[str, list[ArrayChunks]] | None:
+    """The chunk writes of ``first`` then ``others`` by node, in one pass, if none of
+    ``others`` changes metadata and ``first`` deletes nothing (a distributed write's forks):
+    no rule of :class:`MetadataFold` can apply then, and every write counts. Else None."""
+    if first.deleted:
+        return None
+    per_node: dict[str, list[ArrayChunks]] = {}
+    for nid, ac in first.chunks.items():
+        per_node[nid] = [ac]
+        ndims[nid] = ac.ndim
+    for y, _anc in others:
+        if y.nodes or y.deleted or y.loose:
+            ndims.clear()
+            return None
+        for nid, ac in y.chunks.items():
+            acs = per_node.get(nid)
+            if acs is None:
+                per_node[nid] = [ac]
+                ndims[nid] = ac.ndim
+            else:
+                acs.append(ac)
+    return per_node
 
 
 def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) -> ChunkTable:

@@ -60,6 +60,7 @@ __all__ = [
     "read_branch",
     "read_tag",
     "validate_ref_name",
+    "version_taken",
     "write_branch",
 ]
 
@@ -151,6 +152,22 @@ async def _read_version(storage: Storage, name: str, version: int) -> RefData | 
     except ObjectNotFoundError:
         return None
     return decode_object(raw, RefData, ObjectType.REF, name=key)
+
+
+async def version_taken(storage: Storage, name: str, version: int) -> bool:
+    """Whether version ``version`` of branch ``name`` exists (one GET): a writer that read
+    version ``version - 1`` learns whether the branch moved since, without reading its tip.
+
+    Raises
+    ------
+    StorageError
+        If the backend fails.
+    """
+    try:
+        await storage.get(branch_version_key(name, version))
+    except ObjectNotFoundError:
+        return False
+    return True
 
 
 async def _read_hint(storage: Storage, name: str) -> int | None:

@@ -231,3 +231,82 @@ def test_rebase_onto_an_amended_base_is_refused(tmp_path: Path) -> None:
     other.amend("amend the tip")
     with pytest.raises(icd.HistoryRewrittenError, match="no longer descends"):
         s.commit("late", rebase_with=icd.ConflictDetector())
+
+
+# --------------------------------------------------- the requests of a small commit (issue 24)
+def _counted(root: Path) -> tuple[icd.Repository, Any]:
+    from icechunk_dist.storage import FaultyStorage
+
+    counter = FaultyStorage(icd.local_filesystem_storage(str(root)))  # no faults: it counts
+    repo = icd.Repository.create(counter)
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="x", shape=(64 * 256,), chunks=(256,), dtype="f8",
+                      fill_value=0.0)[:] = np.arange(64 * 256, dtype="f8")
+    s.commit("array")
+    return repo, counter
+
+
+def _one_chunk_commit(repo: icd.Repository, counter: Any, value: float) -> list[tuple[str, str]]:
+    from icechunk_dist import _sync
+
+    s = repo.writable_session("main")
+    zarr.open_array(s.store, path="x", mode="r+")[:256] = np.full(256, value)
+    _sync.run(_sync.drain_background())  # the previous commit's tip hint, written behind it
+    counter.reset_counters()
+    s.commit(f"one chunk {value}")
+    return [entry for entry in counter.log]
+
+
+def test_a_commit_on_an_unmoved_branch_checks_its_tip_in_one_get(tmp_path: Path) -> None:
+    """The session knows the branch version its base was read at: the commit's tip check is
+    one GET of the next version (absent: nothing moved), not a read of the branch's tip hint
+    and versions (docs/design/015-one-get-tip-check.md). And the base manifest this process
+    wrote in the previous commit is not read back."""
+    repo, counter = _counted(tmp_path / "repo")
+    _one_chunk_commit(repo, counter, 1.0)
+    log = _one_chunk_commit(repo, counter, 2.0)
+    ref_gets = [k for op, k in log if op == "get" and k.startswith("refs/")]
+    assert len(ref_gets) == 1 and ref_gets[0].startswith("refs/branch.main/")
+    assert not any(op == "get" and k.startswith("manifests/") for op, k in log)
+    # the tip hint is written behind the commit (it only says where readers start)
+    puts = sorted(k.split("/")[0] for op, k in log if op == "put" and not k.endswith("/tip"))
+    assert puts == ["manifests", "refs", "snapshots", "transactions"]
+    np.testing.assert_array_equal(
+        zarr.open_array(repo.readonly_session("main").store, path="x")[:256], np.full(256, 2.0))
+
+
+def test_a_branch_moved_after_the_session_opened_is_still_seen(tmp_path: Path) -> None:
+    """The one-GET check finds the version another writer created: the commit reads the tip
+    in full, and fails (no solver) or rebases (a solver) as before."""
+    repo, _ = _counted(tmp_path / "repo")
+    mine = repo.writable_session("main")
+    zarr.open_array(mine.store, path="x", mode="r+")[:256] = np.full(256, 5.0)
+    other = repo.writable_session("main")
+    zarr.open_array(other.store, path="x", mode="r+")[-256:] = np.full(256, 7.0)
+    landed = other.commit("other")
+    with pytest.raises(icd.BranchMovedError) as info:
+        mine.commit("mine")
+    assert info.value.actual_parent == landed
+    assert repo.lookup_branch("main") == landed
+    sid = mine.commit("mine", rebase_with=icd.BasicConflictSolver())
+    assert repo.lookup_snapshot(sid).parent_id == landed
+    arr = zarr.open_array(repo.readonly_session("main").store, path="x")
+    np.testing.assert_array_equal(arr[:256], np.full(256, 5.0))
+    np.testing.assert_array_equal(arr[-256:], np.full(256, 7.0))
+
+
+def test_a_branch_reset_to_the_same_snapshot_is_a_move(tmp_path: Path) -> None:
+    """Moved away and back to the session's base snapshot: its version is newer, the
+    one-GET check sees it, the full read finds the tip at the base, and the commit lands on
+    the newest version (never on a version someone else created)."""
+    repo, _ = _counted(tmp_path / "repo")
+    base = repo.lookup_branch("main")
+    s = repo.writable_session("main")
+    zarr.open_array(s.store, path="x", mode="r+")[:256] = np.full(256, 3.0)
+    other = repo.writable_session("main")
+    zarr.open_array(other.store, path="x", mode="r+")[:256] = np.full(256, 9.0)
+    other.commit("other")
+    repo.reset_branch("main", base)
+    sid = s.commit("after a reset")
+    assert repo.lookup_snapshot(sid).parent_id == base
+    assert [m.message for m in repo.ancestry(branch="main")][:2] == ["after a reset", "array"]

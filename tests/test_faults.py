@@ -357,3 +357,17 @@ def test_distributed_write_under_faults(tmp_path: Path, dask_client: object) -> 
     assert history(view) == ["distributed", "Repository initialized"]
     np.testing.assert_array_equal(
         zarr.open_array(view.readonly_session("main").store, path="t")[:], src)
+
+
+def test_lost_responses_of_chunk_writes_on_local_disk_still_commit(tmp_path: Path) -> None:
+    """A chunk write whose response is lost is repeated by the retrying layer; local disk
+    writes fresh keys in place and refuses the repeat (the object exists): the write is ours
+    (read back, same bytes), so it is a success, not a failed write."""
+    storage = faulty(tmp_path, [Fault.lost_response(op="put", prefix="chunks/")])
+    repo = Repository.create(storage)
+    s = repo.writable_session("main")
+    zarr.create_array(s.store, name="x", shape=(4000,), chunks=(1000,), dtype="i8",
+                      compressors=None)[:] = np.arange(4000)  # 8 KB chunks: not inlined
+    s.commit("lost responses")
+    assert storage.fired["lost_response"] >= 4  # every chunk write lost its response
+    np.testing.assert_array_equal(read_x(clean_view(tmp_path)), np.arange(4000))

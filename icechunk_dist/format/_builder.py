@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Sequence
-from itertools import chain
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from icechunk_dist._types import encode_id
 from icechunk_dist.format._locations import no_ids
@@ -22,35 +26,34 @@ __all__ = ["TableBuilder"]
 
 class TableBuilder:
     """Append-only accumulator used while zarr hands chunks over one at a time. Each distinct
-    virtual location is kept once, however many rows point into it."""
+    virtual location is kept once, however many rows point into it.
+
+    Rows are packed records in one ``bytearray`` (coordinates, kind, chunk id, offset,
+    length, location index, digest), not lists of Python objects: building a table reads
+    the buffer once as a record array, and :meth:`build_all` joins the buffers of many
+    builders (a merge of thousands of forks' few writes each) in one pass over them.
+    """
 
     __slots__ = (
         "_blob",
         "_blob_len",
-        "_coords",
-        "_digests",
         "_etags",
-        "_ids",
         "_inline_rows",
-        "_kinds",
-        "_lengths",
         "_locations",
         "_modified",
+        "_n",
         "_native",
-        "_offsets",
-        "_url_idx",
+        "_row",
+        "_rows",
         "_urls",
         "ndim",
     )
 
     def __init__(self, ndim: int) -> None:
         self.ndim = ndim
-        self._coords: list[tuple[int, ...]] = []
-        self._kinds: list[int] = []
-        self._ids: list[bytes] = []
-        self._offsets: list[int] = []
-        self._lengths: list[int] = []
-        self._url_idx: list[int] = []
+        self._row = _row_struct(ndim)
+        self._rows = bytearray()
+        self._n = 0
         self._blob: list[bytes] = []
         self._blob_len = 0
         self._urls: list[str] = []
@@ -58,11 +61,10 @@ class TableBuilder:
         self._modified: list[int] = []
         self._locations: dict[tuple[str, str | None, int], int] = {}
         self._inline_rows: dict[int, bytes] = {}
-        self._digests: list[int] = []
         self._native = False
 
     def __len__(self) -> int:
-        return len(self._kinds)
+        return self._n
 
     _NOID = bytes(12)
 
@@ -72,7 +74,7 @@ class TableBuilder:
         self._add(coord, KIND_NATIVE, chunk_id, offset, length, -1, digest)
 
     def add_inline(self, coord: tuple[int, ...], data: bytes) -> None:
-        self._inline_rows[len(self._kinds)] = data
+        self._inline_rows[self._n] = data
         self._add(coord, KIND_INLINE, self._NOID, self._blob_len, len(data), -1)
         self._blob.append(data)
         self._blob_len += len(data)
@@ -95,82 +97,113 @@ class TableBuilder:
              ui: int, digest: int = 0) -> None:
         if len(coord) != self.ndim:
             raise ValueError(f"coordinate {coord} has {len(coord)} dims, expected {self.ndim}")
-        self._coords.append(coord)
-        self._kinds.append(kind)
-        self._ids.append(cid)
-        self._offsets.append(off)
-        self._lengths.append(ln)
-        self._url_idx.append(ui)
-        self._digests.append(digest)
+        if len(cid) != 12:
+            raise ValueError(f"a chunk id is 12 bytes, got {len(cid)}")
+        self._rows += self._row.pack(*coord, kind, cid, off, ln, ui, digest)
+        self._n += 1
 
     def build_row(self, i: int) -> tuple[int, object]:
         """(kind, payload) of row ``i``, as :meth:`ChunkTable.row_payload`."""
-        kind = self._kinds[i]
+        *_, kind, cid, o, ln, u, _d = self._row.unpack_from(self._rows, i * self._row.size)
         if kind == KIND_INLINE:
             return kind, self._inline_rows[i]
-        o, ln = self._offsets[i], self._lengths[i]
         if kind == KIND_VIRTUAL:
-            u = self._url_idx[i]
             return kind, (self._urls[u], self._etags[u], self._modified[u], o, ln)
-        return kind, (encode_id(self._ids[i]), o, ln)
+        return kind, (encode_id(cid), o, ln)
 
     @classmethod
     def build_all(cls, builders: Sequence[TableBuilder]) -> ChunkTable:
         """The rows of ``builders``, in order, as one table (what :meth:`ChunkTable.concat`
-        of their :meth:`build` gives), built with one conversion per column: a merge of
-        many forks' few writes each pays numpy's fixed costs once, not once per fork."""
-        out = cls(builders[0].ndim)
+        of their :meth:`build` gives), from one join of their row buffers: a merge of many
+        forks' few writes each pays numpy's fixed costs once, not once per fork."""
+        ndim = builders[0].ndim
+        if any(b.ndim != ndim for b in builders):
+            raise ValueError("cannot build chunk tables of different dimensionality")
+        rows = b"".join(map(attrgetter("_rows"), builders))
+        native = any(map(attrgetter("_native"), builders))
+        if not any(b._blob or b._urls for b in builders):
+            # native rows and tombstones only (a distributed write's forks)
+            return _table(ndim, rows, native)
+        # inline payloads and locations: one blob and one location list for all, each
+        # builder's rows pointing into them at its place
+        blob: list[bytes] = []
+        blob_len = 0
+        urls: list[str] = []
+        etags: list[str | None] = []
+        modified: list[int] = []
+        where: dict[tuple[str, str | None, int], int] = {}
+        shifts: list[tuple[int, int, int, npt.NDArray[np.int32] | None]] = []
+        row = 0
         for b in builders:
-            if b.ndim != out.ndim:
-                raise ValueError("cannot build chunk tables of different dimensionality")
-            out._coords.extend(b._coords)
-            out._kinds.extend(b._kinds)
-            out._ids.extend(b._ids)
-            out._lengths.extend(b._lengths)
-            out._digests.extend(b._digests)
-            out._native = out._native or b._native
-            if not (b._blob or b._urls):
-                out._offsets.extend(b._offsets)
-                out._url_idx.extend(b._url_idx)
-                continue
-            row, blob = len(out._offsets), out._blob_len
-            # each distinct location once in the result too
-            remap = []
-            for key in zip(b._urls, b._etags, b._modified, strict=True):
-                ui = out._locations.get(key)
-                if ui is None:
-                    ui = out._locations[key] = len(out._urls)
-                    out._urls.append(key[0])
-                    out._etags.append(key[1])
-                    out._modified.append(key[2])
-                remap.append(ui)
-            out._offsets.extend(o + blob if k == KIND_INLINE else o
-                                for k, o in zip(b._kinds, b._offsets, strict=True))
-            out._url_idx.extend(remap[u] if u >= 0 else u for u in b._url_idx)
-            out._inline_rows.update({row + i: d for i, d in b._inline_rows.items()})
-            out._blob.extend(b._blob)
-            out._blob_len += b._blob_len
-        return out.build()
+            remap = None
+            if b._urls:
+                idx = []
+                for key in zip(b._urls, b._etags, b._modified, strict=True):
+                    ui = where.get(key)
+                    if ui is None:
+                        ui = where[key] = len(urls)
+                        urls.append(key[0])
+                        etags.append(key[1])
+                        modified.append(key[2])
+                    idx.append(ui)
+                remap = np.asarray(idx, np.int32)
+            if b._blob or remap is not None:
+                shifts.append((row, row + b._n, blob_len, remap))
+            blob.extend(b._blob)
+            blob_len += b._blob_len
+            row += b._n
+        t = _table(ndim, rows, native, blob=b"".join(blob), urls=urls, etags=etags,
+                   modified=modified)
+        for lo, hi, base, remap in shifts:
+            kinds, offsets, url_idx = t.kinds[lo:hi], t.offsets[lo:hi], t.url_idx[lo:hi]
+            if base:
+                offsets[kinds == KIND_INLINE] += np.uint64(base)
+            if remap is not None:
+                used = url_idx >= 0
+                url_idx[used] = remap[url_idx[used]]
+        return t
 
     def build(self) -> ChunkTable:
-        n = len(self._kinds)
-        if n == 0:
+        if not self._n:
             return ChunkTable.empty(self.ndim)
-        ids = (np.frombuffer(b"".join(self._ids), np.uint8).reshape(n, 12).copy()
-               if self._native else no_ids(n))
-        return ChunkTable(
-            ndim=self.ndim,
-            # one pass over the tuples' ints (asarray of a list of tuples is ~3x slower)
-            coords=np.fromiter(chain.from_iterable(self._coords), np.int64,
-                               count=n * self.ndim).reshape(n, self.ndim),
-            kinds=np.asarray(self._kinds, np.uint8),
-            ids=ids,
-            offsets=np.asarray(self._offsets, np.uint64),
-            lengths=np.asarray(self._lengths, np.uint64),
-            url_idx=np.asarray(self._url_idx, np.int32),
-            blob=b"".join(self._blob),
-            urls=list(self._urls),
-            etags=list(self._etags),
-            digests=(np.asarray(self._digests, np.uint64) if any(self._digests) else None),
-            modified=list(self._modified),
-        )
+        return _table(self.ndim, self._rows, self._native, blob=b"".join(self._blob),
+                      urls=list(self._urls), etags=list(self._etags),
+                      modified=list(self._modified))
+
+
+@functools.cache
+def _row_struct(ndim: int) -> struct.Struct:
+    """One packed row: coordinates, kind, chunk id, offset, length, location, digest."""
+    return struct.Struct("=" + "q" * ndim + "B12sQQiQ")
+
+
+@functools.cache
+def _row_dtype(ndim: int) -> np.dtype[Any]:
+    """:func:`_row_struct` as a numpy record (native byte order, no padding)."""
+    return np.dtype([("coords", np.int64, (ndim,)), ("kinds", np.uint8),
+                     ("ids", np.uint8, (12,)), ("offsets", np.uint64),
+                     ("lengths", np.uint64), ("url_idx", np.int32), ("digests", np.uint64)])
+
+
+def _table(ndim: int, rows: bytes | bytearray, native: bool, *, blob: bytes = b"",
+           urls: list[str] | None = None, etags: list[str | None] | None = None,
+           modified: list[int] | None = None) -> ChunkTable:
+    """A table of the packed ``rows``; every column is its own contiguous, writable copy
+    (the builder's buffer stays appendable)."""
+    rec = np.frombuffer(rows, _row_dtype(ndim))
+    n = len(rec)
+    digests = rec["digests"]
+    return ChunkTable(
+        ndim=ndim,
+        coords=np.array(rec["coords"], np.int64).reshape(n, ndim),
+        kinds=np.array(rec["kinds"]),
+        ids=np.array(rec["ids"]) if native else no_ids(n),
+        offsets=np.array(rec["offsets"]),
+        lengths=np.array(rec["lengths"]),
+        url_idx=np.array(rec["url_idx"]),
+        blob=blob,
+        urls=urls if urls is not None else [],
+        etags=etags if etags is not None else [],
+        digests=np.array(digests) if digests.any() else None,
+        modified=modified if modified is not None else [],
+    )

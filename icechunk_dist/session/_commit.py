@@ -183,7 +183,7 @@ async def write_manifests(
             need.append(split)
         need_base = [s for s in need if s in by_split]
         bases = await gather_limited(
-            [cache.get(storage, by_split[s].id) for s in need_base],
+            [cache.get_base(storage, by_split[s].id) for s in need_base],
             config.max_concurrent_requests,
         )
         base_tables = dict(zip(need_base, bases, strict=True))
@@ -212,6 +212,9 @@ async def write_manifests(
         # recorded only once every manifest write succeeded (see ``written``)
         if reuse is not None:
             reuse.update(written)
+        # every manifest written is in storage now: the next commit of this process on top
+        # of ours (or a reader) finds it decoded instead of reading it back
+        writer.share(cache)
 
     return tuple(out_nodes), tuple(loose[k] for k in sorted(loose)), finish()
 
@@ -269,6 +272,9 @@ class _ManifestWriter:
         self._limit = max(1, limit)
         self._tasks: list[tuple[asyncio.Future[None], int]] = []
         self._rows = 0
+        # the small manifests written (id -> table): kept for the process-wide cache
+        self._small: dict[str, ChunkTable] = {}
+        self._small_rows = 0
 
     async def write(self, key: str, table: ChunkTable, node_id: str) -> None:
         rows = len(table)
@@ -278,6 +284,16 @@ class _ManifestWriter:
         fut = asyncio.ensure_future(self._one(key, table, node_id))
         self._tasks.append((fut, rows))
         self._rows += rows
+        if self._small_rows + rows <= _SHARE_ROWS:
+            self._small[key.rpartition("/")[2]] = table
+            self._small_rows += rows
+
+    def share(self, cache: ManifestCache) -> None:
+        """Remember the manifests written (all of them have landed) for the commits built
+        on them; a commit of many rows remembers none (they would evict the cache)."""
+        for mid, table in self._small.items():
+            cache.share(self._storage, mid, table)
+        self._small.clear()
 
     async def _one(self, key: str, table: ChunkTable, node_id: str) -> None:
         await write_object(self._storage, key, table.to_manifest(node_id),
@@ -305,6 +321,7 @@ class _ManifestWriter:
 
 
 _MAX_ROWS_IN_FLIGHT = 300_000  # ~15 MiB of columns, plus their encodings
+_SHARE_ROWS = 100_000  # a commit offers its manifests to the shared cache up to this many rows
 
 
 def _fingerprint(t: ChunkTable) -> bytes:
@@ -325,7 +342,8 @@ def _apply(base: ChunkTable | None, delta: ChunkTable) -> ChunkTable:
         out = live
     else:
         kept = base.without_rows_of(delta)
-        out = ChunkTable.concat([kept, live])
+        # every base row rewritten (a loop of commits of the same chunks): nothing to join
+        out = ChunkTable.concat([kept, live]) if len(kept) else live
     out = out.normalized() if not out.sorted_unique else out
     if len(out) and np.any(out.kinds == KIND_TOMBSTONE):  # pragma: no cover - defensive
         out = out.take(out.kinds != KIND_TOMBSTONE)

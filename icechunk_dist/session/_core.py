@@ -31,7 +31,7 @@ from icechunk_dist.format import (
     SnapshotData,
 )
 from icechunk_dist.session import _keys
-from icechunk_dist.session._io import ManifestCache, chunk_key
+from icechunk_dist.session._io import ManifestCache, chunk_key, put_fresh
 from icechunk_dist.session._storeslot import store_class
 from icechunk_dist.session._vrefs import check_in_grid
 from icechunk_dist.session._writeback import PendingWrites
@@ -390,7 +390,7 @@ class SessionCore:
             if self._storage.backend in _WRITE_BEHIND:
                 await self._writes.submit(self._storage, chunk_key(encode_id(raw_id)), data)
             else:
-                await self._storage.put(chunk_key(encode_id(raw_id)), data, mode="fresh")
+                await put_fresh(self._storage, chunk_key(encode_id(raw_id)), data)
             # the content digest makes two writes of the same bytes one write at merge
             # (docs/design/013-ordered-writes-and-identical-chunks.md); never 0 ("unknown")
             digest = xxhash.xxh3_64_intdigest(data) or 1
@@ -405,7 +405,7 @@ class SessionCore:
             rec = ChunkRefRecord(key=key, kind=KIND_INLINE, data=bytes(data), length=len(data))
         else:
             cid = new_id()
-            await self._storage.put(chunk_key(cid), data, mode="fresh")
+            await put_fresh(self._storage, chunk_key(cid), data)
             rec = ChunkRefRecord(key=key, kind=KIND_NATIVE, id=cid, length=len(data))
         with self._lock:
             self._changes.loose[key] = rec

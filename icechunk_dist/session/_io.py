@@ -4,6 +4,7 @@ live under are :mod:`icechunk_dist.keys`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
@@ -156,6 +157,32 @@ async def write_object(storage: Storage, key: str, obj: object, otype: ObjectTyp
             raise
 
 
+async def put_fresh(storage: Storage, key: str, data: bytes) -> None:
+    """Write a chunk object under a fresh random ``key`` (``Storage.put(mode="fresh")``).
+
+    Nobody else ever writes that key, so an object already under it is our own write whose
+    response was lost and that a retrying layer repeated (a backend writing fresh keys in
+    place refuses the repeat): it is read back and taken as success when it holds exactly
+    ``data``.
+
+    Raises
+    ------
+    ObjectExistsError
+        If ``key`` holds other bytes.
+    StorageError
+        If the backend fails.
+    """
+    try:
+        await storage.put(key, data, mode="fresh")
+    except ObjectExistsError:
+        try:
+            existing = await storage.get(key)
+        except ObjectNotFoundError:
+            existing = None
+        if existing != data:
+            raise
+
+
 class ManifestCache:
     """Decoded manifests by id, bounded by total rows (least recently used evicted).
 
@@ -215,6 +242,25 @@ class ManifestCache:
         return table
 
 
+    @staticmethod
+    def share(storage: Storage, manifest_id: str, table: ChunkTable) -> None:
+        """Remember a manifest this process has just written (it is in storage) for the
+        next commit built on it (:meth:`get_base`). Reads never use it: what a reader gets
+        is always decoded (and checked) from storage."""
+        # as a reader decodes it: digests live in change-sets only, never in manifests
+        if table.digests is not None:
+            table = dataclasses.replace(table, digests=None)
+        _WRITTEN.put(storage, manifest_id, table)
+
+    async def get_base(self, storage: Storage, manifest_id: str) -> ChunkTable:
+        """The manifest a commit builds on: one this process wrote itself if it still holds
+        it (the previous commit of a loop of small commits), else :meth:`get`."""
+        hit = self._items.get(manifest_id)
+        if hit is None:
+            hit = _WRITTEN.get(storage, manifest_id)
+        return hit if hit is not None else await self.get(storage, manifest_id)
+
+
 class _SharedManifests:
     """The process-wide LRU behind ``ManifestCache(shared=True)`` (bounded by rows)."""
 
@@ -245,6 +291,8 @@ class _SharedManifests:
 
 
 _SHARED = _SharedManifests(1_000_000)
+# the manifests this process's commits wrote, for the commits built on them (get_base)
+_WRITTEN = _SharedManifests(200_000)
 
 
 async def gather_limited(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:

@@ -8,7 +8,9 @@ One attempt is, in order:
    is online: ``_documents.check_online``); if it is not at the session's base, settle an earlier
    attempt whose ref write had an unknown outcome (it may have landed), else the branch
    moved: rebase with the solver (kinds that can) and retry with backoff, or raise
-   :class:`~icechunk_dist.errors.BranchMovedError`;
+   :class:`~icechunk_dist.errors.BranchMovedError`. A session that knows the branch version
+   its base was read at (``known_tip``) reads it in one GET: the base is still the tip if
+   the next version is absent (docs/design/015-one-get-tip-check.md);
 3. **build**: the kind writes manifests, transaction log and snapshot (nothing visible yet);
 4. **GC check**: a garbage collection that may have deleted what the snapshot references
    makes the commit wait for it and verify (``_gcguard``), or fail with
@@ -100,6 +102,12 @@ class CommitSource(Protocol):
     @property
     def unsettled(self) -> set[str]:
         """Snapshots whose ref write had an unknown outcome (settled by the next attempt)."""
+        ...
+
+    @property
+    def known_tip(self) -> refs.BranchTip | None:
+        """The branch version the session's base was read at, if it knows it (its first
+        tip check is then one GET)."""
         ...
 
     async def flush(self) -> None:
@@ -244,14 +252,17 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
     rebases = 0
     fences = 0
     slot = _MIN_SLOT  # longest attempt seen: the unit of backoff
+    known = source.known_tip
     while True:
         started = loop.time()
         await source.flush()
         base, changes = source.base_and_changes()
         # the status check costs no round trip of its own: it runs with the tip read
         tip, online = await asyncio.gather(
-            refs.read_branch(source.storage, source.branch, source.genesis),
+            _read_tip(source, known if known is not None and known.snapshot_id == base.id
+                      and not source.unsettled else None),
             source.check_online(), return_exceptions=True)
+        known = None  # later attempts read the tip in full
         for outcome in (online, tip):
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -318,6 +329,19 @@ async def run_commit(source: CommitSource, kind: CommitKind, message: str,
         # *before* rebasing, so the retry goes out right after it has read the newest tip
         await asyncio.sleep(random.uniform(0, min(_MAX_SLEEP, slot * 2 ** min(rebases - 2, 16))))
         await rebase_onto(source, history, solver)
+
+
+async def _read_tip(source: CommitSource, known: refs.BranchTip | None) -> refs.BranchTip:
+    """The branch tip: ``known`` (the version the session's base was read at) if the next
+    version is still absent, one GET; else a full read of the branch (docs/design/015-...).
+
+    Versions are created one after the other and never deleted, so "version n + 1 is absent"
+    says exactly what a full read that ends at version n says: the tip is version n.
+    """
+    if known is not None and not await refs.version_taken(source.storage, source.branch,
+                                                          known.version + 1):
+        return known
+    return await refs.read_branch(source.storage, source.branch, source.genesis)
 
 
 async def _detached(source: CommitSource, kind: CommitKind, history: History, message: str,

@@ -100,6 +100,11 @@ class Session(SessionCore):
         self._init_core(storage, config, base, None, read_only, virtual)
         self._genesis = genesis
         self._branch = branch
+        # the branch version ``base`` was read at: the commit's first attempt writes the next
+        # one without reading the branch again (docs/design/015-one-get-tip-check.md)
+        self._branch_tip = (branch_tip if branch_tip is not None and branch is not None
+                            and branch_tip.name == branch
+                            and branch_tip.snapshot_id == base.id else None)
         self._lineage_id = new_id()
         self._merged_forks: set[str] = set()
         self._state = "open"
@@ -154,6 +159,7 @@ class Session(SessionCore):
                         state.get("virtual"))
         self._genesis = state["genesis"]
         self._branch = state["branch"]
+        self._branch_tip = None
         self._lineage_id = new_id()
         self._started_at = datetime.now(UTC)
         self._merged_forks = set()
@@ -535,17 +541,22 @@ class Session(SessionCore):
 
     def _merge_ready(self, ready: tuple[ForkSession, ...], policy: MergePolicy) -> None:
         with self._lock:
-            parts, seen, _names, forked_at = _forks.take_changes(
+            parts, seen, forked_at = _forks.take_changes(
                 ready, storage=self._storage, base_id=self._base.id,
                 lineage_id=self._lineage_id, seen=self._merged_forks, what="this session")
             # writes in one session are ordered: what this session wrote to an array before
             # the forks were made is overridden by their writes (as any Zarr store would);
             # writes made since (ours, or of forks merged meanwhile) are concurrent with them
-            earlier = {nid for cs, _ in parts for nid in cs.chunks
-                       if self._chunk_gen.get(nid, -1) <= forked_at}
+            gen = self._chunk_gen
+            written: set[str] = set()  # the nodes the forks wrote chunks of
+            gone: set[str] = set()  # and those they deleted
+            for cs, _ in parts:
+                written.update(cs.chunks)
+                if cs.deleted:
+                    gone.update(rec.node_id for rec in cs.deleted.values())
+            earlier = {nid for nid in written if gen.get(nid, -1) <= forked_at}
             # and a node a fork deleted takes this session's earlier writes to it along
-            deleted = {rec.node_id for cs, _ in parts for rec in cs.deleted.values()
-                       if self._chunk_gen.get(rec.node_id, -1) <= forked_at}
+            deleted = {nid for nid in gone if gen.get(nid, -1) <= forked_at}
             mine = self._changes.without_chunks_of(earlier, [cs for cs, _ in parts],
                                                    dropped=deleted)
             merged = mine.merge_many(parts, policy=policy, describe=node_names(self))
@@ -556,9 +567,8 @@ class Session(SessionCore):
                               and b.node_id == r.node_id}
             self._changes = merged
             self._merged_forks = seen
-            for cs, _ in parts:
-                for nid in cs.chunks:
-                    self._chunk_gen[nid] = self._generation
+            for nid in written:
+                gen[nid] = self._generation
             self._generation += 1
         _forks.release_all(ready)
 
@@ -820,6 +830,11 @@ class _CommitSource:
     @property
     def unsettled(self) -> set[str]:
         return self._s._unsettled
+
+    @property
+    def known_tip(self) -> refs.BranchTip | None:
+        tip = self._s._branch_tip
+        return tip if tip is not None and tip.snapshot_id == self._s._base.id else None
 
     async def flush(self) -> None:
         await self._s._flush_writes()

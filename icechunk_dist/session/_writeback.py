@@ -18,6 +18,7 @@ from collections import OrderedDict
 from concurrent.futures import Future
 
 from icechunk_dist import _sync
+from icechunk_dist.session._io import put_fresh
 from icechunk_dist.storage import Storage
 
 __all__ = ["PendingWrites"]
@@ -60,8 +61,7 @@ class PendingWrites:
         while (oldest := self._oldest()) is not None:
             await asyncio.wrap_future(oldest)  # its outcome is recorded by _done
         n = len(data)
-        fut = asyncio.run_coroutine_threadsafe(storage.put(key, data, mode="fresh"),
-                                               _sync.io_loop())
+        fut = asyncio.run_coroutine_threadsafe(put_fresh(storage, key, data), _sync.io_loop())
         with self._lock:
             self._futs[key] = fut
             self._bytes += n
@@ -101,9 +101,7 @@ class PendingWrites:
 
     def flush_sync(self) -> None:
         """:meth:`flush` from synchronous code (not from the library's own I/O loop)."""
-        with self._lock:
-            idle = not self._futs
-        if idle:
+        if not self._futs:  # one atomic read: nothing in flight (a write adds before it runs)
             self.raise_error()
             return
         _sync.run(self.flush())

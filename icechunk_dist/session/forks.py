@@ -98,6 +98,8 @@ def distinct(forks: tuple[ForkSession, ...]) -> tuple[ForkSession, ...]:
     (and dask's threaded scheduler) hand every task that very object, so the recipe
     ``session.merge(*results)`` receives it once per task. Any other repeat is refused by
     the merge as a double merge."""
+    if len({id(f) for f in forks}) == len(forks):
+        return forks  # no object twice (a distributed write's results)
     out: list[ForkSession] = []
     seen: set[int] = set()
     for f in forks:
@@ -137,6 +139,8 @@ def ready_to_merge(forks: tuple[Any, ...], *, into: str) -> tuple[ForkSession, .
         If one is not a session at all.
     """
     for f in forks:
+        if type(f) is ForkSession:
+            continue
         if isinstance(f, SessionCore) and not isinstance(f, ForkSession):
             raise SessionStateError(
                 f"merging into {into} accepts only forks; merge forks into the Session "
@@ -169,11 +173,10 @@ def wait_for_writes_sync(forks: Sequence[ForkSession]) -> None:
 
 def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str,
                  lineage_id: str, seen: set[str], what: str
-                 ) -> tuple[list[tuple[ChangeSet, ChangeSet | None]], set[str], dict[str, str],
-                            int]:
+                 ) -> tuple[list[tuple[ChangeSet, ChangeSet | None]], set[str], int]:
     """The change-sets of ``forks`` to merge into ``what`` (which already holds ``seen``):
-    (change-set, inherited metadata) pairs, the contributor ids after the merge, the node
-    names the forks know, and the earliest parent write generation the forks were made at.
+    (change-set, inherited metadata) pairs, the contributor ids after the merge, and the
+    earliest parent write generation the forks were made at.
 
     Raises
     ------
@@ -184,16 +187,18 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
     generation = min((f._generation for f in forks), default=0)
     parts: list[tuple[ChangeSet, ChangeSet | None]] = []
     for f in forks:
-        _check_same_lineage(storage, base_id, lineage_id, f, what)
+        if not (f._storage is storage and f._base_id == base_id
+                and f._lineage_id == lineage_id):
+            _check_same_lineage(storage, base_id, lineage_id, f, what)
         with f._lock:
-            again = f._contributors & seen
-            if again:
+            mine = f._contributors
+            if not seen.isdisjoint(mine):
                 raise SessionStateError(
-                    f"fork {sorted(again)[0]} was already merged into {what}; a fork's "
-                    "changes can be merged only once")
-            seen |= f._contributors
+                    f"fork {sorted(mine & seen)[0]} was already merged into {what}; a "
+                    "fork's changes can be merged only once")
+            seen.update(mine)
             parts.append((f._changes, f._inherited))
-    return parts, seen, names_of(forks), generation
+    return parts, seen, generation
 
 
 def names_of(forks: Sequence[ForkSession]) -> dict[str, str]:
@@ -204,13 +209,13 @@ def names_of(forks: Sequence[ForkSession]) -> dict[str, str]:
     (a distributed write's forks have none), so naming costs almost nothing per fork.
     """
     names: dict[str, str] = {}
-    last: tuple[str, bool, ChangeSet] | None = None
+    last: ChangeSet | None = None
+    last_base: tuple[str, bool] = ("", False)
     for f in forks:
         inh = f._inherited
-        if last is None or last[:2] != (f._base_id, f._base_loaded) or not (
-                last[2] is inh or (last[2].nodes == inh.nodes
-                                   and last[2].deleted == inh.deleted)):
-            last = (f._base_id, f._base_loaded, inh)
+        if last is None or f._base_id != last_base[0] or f._base_loaded != last_base[1] or (
+                last is not inh and (last.nodes != inh.nodes or last.deleted != inh.deleted)):
+            last, last_base = inh, (f._base_id, f._base_loaded)
             names.update(node_names(f))
         else:
             own = f._changes
@@ -390,19 +395,18 @@ class ForkSession(SessionCore):
             with self._lock:
                 if any(f is self for f in forks):
                     raise SessionStateError("cannot merge a fork into itself")
-                parts, seen, names, generation = take_changes(
+                parts, seen, generation = take_changes(
                     forks, storage=self._storage, base_id=self._base_id,
                     lineage_id=self._lineage_id, seen=self._contributors,
                     what=f"fork {self._fork_id}")
-                names = {**node_names(self), **names}
+                names = {**node_names(self), **names_of(forks)}
                 self._changes = self._changes.merge_many(parts, policy=policy,
                                                          describe=names)
                 self._contributors = seen
                 self._generation = min(self._generation, generation)
         except ConflictError as e:
             raise self._named_conflict(e) from None
-        for f in forks:
-            release(f)
+        release_all(forks)
         return self
 
     def _named_conflict(self, e: ConflictError) -> ConflictError:
@@ -539,10 +543,15 @@ def release_all(forks: Sequence[ForkSession]) -> None:
     with _REGISTRY_LOCK:
         for f in shared:
             group = _REGISTRY.get(f._fork_id)
-            if group is not None:
-                group.forks = [g for g in group.forks if g is not f]
-                if not group.forks:
-                    del _REGISTRY[f._fork_id]
+            if group is None:
+                continue
+            held = group.forks
+            if len(held) == 1 and held[0] is f:  # the common case: one copy per process
+                del _REGISTRY[f._fork_id]
+                continue
+            group.forks = [g for g in held if g is not f]
+            if not group.forks:
+                del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks

@@ -447,6 +447,11 @@ class ObstoreStorage(Storage):
         store = self._client()
         # obstore prefixes match whole path segments: list the enclosing "directory", filter
         directory = prefix.rpartition("/")[0] or None
+        if (directory is not None and self._spec.backend == "local"
+                and not os.path.isdir(os.path.join(self._spec.option("path"), directory))):
+            # nothing was ever written under it (a commit's LIST of ``gc/`` in a repository
+            # never collected): no trip through obstore's runtime to learn that
+            return
         resumable = self._spec.backend in _SORTED_LISTINGS
         offset: str | None = None
         yielded = False
