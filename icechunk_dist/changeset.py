@@ -455,6 +455,11 @@ def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) 
         return cat.normalized()
     lin = linear_keys([cat.coords])
     keys: npt.NDArray[Any] = lin[0] if lin is not None else cat.keys()
+    if lin is not None and (n == 1 or bool(np.all(keys[1:] > keys[:-1]))):
+        # already in order, each chunk once (forks of consecutive regions, merged in order):
+        # nothing to sort, nothing to compare
+        cat.sorted_unique = True
+        return cat
     order = np.argsort(keys, kind="stable")  # stable: rows of later tables stay later
     sk = keys[order]
     same_next = sk[1:] == sk[:-1]  # row i and i+1 (in sorted order) are the same chunk

@@ -18,6 +18,7 @@ Decoding never unpickles anything and turns every problem into ``FormatError``.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from enum import IntEnum
 from typing import Any, TypeVar
@@ -70,7 +71,7 @@ def _decompress(body: bytes, name: str) -> bytes:
             "metadata object may hold", object_name=name,
         )
     try:
-        dobj = zstandard.ZstdDecompressor().decompressobj()
+        dobj = _zstd_decompressor().decompressobj()
         out = dobj.decompress(body)
     except zstandard.ZstdError as e:
         raise FormatError(f"cannot decompress zstd body: {e}", object_name=name) from None
@@ -96,6 +97,28 @@ class ObjectType(IntEnum):
     GC_RECORD = 6
 
 
+# zstd contexts cost more to set up than a small object costs to compress: one per thread
+# (a context is not safe to share between threads) and level, reused
+_zstd = threading.local()
+
+
+def _zstd_compressor(level: int) -> zstandard.ZstdCompressor:
+    per_level: dict[int, zstandard.ZstdCompressor] | None = getattr(_zstd, "c", None)
+    if per_level is None:
+        per_level = _zstd.c = {}
+    c = per_level.get(level)
+    if c is None:
+        c = per_level[level] = zstandard.ZstdCompressor(level=level)
+    return c
+
+
+def _zstd_decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_zstd, "d", None)
+    if d is None:
+        d = _zstd.d = zstandard.ZstdDecompressor()
+    return d
+
+
 _encoder = msgspec.msgpack.Encoder()
 _decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
 
@@ -117,7 +140,7 @@ def encode_object(obj: msgspec.Struct, object_type: ObjectType, *, level: int = 
         )
     compression = _NONE
     if len(body) >= _MIN_COMPRESS:
-        body = zstandard.ZstdCompressor(level=level).compress(body)
+        body = _zstd_compressor(level).compress(body)
         compression = _ZSTD
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, int(object_type), compression, 0, len(body))
     framed = head + body

@@ -297,10 +297,13 @@ _WRITTEN = _SharedManifests(200_000)
 
 async def gather_limited(aws: Iterable[Awaitable[T]], limit: int) -> list[T]:
     """``asyncio.gather`` with at most ``limit`` awaitables running at once."""
+    todo = list(aws)
+    if len(todo) <= 1:  # nothing to run concurrently: no task, no semaphore
+        return [await aw for aw in todo]
     sem = asyncio.Semaphore(limit)
 
     async def one(aw: Awaitable[T]) -> T:
         async with sem:
             return await aw
 
-    return list(await asyncio.gather(*(one(a) for a in aws)))
+    return list(await asyncio.gather(*(one(a) for a in todo)))
