@@ -168,3 +168,51 @@ def test_small_fold_orders_the_writes() -> None:
         else:
             ref.add_native(coord, what.encode().ljust(12, b"_")[:12], 4096)
     assert _payloads(t) == _payloads(ref.build().normalized())
+
+
+def test_build_all_of_native_rows_only_is_the_concatenation_of_builds() -> None:
+    """The forks of a distributed write: native rows and tombstones only (one join of the
+    builders' packed rows)."""
+    builders = []
+    for b_i in range(5):
+        b = TableBuilder(3)
+        for j in range(4):
+            b.add_native((b_i, j, -j), os.urandom(12), 4096 + j, offset=j, digest=j)
+        b.add_tombstone((b_i, 9, 9))
+        builders.append(b)
+    want = ChunkTable.concat([b.build() for b in builders])
+    got = TableBuilder.build_all(builders)
+    assert _columns(got) == _columns(want)
+    assert _payloads(got) == _payloads(want)
+    # every column is its own writable array, as those of any other table
+    assert all(a.flags.writeable for a in (got.coords, got.kinds, got.ids, got.offsets))
+
+
+def test_a_builder_stays_appendable_after_it_was_built() -> None:
+    """Building reads the packed rows; it copies them, so the builder can take more rows
+    (a fork keeps writing after a read of its own writes folded nothing)."""
+    b = TableBuilder(1)
+    b.add_native((0,), os.urandom(12), 10)
+    first = b.build()
+    b.add_native((1,), os.urandom(12), 20)
+    both = b.build()
+    assert first.coords.tolist() == [[0]]
+    assert both.coords.tolist() == [[0], [1]]
+    assert both.lengths.tolist() == [10, 20]
+
+
+def test_build_all_keeps_each_location_once_across_builders() -> None:
+    one, two = TableBuilder(1), TableBuilder(1)
+    one.add_virtual((0,), "s3://b/f.nc", 0, 10, "e")
+    two.add_virtual((1,), "s3://b/g.nc", 0, 10, None)
+    two.add_virtual((2,), "s3://b/f.nc", 10, 10, "e")
+    got = TableBuilder.build_all([one, two])
+    assert got.urls == ["s3://b/f.nc", "s3://b/g.nc"]
+    assert [got.row_payload(i) for i in range(3)] == [
+        (2, ("s3://b/f.nc", "e", 0, 0, 10)), (2, ("s3://b/g.nc", None, 0, 0, 10)),
+        (2, ("s3://b/f.nc", "e", 0, 10, 10))]
+
+
+def test_a_chunk_id_must_be_12_bytes() -> None:
+    with pytest.raises(ValueError, match="12 bytes"):
+        TableBuilder(1).add_native((0,), b"short", 1)
