@@ -212,8 +212,8 @@ async def write_manifests(
         # recorded only once every manifest write succeeded (see ``written``)
         if reuse is not None:
             reuse.update(written)
-        # every manifest written is in storage now: the next commit of this process on top
-        # of ours (or a reader) finds it decoded instead of reading it back
+        # every manifest written is in storage now: the next commit of this process built
+        # on ours takes it decoded instead of reading it back (readers always read storage)
         writer.share(cache)
 
     return tuple(out_nodes), tuple(loose[k] for k in sorted(loose)), finish()
@@ -272,7 +272,8 @@ class _ManifestWriter:
         self._limit = max(1, limit)
         self._tasks: list[tuple[asyncio.Future[None], int]] = []
         self._rows = 0
-        # the small manifests written (id -> table): kept for the process-wide cache
+        # the manifests written (id -> table), up to _SHARE_ROWS rows in all: remembered for
+        # the next commit built on them (ManifestCache.share)
         self._small: dict[str, ChunkTable] = {}
         self._small_rows = 0
 
@@ -321,7 +322,7 @@ class _ManifestWriter:
 
 
 _MAX_ROWS_IN_FLIGHT = 300_000  # ~15 MiB of columns, plus their encodings
-_SHARE_ROWS = 100_000  # a commit offers its manifests to the shared cache up to this many rows
+_SHARE_ROWS = 100_000  # rows of the manifests a commit remembers for the next (share)
 
 
 def _fingerprint(t: ChunkTable) -> bytes:

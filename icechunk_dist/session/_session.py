@@ -100,8 +100,9 @@ class Session(SessionCore):
         self._init_core(storage, config, base, None, read_only, virtual)
         self._genesis = genesis
         self._branch = branch
-        # the branch version ``base`` was read at: the commit's first attempt writes the next
-        # one without reading the branch again (docs/design/015-one-get-tip-check.md)
+        # the branch version ``base`` was read at: the commit's first attempt checks that the
+        # next one is absent (one GET) instead of reading the branch again
+        # (docs/design/015-one-get-tip-check.md)
         self._branch_tip = (branch_tip if branch_tip is not None and branch is not None
                             and branch_tip.name == branch
                             and branch_tip.snapshot_id == base.id else None)
