@@ -9,10 +9,9 @@ from operator import attrgetter
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from icechunk_dist._types import encode_id
-from icechunk_dist.format._locations import no_ids
+from icechunk_dist.format._locations import merge_locations, no_ids, remap_url_idx
 from icechunk_dist.format.chunktable import (
     KIND_INLINE,
     KIND_NATIVE,
@@ -126,41 +125,19 @@ class TableBuilder:
             return _table(ndim, rows, native)
         # inline payloads and locations: one blob and one location list for all, each
         # builder's rows pointing into them at its place
-        blob: list[bytes] = []
-        blob_len = 0
-        urls: list[str] = []
-        etags: list[str | None] = []
-        modified: list[int] = []
-        where: dict[tuple[str, str | None, int], int] = {}
-        shifts: list[tuple[int, int, int, npt.NDArray[np.int32] | None]] = []
-        row = 0
-        for b in builders:
-            remap = None
-            if b._urls:
-                idx = []
-                for key in zip(b._urls, b._etags, b._modified, strict=True):
-                    ui = where.get(key)
-                    if ui is None:
-                        ui = where[key] = len(urls)
-                        urls.append(key[0])
-                        etags.append(key[1])
-                        modified.append(key[2])
-                    idx.append(ui)
-                remap = np.asarray(idx, np.int32)
-            if b._blob or remap is not None:
-                shifts.append((row, row + b._n, blob_len, remap))
-            blob.extend(b._blob)
-            blob_len += b._blob_len
-            row += b._n
-        t = _table(ndim, rows, native, blob=b"".join(blob), urls=urls, etags=etags,
-                   modified=modified)
-        for lo, hi, base, remap in shifts:
-            kinds, offsets, url_idx = t.kinds[lo:hi], t.offsets[lo:hi], t.url_idx[lo:hi]
-            if base:
-                offsets[kinds == KIND_INLINE] += np.uint64(base)
-            if remap is not None:
-                used = url_idx >= 0
-                url_idx[used] = remap[url_idx[used]]
+        (urls, etags, modified), remaps = merge_locations(
+            [(b._urls, b._etags, b._modified) for b in builders])
+        t = _table(ndim, rows, native, blob=b"".join(p for b in builders for p in b._blob),
+                   urls=urls, etags=etags, modified=modified)
+        row = blob_len = 0
+        for b, remap in zip(builders, remaps, strict=True):
+            lo, hi = row, row + b._n
+            if blob_len and b._blob:
+                offsets = t.offsets[lo:hi]
+                offsets[t.kinds[lo:hi] == KIND_INLINE] += np.uint64(blob_len)
+            if len(remap):
+                t.url_idx[lo:hi] = remap_url_idx(t.url_idx[lo:hi], remap)
+            row, blob_len = hi, blob_len + b._blob_len
         return t
 
     def build(self) -> ChunkTable:
