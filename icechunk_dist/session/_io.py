@@ -8,7 +8,7 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Iterable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from icechunk_dist.config import RepositoryConfig
 from icechunk_dist.errors import (
@@ -146,15 +146,7 @@ async def write_object(storage: Storage, key: str, obj: object, otype: ObjectTyp
         If the backend fails.
     """
     data = encode_object(obj, otype, level=level)  # type: ignore[arg-type]
-    try:
-        await storage.put(key, data, mode="create")
-    except ObjectExistsError:
-        try:
-            existing = await storage.get(key)
-        except ObjectNotFoundError:  # deleted meanwhile: not something we can claim
-            existing = None
-        if existing != data:
-            raise
+    await _put_ours(storage, key, data, "create")
 
 
 async def put_fresh(storage: Storage, key: str, data: bytes) -> None:
@@ -163,7 +155,7 @@ async def put_fresh(storage: Storage, key: str, data: bytes) -> None:
     Nobody else ever writes that key, so an object already under it is our own write whose
     response was lost and that a retrying layer repeated (a backend writing fresh keys in
     place refuses the repeat): it is read back and taken as success when it holds exactly
-    ``data``.
+    ``data``, as :func:`write_object` does.
 
     Raises
     ------
@@ -172,12 +164,19 @@ async def put_fresh(storage: Storage, key: str, data: bytes) -> None:
     StorageError
         If the backend fails.
     """
+    await _put_ours(storage, key, data, "fresh")
+
+
+async def _put_ours(storage: Storage, key: str, data: bytes,
+                    mode: Literal["create", "fresh"]) -> None:
+    """``put`` of a key only we write; an object already there holding exactly ``data``
+    is our own earlier attempt (read back), anything else re-raises ObjectExistsError."""
     try:
-        await storage.put(key, data, mode="fresh")
+        await storage.put(key, data, mode=mode)
     except ObjectExistsError:
         try:
             existing = await storage.get(key)
-        except ObjectNotFoundError:
+        except ObjectNotFoundError:  # deleted meanwhile: not something we can claim
             existing = None
         if existing != data:
             raise

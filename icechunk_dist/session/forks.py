@@ -543,15 +543,10 @@ def release_all(forks: Sequence[ForkSession]) -> None:
     with _REGISTRY_LOCK:
         for f in shared:
             group = _REGISTRY.get(f._fork_id)
-            if group is None:
-                continue
-            held = group.forks
-            if len(held) == 1 and held[0] is f:  # the common case: one copy per process
-                del _REGISTRY[f._fork_id]
-                continue
-            group.forks = [g for g in held if g is not f]
-            if not group.forks:
-                del _REGISTRY[f._fork_id]
+            if group is not None:
+                group.forks = [g for g in group.forks if g is not f]
+                if not group.forks:
+                    del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks
