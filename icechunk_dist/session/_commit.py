@@ -291,7 +291,8 @@ class _ManifestWriter:
 
     def share(self, cache: ManifestCache) -> None:
         """Remember the manifests written (all of them have landed) for the commits built
-        on them; a commit of many rows remembers none (they would evict the cache)."""
+        on them: the first ones up to ``_SHARE_ROWS`` rows in all (a commit of millions of
+        refs would evict the cache for nothing)."""
         for mid, table in self._small.items():
             cache.share(self._storage, mid, table)
         self._small.clear()
