@@ -162,12 +162,10 @@ async def version_taken(storage: Storage, name: str, version: int) -> bool:
     ------
     StorageError
         If the backend fails.
+    FormatError
+        If the version does not decode.
     """
-    try:
-        await storage.get(branch_version_key(name, version))
-    except ObjectNotFoundError:
-        return False
-    return True
+    return await _read_version(storage, name, version) is not None
 
 
 async def _read_hint(storage: Storage, name: str) -> int | None:
