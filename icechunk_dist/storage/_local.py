@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import os
 import re
 from collections.abc import Iterable
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 
 from icechunk_dist.errors import InvalidInputError, StorageError
 from icechunk_dist.storage._base import ObjectExistsError, ObjectMeta, ObjectNotFoundError
+from icechunk_dist.storage._inodes import link_spare, take_spare
 
 __all__ = [
     "check_root",
@@ -103,7 +105,10 @@ def put_local_file(root: str, key: str, data: bytes, *, create: bool = False) ->
         If the file system fails otherwise.
     """
     path = os.path.join(root, key)
-    staged = f"{path}#{int.from_bytes(os.urandom(7), 'little')}"
+    spare = take_spare(root)
+    if spare is not None and _put_spare(spare, root, key, path, data, create=create):
+        return
+    staged = _staged_name(path)
     try:
         try:
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -133,6 +138,47 @@ def put_local_file(root: str, key: str, data: bytes, *, create: bool = False) ->
         with contextlib.suppress(OSError):
             os.unlink(staged)
         raise _os_error(exc, root, key, "put") from exc
+
+
+def _staged_name(path: str) -> str:
+    return f"{path}#{int.from_bytes(os.urandom(7), 'little')}"
+
+
+def _put_spare(fd: int, root: str, key: str, path: str, data: bytes, *, create: bool) -> bool:
+    """:func:`put_local_file` into a spare unnamed inode (storage/_inodes.py): write it,
+    then link it under ``path`` (a create: fails if ``path`` exists) or under a staging
+    name renamed over ``path``. False, with nothing written, where the spare cannot be
+    linked there (``path`` on another file system than ``root``): the caller then writes
+    a staging file as usual."""
+    target = path if create else _staged_name(path)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            try:
+                link_spare(fd, target)
+            except FileNotFoundError:  # the first object under its directory
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                link_spare(fd, target)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            return False
+        if (isinstance(exc, FileExistsError) and create and exc.filename2 == target
+                and not os.path.isdir(path)):
+            raise ObjectExistsError(f"object {key!r} in local storage already exists",
+                                    key=key) from None
+        raise _os_error(exc, root, key, "put") from exc
+    if not create:
+        try:
+            os.replace(target, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(target)
+            raise _os_error(exc, root, key, "put") from exc
+    return True
 
 
 def put_fresh_local_file(root: str, key: str, data: bytes, *, create: bool = False) -> None:
