@@ -20,8 +20,11 @@ A tag is ``refs/tag.<name>/ref`` (create-only, immutable); deleting it creates
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -191,10 +194,10 @@ async def _read_tip(storage: Storage, name: str, genesis: str | None) -> BranchT
     without hints) or a hint naming an absent version falls back to one listing.
     """
     pending = _hints_in_flight.get((storage, name))
-    if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+    if pending is not None and not pending.done():
         # this process's own hint write, still in flight: wait (briefly: the hint is only
         # a hint) rather than GET one more
-        await asyncio.wait([pending], timeout=_HINT_WAIT)
+        await asyncio.wait([asyncio.wrap_future(pending)], timeout=_HINT_WAIT)
     start = await _read_hint(storage, name)
     if start is None:
         first = await _read_version(storage, name, 0)
@@ -250,10 +253,26 @@ def _no_versions(name: str, genesis: str | None) -> BranchTip:
 
 
 # this process's tip hint writes not landed yet, by (storage, branch): readers of the same
-# process wait for them, so what they see does not depend on how fast a hint lands
-_hints_in_flight: dict[tuple[Storage, str], asyncio.Task[None]] = {}
+# process wait for them, so what they see does not depend on how fast a hint lands. Commits
+# schedule hints from any thread (sync calls run on their caller's thread), the writers run
+# on the library's I/O loop: the two maps change only under _hint_lock.
+_hints_in_flight: dict[tuple[Storage, str], concurrent.futures.Future[None]] = {}
 _hint_wanted: dict[tuple[Storage, str], tuple[int, RefData]] = {}
+_hint_lock = threading.Lock()
 _HINT_WAIT = 2.0  # seconds
+
+
+def _forget_hints_after_fork() -> None:
+    """A forked child has none of its parent's hint writers: it must neither wait for them
+    nor take them for its own."""
+    global _hint_lock
+    _hints_in_flight.clear()
+    _hint_wanted.clear()
+    _hint_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_hints_after_fork)
 
 
 def _schedule_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
@@ -261,25 +280,37 @@ def _schedule_hint(storage: Storage, name: str, version: int, ref: RefData) -> N
     the newest version wanted: hints never land out of order from one process, and a burst
     of moves costs a few hint writes, not one each."""
     slot = (storage, name)
-    wanted = _hint_wanted.get(slot)
-    if wanted is None or version > wanted[0]:
-        _hint_wanted[slot] = (version, ref)
-    task = _hints_in_flight.get(slot)
-    if task is not None and not task.done():
-        return  # the running writer picks the newest up when it is done
-    _hints_in_flight[slot] = _sync.background(_write_hints(storage, name))
+    with _hint_lock:
+        wanted = _hint_wanted.get(slot)
+        if wanted is None or version > wanted[0]:
+            _hint_wanted[slot] = (version, ref)
+        if slot in _hints_in_flight:
+            return  # the running writer picks the newest up before it ends
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        _hints_in_flight[slot] = done
+    _sync.background(_write_hints(storage, name, done))
 
 
-async def _write_hints(storage: Storage, name: str) -> None:
+async def _write_hints(storage: Storage, name: str,
+                       done: concurrent.futures.Future[None]) -> None:
     slot = (storage, name)
     written = -1
     try:
-        while (wanted := _hint_wanted.get(slot)) is not None and wanted[0] > written:
+        while True:
+            with _hint_lock:  # the last check and the end are one step: no move is missed
+                wanted = _hint_wanted.get(slot)
+                if wanted is None or wanted[0] <= written:
+                    _hint_wanted.pop(slot, None)
+                    _hints_in_flight.pop(slot, None)
+                    break
             await _write_hint(storage, name, *wanted)
             written = wanted[0]
-    finally:  # no await from the last check to here: no move is missed
-        _hint_wanted.pop(slot, None)
-        _hints_in_flight.pop(slot, None)
+    finally:
+        with _hint_lock:
+            if _hints_in_flight.get(slot) is done:  # ended early (cancelled at exit)
+                _hint_wanted.pop(slot, None)
+                del _hints_in_flight[slot]
+        done.set_result(None)
 
 
 async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -> None:
