@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import OrderedDict
 from concurrent.futures import Future
 
@@ -21,16 +22,28 @@ from icechunk_dist import _sync
 from icechunk_dist.session._io import put_fresh
 from icechunk_dist.storage import Storage
 
-__all__ = ["PendingWrites"]
+__all__ = ["PendingWrites", "none_pending"]
 
 _WINDOW = 64
 _MAX_BYTES = 64 * 1024 * 1024
 
 
+# the PendingWrites of this process with a write in flight or a failed write: when there is
+# none, a merge of a thousand forks need not ask each one (none_pending)
+_busy: weakref.WeakSet[PendingWrites] = weakref.WeakSet()
+_busy_lock = threading.Lock()
+
+
+def none_pending() -> bool:
+    """Whether no change-set of this process has a chunk write in flight or failed."""
+    return not _busy
+
+
 class PendingWrites:
     """The chunk writes of one change-set that may still be in flight (thread-safe)."""
 
-    __slots__ = ("_bytes", "_error", "_futs", "_lock", "_max_bytes", "_window")
+    __slots__ = ("__weakref__", "_bytes", "_error", "_futs", "_lock", "_max_bytes",
+                 "_window")
 
     def __init__(self, window: int = _WINDOW, max_bytes: int = _MAX_BYTES) -> None:
         self._window = window
@@ -65,6 +78,8 @@ class PendingWrites:
         with self._lock:
             self._futs[key] = fut
             self._bytes += n
+            with _busy_lock:
+                _busy.add(self)
 
         def done(f: Future[None], key: str = key, n: int = n) -> None:
             with self._lock:
@@ -72,6 +87,9 @@ class PendingWrites:
                 self._bytes -= n
                 if not f.cancelled() and f.exception() is not None and self._error is None:
                     self._error = f.exception()
+                if not self._futs and self._error is None:
+                    with _busy_lock:
+                        _busy.discard(self)
 
         fut.add_done_callback(done)
 

@@ -32,6 +32,7 @@ from icechunk_dist.errors import (
 from icechunk_dist.format import ChunkTable, NodeRecord, SnapshotData
 from icechunk_dist.session._core import SessionCore, node_names
 from icechunk_dist.session._io import read_snapshot
+from icechunk_dist.session._writeback import none_pending
 from icechunk_dist.storage import Storage, VirtualSources
 
 __all__ = [
@@ -160,6 +161,8 @@ async def wait_for_writes(forks: Sequence[ForkSession]) -> None:
     StorageError
         If one of them could not be written.
     """
+    if none_pending():
+        return  # no write in flight or failed anywhere in this process
     for f in forks:
         await f._writes.flush()
 
@@ -167,6 +170,8 @@ async def wait_for_writes(forks: Sequence[ForkSession]) -> None:
 def wait_for_writes_sync(forks: Sequence[ForkSession]) -> None:
     """:func:`wait_for_writes` from synchronous code (no loop round trip when nothing is in
     flight, the common case on local disk)."""
+    if none_pending():
+        return
     for f in forks:
         f._writes.flush_sync()
 
@@ -543,10 +548,15 @@ def release_all(forks: Sequence[ForkSession]) -> None:
     with _REGISTRY_LOCK:
         for f in shared:
             group = _REGISTRY.get(f._fork_id)
-            if group is not None:
-                group.forks = [g for g in group.forks if g is not f]
-                if not group.forks:
-                    del _REGISTRY[f._fork_id]
+            if group is None:
+                continue
+            copies = group.forks
+            if len(copies) == 1 and copies[0] is f:  # the usual case: one copy, this one
+                del _REGISTRY[f._fork_id]
+                continue
+            group.forks = [g for g in copies if g is not f]
+            if not group.forks:
+                del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks
