@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import os
 import threading
@@ -28,8 +29,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from icechunk_dist.errors import SessionStateError
 
-__all__ = ["aiterate_pages", "background", "drain_background", "io_loop", "iterate_pages",
-           "on_io_loop", "run", "run_async"]
+__all__ = ["aiterate_pages", "background", "drain_background", "in_thread", "io_loop",
+           "iterate_pages", "on_io_loop", "run", "run_async"]
 
 T = TypeVar("T")
 
@@ -114,13 +115,28 @@ def _drain_at_exit() -> None:
     concurrent.futures.wait(_unfinished(), timeout=5)
 
 
-# before the interpreter's shutdown of thread pools (concurrent.futures registers its own
-# hook with threading too, earlier, so this one runs first): a hint write still to start
-# needs one (asyncio.to_thread), and a pool shut down refuses new work
+# before the interpreter's shutdown of thread pools: a hint write still to start needs one
+# (asyncio.to_thread), and a pool shut down refuses new work. concurrent.futures.thread
+# registers that shutdown with threading when first imported (lazily, by the first
+# executor); importing it here registers it before us, and these hooks run last first
 if hasattr(threading, "_register_atexit"):
+    import concurrent.futures.thread
     threading._register_atexit(_drain_at_exit)
 else:  # pragma: no cover - CPython < 3.9
     atexit.register(_drain_at_exit)
+
+
+async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``asyncio.to_thread``, except where no thread can be started: at interpreter exit
+    (Python 3.12 refuses new threads once shutdown began, and thread pools refuse new work)
+    ``fn`` runs inline, so a write still landing then (a tip hint) is not lost."""
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    try:
+        fut = loop.run_in_executor(None, call)
+    except RuntimeError:  # raised by the submit itself, never by fn
+        return fn(*args, **kwargs)
+    return await fut
 
 
 def io_loop() -> asyncio.AbstractEventLoop:

@@ -148,3 +148,42 @@ def test_a_forked_child_leaves_its_parents_loops_working(tmp_path: Path) -> None
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert storage.get_sync("child") == b"child"
+
+
+def test_in_thread_runs_inline_where_no_thread_can_be_started() -> None:
+    """At interpreter exit Python 3.12 starts no thread and pools take no work; a tip hint
+    written then (through a thread on local disk) must still land, so it runs inline."""
+    from concurrent.futures import ThreadPoolExecutor as Pool
+
+    calls: list[str] = []
+
+    def work(x: int) -> int:
+        calls.append(threading.current_thread().name)
+        return x + 1
+
+    async def main() -> tuple[int, int]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(Pool(1, thread_name_prefix="pool"))
+        in_pool = await _sync.in_thread(work, 1)
+        closed = Pool(1)
+        closed.shutdown()
+        loop.set_default_executor(closed)  # refuses new work, as at exit
+        return in_pool, await _sync.in_thread(work, 2)
+
+    assert asyncio.run(main()) == (2, 3)
+    assert calls[0].startswith("pool") and calls[1] == threading.current_thread().name
+
+
+def test_an_error_of_the_function_is_not_retried_inline() -> None:
+    calls: list[int] = []
+
+    def fails() -> None:
+        calls.append(1)
+        raise RuntimeError("cannot schedule new futures after shutdown")  # looks alike
+
+    async def main() -> None:
+        await _sync.in_thread(fails)
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(main())
+    assert calls == [1]

@@ -25,6 +25,7 @@ import obstore
 import obstore.exceptions as obe
 from obstore.store import MemoryStore
 
+from icechunk_dist._sync import in_thread
 from icechunk_dist.errors import InvalidInputError, NotFoundError, StorageError
 from icechunk_dist.storage._base import (
     ObjectExistsError,
@@ -241,7 +242,7 @@ class ObstoreStorage(Storage):
         if (want if want is not None
                 else local_size(os.path.join(root, key))) <= _INLINE_LOCAL_BYTES:
             return read_local_file(root, key, op, start, end, suffix)
-        return await asyncio.to_thread(read_local_file, root, key, op, start, end, suffix)
+        return await in_thread(read_local_file, root, key, op, start, end, suffix)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -352,7 +353,7 @@ class ObstoreStorage(Storage):
             if len(data) <= _INLINE_LOCAL_BYTES and mode != "overwrite":
                 put(local, key, data, create=create)
             else:
-                await asyncio.to_thread(put, local, key, data, create=create)
+                await in_thread(put, local, key, data, create=create)
             return
         if mode == "fresh":
             mode = "overwrite"  # one PUT is atomic on object stores already
@@ -488,14 +489,14 @@ class ObstoreStorage(Storage):
         return self._list_staged(prefix)
 
     async def _list_staged(self, prefix: str) -> AsyncIterator[ObjectMeta]:
-        for meta in await asyncio.to_thread(list_staged, self._spec.option("path"), prefix):
+        for meta in await in_thread(list_staged, self._spec.option("path"), prefix):
             yield meta
 
     async def delete_staged(self, keys: Iterable[str]) -> int:
         if self._spec.backend != "local":
             return await super().delete_staged(keys)
         wanted = [validate_key(k) for k in keys]
-        return await asyncio.to_thread(remove_staged, self._spec.option("path"), wanted)
+        return await in_thread(remove_staged, self._spec.option("path"), wanted)
 
     async def is_empty(self) -> bool:
         if self._spec.backend == "local":
