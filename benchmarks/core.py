@@ -61,6 +61,16 @@ SMOKE = {"set_chunks": 500, "zarr_chunks": 500, "forks": 20, "refs_per_fork": 10
 
 
 # ------------------------------------------------------------------------------ helpers
+def _remove(path: Path | str) -> None:
+    """Remove a repository directory once the tip hints of its commits have landed (they
+    are written in the background after each commit, docs/design/006-o1-branch-tips.md; a
+    hint landing during the removal would bring a directory back)."""
+    from icechunk_dist import _sync
+
+    _sync.run(_sync.drain_background())
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def _row(name: str, ours: float, unit: str, target: str, ok: bool | None,
          config: str) -> Row:
     return {"name": name, "ours": ours, "unit": unit, "target": target, "ok": ok,
@@ -123,7 +133,7 @@ def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
                      n / dt >= 4000,
                      f"{n:,} chunks of 4 KiB, local disk, one process; {cpu_us:.0f} us CPU "
                      f"per chunk; commit after: {commit_s:.2f} s"))
-    shutil.rmtree(work / "set_seq", ignore_errors=True)
+    _remove(work / "set_seq")
 
     # concurrent: 64 store.set in flight (what zarr and dask threads do)
     session = setup("set_conc")
@@ -152,7 +162,7 @@ def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
                      n / dt >= 4000,
                      f"{n:,} chunks of 4 KiB, local disk, 64 concurrent writers (64 in flight); "
                      f"{cpu_us:.0f} us CPU per chunk"))
-    shutil.rmtree(work / "set_conc", ignore_errors=True)
+    _remove(work / "set_conc")
 
     # zarr array write: what users do
     nz = sz["zarr_chunks"]
@@ -171,7 +181,7 @@ def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
                      f"{nz:,} chunks of 4 KiB, no compressor, zarr default concurrency"))
     # plain zarr LocalStore for comparison
     plain = work / "plain.zarr"
-    shutil.rmtree(plain, ignore_errors=True)
+    _remove(plain)
     parr = zarr.create_array(zarr.storage.LocalStore(str(plain)), name="x",
                              shape=(nz * 1024,), chunks=(1024,), dtype="f4",
                              compressors=None, fill_value=0.0)
@@ -181,8 +191,8 @@ def bench_store_set(sz: dict[str, Any], work: Path) -> list[Row]:
     pdt = time.perf_counter() - t0
     rows.append(_row("plain zarr LocalStore, same write", nz / pdt, "chunks/s", "(baseline)",
                      None, f"ratio icechunk/plain: {pdt / dt:.2f}x"))
-    shutil.rmtree(work / "set_zarr", ignore_errors=True)
-    shutil.rmtree(plain, ignore_errors=True)
+    _remove(work / "set_zarr")
+    _remove(plain)
     return rows
 
 
@@ -245,7 +255,7 @@ def bench_merge(sz: dict[str, Any], work: Path) -> list[Row]:
         session.commit("merge")
         commit_s = time.perf_counter() - t1
         best = min(best, dt)
-        shutil.rmtree(work / "merge", ignore_errors=True)
+        _remove(work / "merge")
     ms = best * 1000
     return [_row(f"merge {nf:,} forks x {per:,} refs", ms, "ms", "<= 12", ms <= 12,
                  f"session.merge(*forks), best of 3; commit of the merged "
@@ -265,7 +275,7 @@ def bench_commit(sz: dict[str, Any], work: Path) -> list[Row]:
         t0 = time.perf_counter()
         session.commit(f"{n} refs")
         dt = time.perf_counter() - t0
-    shutil.rmtree(work / "commit", ignore_errors=True)
+    _remove(work / "commit")
     peak = mem.peak / MIB
     return [
         _row(f"commit {n:,} refs", dt, "s", "<= 0.8", dt <= 0.8,
@@ -410,7 +420,7 @@ def bench_history(sz: dict[str, Any], work: Path) -> list[Row]:
     rows.append(_row("ancestry, Repository.ancestry, local", lconc, "s",
                      "< sequential / 5", lconc < lseq / 5,
                      f"{lcfg}; {lseq / max(lconc, 1e-9):.1f}x faster"))
-    shutil.rmtree(local, ignore_errors=True)
+    _remove(local)
     return rows
 
 
@@ -482,7 +492,7 @@ def bench_commit_vs_history(sz: dict[str, Any], work: Path) -> list[Row]:
         early, late = float(np.median(short_t)), float(np.median(long_t))
         for root in roots:
             if root is not None:
-                shutil.rmtree(root, ignore_errors=True)
+                _remove(root)
         ratio = late / early
         cfg = (f"one-chunk commits, {where}, {n_chunks} chunks in both manifests, {rounds} "
                f"commits on each branch interleaved; median after {short_len} "
@@ -530,6 +540,7 @@ def run(smoke: bool) -> list[Row]:
         with tempfile.TemporaryDirectory(prefix="icd-core-") as d:
             for bench in BENCHES.values():
                 rows.extend(bench(SMOKE, Path(d)))
+            _remove(d)
         return rows
     for name in BENCHES:
         rows.extend(_run_one(name, smoke))
@@ -565,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         with tempfile.TemporaryDirectory(prefix="icd-core-") as d:
             rows = BENCHES[args.only](sz, Path(d))
+            _remove(d)
     else:
         rows = run(args.smoke)
     if args.json:
