@@ -318,7 +318,13 @@ async def _write_hint(storage: Storage, name: str, version: int, ref: RefData) -
     hint = _TipHint(snapshot_id=ref.snapshot_id, write_id=ref.write_id,
                     written_at=ref.written_at, version=version)
     try:
-        await storage.put(branch_hint_key(name), encode_object(hint, ObjectType.REF))
+        # "replace": on local disk, a hint landing after the repository was removed must
+        # not bring its directory back
+        await storage.put(branch_hint_key(name), encode_object(hint, ObjectType.REF),
+                          mode="replace")
+    except ObjectNotFoundError:
+        _log.debug("branch %r moved to version %d, but its directory is gone: no tip hint",
+                   name, version)
     except StorageError as exc:
         _log.warning("branch %r moved to version %d but its tip hint was not updated: %s",
                      name, version, exc)

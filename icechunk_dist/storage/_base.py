@@ -30,7 +30,7 @@ __all__ = [
     "validate_prefix",
 ]
 
-PutMode = Literal["overwrite", "create", "fresh"]
+PutMode = Literal["overwrite", "create", "fresh", "replace"]
 
 
 class ObjectNotFoundError(NotFoundError):
@@ -260,12 +260,17 @@ class Storage(abc.ABC):
         manifest names until the commit): a backend may then write it in place, without the
         staging and rename that make a partial object invisible (local disk does; a partial
         object of a killed writer is unreferenced garbage, and its length differs from the
-        one a manifest would record).
+        one a manifest would record). ``mode="replace"`` overwrites an object whose place
+        exists: on local disk it never creates a directory (a branch's tip hint landing after
+        its repository was removed must not bring a directory back); elsewhere it is an
+        overwrite.
 
         Raises
         ------
         ObjectExistsError
             With ``mode="create"``, if the key exists.
+        ObjectNotFoundError
+            With ``mode="replace"`` on local disk, if the object's directory does not exist.
         InvalidInputError
             If ``key`` or ``mode`` is malformed.
         StorageError

@@ -89,16 +89,22 @@ def _os_error(exc: OSError, root: str, key: str, op: str) -> Exception:
     return StorageError(f"{op} of {key!r} in local storage failed: {exc}", key=key, cause=exc)
 
 
-def put_local_file(root: str, key: str, data: bytes, *, create: bool = False) -> None:
+def put_local_file(root: str, key: str, data: bytes, *, create: bool = False,
+                   parents: bool = True) -> None:
     """Write ``data`` as the object ``key`` under ``root`` atomically: a staging file
     (``<path>#<digits>``, which listings skip), then a rename over ``<path>`` or, with
     ``create``, a hard link that fails if ``<path>`` exists (exactly one of several racing
     creators wins), as obstore's LocalStore does.
 
+    Missing parent directories are created, unless ``parents`` is false
+    (``put(mode="replace")``).
+
     Raises
     ------
     ObjectExistsError
         With ``create``, if the object exists.
+    ObjectNotFoundError
+        Without ``parents``, if the object's directory does not exist.
     InvalidInputError
         If a file blocks the root or a directory is where the object must go.
     StorageError
@@ -106,13 +112,16 @@ def put_local_file(root: str, key: str, data: bytes, *, create: bool = False) ->
     """
     path = os.path.join(root, key)
     spare = take_spare(root)
-    if spare is not None and _put_spare(spare, root, key, path, data, create=create):
+    if spare is not None and _put_spare(spare, root, key, path, data, create=create,
+                                        parents=parents):
         return
     staged = _staged_name(path)
     try:
         try:
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
+            if not parents:
+                raise _no_directory(key) from None
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
@@ -144,7 +153,13 @@ def _staged_name(path: str) -> str:
     return f"{path}#{int.from_bytes(os.urandom(7), 'little')}"
 
 
-def _put_spare(fd: int, root: str, key: str, path: str, data: bytes, *, create: bool) -> bool:
+def _no_directory(key: str) -> ObjectNotFoundError:
+    return ObjectNotFoundError(f"the directory of {key!r} in local storage does not exist "
+                               "(a replace never creates one)", key=key)
+
+
+def _put_spare(fd: int, root: str, key: str, path: str, data: bytes, *, create: bool,
+               parents: bool = True) -> bool:
     """:func:`put_local_file` into a spare unnamed inode (storage/_inodes.py): write it,
     then link it under ``path`` (a create: fails if ``path`` exists) or under a staging
     name renamed over ``path``. False, with nothing written, where the spare cannot be
@@ -159,6 +174,8 @@ def _put_spare(fd: int, root: str, key: str, path: str, data: bytes, *, create: 
             try:
                 link_spare(fd, target)
             except FileNotFoundError:  # the first object under its directory
+                if not parents:
+                    raise _no_directory(key) from None
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 link_spare(fd, target)
         finally:

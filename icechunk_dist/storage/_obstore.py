@@ -12,6 +12,7 @@ import asyncio
 import atexit
 import builtins
 import contextlib
+import functools
 import os
 import re
 import time
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from datetime import UTC
 from itertools import islice
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import obstore
 import obstore.exceptions as obe
@@ -339,34 +340,37 @@ class ObstoreStorage(Storage):
 
     async def put(self, key: str, data: bytes, *, mode: PutMode = "overwrite") -> None:
         validate_key(key)
-        if mode not in ("overwrite", "create", "fresh"):
+        if mode not in ("overwrite", "create", "fresh", "replace"):
             raise InvalidInputError(
-                f"put mode must be 'overwrite', 'create' or 'fresh', not {mode!r}")
+                f"put mode must be 'overwrite', 'create', 'fresh' or 'replace', not {mode!r}")
         local = self._local_root(key)
         if local is not None:
             # the staged file and atomic rename (or hard link, for a create) that obstore's
             # LocalStore does, without the hop to its I/O runtime and back
-            create = mode == "create"
-            put = put_fresh_local_file if mode == "fresh" else put_local_file
+            if mode == "fresh":
+                write = functools.partial(put_fresh_local_file, local, key, data)
+            else:
+                write = functools.partial(put_local_file, local, key, data,
+                                          create=mode == "create", parents=mode != "replace")
             # small writes inline, except overwrites: their rename can take a millisecond
             # (overlay filesystems), and the tip hint's is written in the background
-            if len(data) <= _INLINE_LOCAL_BYTES and mode != "overwrite":
-                put(local, key, data, create=create)
+            if len(data) <= _INLINE_LOCAL_BYTES and mode in ("create", "fresh"):
+                write()
             else:
-                await in_thread(put, local, key, data, create=create)
+                await in_thread(write)
             return
-        if mode == "fresh":
-            mode = "overwrite"  # one PUT is atomic on object stores already
+        # fresh and replace: one PUT is atomic on object stores already
+        remote: Literal["create", "overwrite"] = "create" if mode == "create" else "overwrite"
         store = self._client()
         if len(data) <= _INLINE_PUT_BYTES and self._spec.backend == "memory":
             async def inline_call() -> None:
-                obstore.put(store, key, data, mode=mode)
+                obstore.put(store, key, data, mode=remote)
 
             await self._io(inline_call, key, "put")
             return
 
         async def call() -> None:
-            await obstore.put_async(store, key, data, mode=mode)
+            await obstore.put_async(store, key, data, mode=remote)
 
         await self._io(call, key, "put")
 

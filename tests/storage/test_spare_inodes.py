@@ -165,3 +165,38 @@ def test_a_removed_root_is_not_brought_back(tmp_path: Path) -> None:
     time.sleep(0.1)  # the refill the put asked for has run
     assert not root.exists()
     assert str(root) not in _inodes._spares
+
+
+def test_replace_never_creates_a_directory(tmp_path: Path) -> None:
+    """``put(mode="replace")`` overwrites like ``overwrite`` but, on local disk, fails with
+    ObjectNotFoundError instead of creating the object's directory (a tip hint landing
+    after its repository was removed must not bring it back)."""
+    root = tmp_path / "st"
+    storage = icd.local_filesystem_storage(str(root))
+    storage.put_sync("d/k", b"one")
+    storage.put_sync("d/k", b"two", mode="replace")
+    assert storage.get_sync("d/k") == b"two"
+    with pytest.raises(icd.NotFoundError):
+        storage.put_sync("gone/k", b"x", mode="replace")
+    assert not (root / "gone").exists()
+    memory = icd.in_memory_storage()
+    memory.put_sync("a/b", b"1", mode="replace")  # elsewhere: an overwrite
+    assert memory.get_sync("a/b") == b"1"
+
+
+def test_a_tip_hint_landing_after_the_repository_was_removed_brings_nothing_back(
+        tmp_path: Path) -> None:
+    import shutil
+
+    from icechunk_dist import _sync, refs
+    from icechunk_dist.format import RefData
+
+    root = tmp_path / "repo"
+    storage = icd.local_filesystem_storage(str(root))
+    repo = icd.Repository.create(storage)
+    sid = repo.lookup_branch("main")
+    _sync.run(_sync.drain_background())
+    shutil.rmtree(root)
+    ref = RefData(snapshot_id=sid, write_id="w", written_at=0)
+    _sync.run(refs._write_hint(storage, "main", 1, ref))  # what a late hint write does
+    assert not root.exists()
