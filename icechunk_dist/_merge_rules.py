@@ -130,6 +130,10 @@ class MetadataFold:
         self.floor: dict[str, int] = {}  # node id -> a winning delete: drop writes up to it
         self.alias: dict[str, str] = {}  # adopted node id -> the id it merged into
         self.killed: set[str] = set()  # ids of nodes taken out of ``out.nodes``
+        # path -> (record, created by the folded change-sets) of a node a delete took out of
+        # ``out.nodes``: what undoing that delete puts back (a group the session created
+        # exists nowhere else, not in the base)
+        self.removed: dict[str, tuple[NodeRecord, bool]] = {}
         self._note_chunks(0, self._written(first))
 
     def resolve(self, nid: str) -> str:
@@ -323,6 +327,7 @@ class MetadataFold:
             if old is not None:
                 del x.nodes[p]
                 self.killed.add(old.node_id)
+                self.removed[p] = (old, p in x.new_paths)
             x.deleted.setdefault(p, rec)
             x.new_paths.discard(p)
             return
@@ -355,6 +360,14 @@ class MetadataFold:
             del x.nodes[p]
             self.killed.add(cur.node_id)
             x.new_paths.discard(p)
+        elif cur is None and p in self.removed:
+            # the delete took out a node of the folded change-sets (created or changed by
+            # them): put it back, the base alone would not have it
+            rec, created = self.removed.pop(p)
+            x.nodes[p] = rec
+            self.killed.discard(rec.node_id)
+            if created:
+                x.new_paths.add(p)
 
     def _empty(self, g: str, y: Changes, anc: Changes | None, i: int) -> None:
         """``y`` deleted group ``g``: the folded nodes, keys and chunks inside it go too,
