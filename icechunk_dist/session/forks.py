@@ -548,15 +548,10 @@ def release_all(forks: Sequence[ForkSession]) -> None:
     with _REGISTRY_LOCK:
         for f in shared:
             group = _REGISTRY.get(f._fork_id)
-            if group is None:
-                continue
-            copies = group.forks
-            if len(copies) == 1 and copies[0] is f:  # the usual case: one copy, this one
-                del _REGISTRY[f._fork_id]
-                continue
-            group.forks = [g for g in copies if g is not f]
-            if not group.forks:
-                del _REGISTRY[f._fork_id]
+            if group is not None:
+                group.forks = [g for g in group.forks if g is not f]
+                if not group.forks:
+                    del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks

@@ -125,9 +125,7 @@ def put_local_file(root: str, key: str, data: bytes, *, create: bool = False,
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
         finally:
             os.close(fd)
         if not create:
@@ -149,6 +147,12 @@ def put_local_file(root: str, key: str, data: bytes, *, create: bool = False,
         raise _os_error(exc, root, key, "put") from exc
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _staged_name(path: str) -> str:
     return f"{path}#{int.from_bytes(os.urandom(7), 'little')}"
 
@@ -168,9 +172,7 @@ def _put_spare(fd: int, root: str, key: str, path: str, data: bytes, *, create: 
     target = path if create else _staged_name(path)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
             try:
                 link_spare(fd, target)
             except FileNotFoundError:  # the first object under its directory
@@ -229,9 +231,7 @@ def put_fresh_local_file(root: str, key: str, data: bytes, *, create: bool = Fal
     except OSError as exc:
         raise _os_error(exc, root, key, "put") from exc
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        _write_all(fd, data)
     except OSError as exc:
         os.close(fd)
         with contextlib.suppress(OSError):
