@@ -33,6 +33,17 @@ MergePolicy = Literal["fail", "last_wins"]
 _FOLD_AT = 65_536
 # fold this many rows or fewer, each of a distinct chunk, without numpy's sort
 _SMALL_FOLD = 256
+# one empty table per dimensionality, shared by every ArrayChunks that holds no folded rows
+# (tables are values: nothing changes a table's rows in place); a fork writing one array
+# then allocates no table at all
+_EMPTY: dict[int, ChunkTable] = {}
+
+
+def _empty_table(ndim: int) -> ChunkTable:
+    t = _EMPTY.get(ndim)
+    if t is None:
+        t = _EMPTY[ndim] = ChunkTable.empty(ndim)
+    return t
 
 
 class ArrayChunks:
@@ -48,7 +59,7 @@ class ArrayChunks:
     def __init__(self, ndim: int, table: ChunkTable | None = None,
                  parts: Sequence[ChunkTable] | None = None) -> None:
         self.ndim = ndim
-        self._table = table if table is not None else ChunkTable.empty(ndim)
+        self._table = table if table is not None else _empty_table(ndim)
         self._builder = TableBuilder(ndim)
         self._pos: dict[tuple[int, ...], int] = {}
         # normalized tables of disjoint, increasing coordinate ranges whose concatenation is
@@ -74,7 +85,7 @@ class ArrayChunks:
         folded yet, no chunk written twice), else None: a merge may then build many such
         change-sets' rows at once (``TableBuilder.build_all``)."""
         b = self._builder
-        if (self._pos and self._parts is None and not self._table.kinds.size
+        if (self._pos and self._parts is None and self._table is _EMPTY.get(self.ndim)
                 and len(self._pos) == len(b)):
             return b
         return None
@@ -269,9 +280,12 @@ class ChangeSet:
         _add_names(names, self)
         out = ChangeSet(nodes=dict(self.nodes), new_paths=set(self.new_paths),
                         deleted=dict(self.deleted), loose=dict(self.loose))
-        ndims: dict[str, int] = {}
-        per_node = _chunk_only(self, others, ndims)
-        if per_node is None:
+        gathered = _chunk_only(self, others)
+        pre_built: dict[str, list[TableBuilder]] = {}
+        if gathered is not None:
+            per_node, ndims, pre_built = gathered.per_node, gathered.ndims, gathered.builders
+        else:
+            ndims = {}
             # some change-set changes metadata: the rules of the fold apply to each
             for o, _ in others:
                 _add_names(names, o)
@@ -289,13 +303,15 @@ class ChangeSet:
                     ndims[key] = ac.ndim
         for nid in sorted(per_node):
             acs = per_node[nid]
-            builders = [b for ac in acs[1:] if (b := ac.unfolded()) is not None]
+            builders = pre_built.get(nid)
+            if builders is None:
+                builders = [b for ac in acs[1:] if (b := ac.unfolded()) is not None]
             if len(builders) > 1 and len(builders) == len(acs) - 1:
                 # the forks' writes, unfolded (forks written in this process): build their
                 # rows at once and sort and check them once, after the first table
                 first = acs[0].unfolded()
                 if first is not None:
-                    builders.insert(0, first)
+                    builders = [first, *builders]
                 tables = ([] if first is not None else [acs[0].table]) + [
                     TableBuilder.build_all(builders)]
                 out.chunks[nid] = ArrayChunks(ndims[nid], _merge_tables(
@@ -422,29 +438,55 @@ def _add_names(names: dict[str, str], cs: ChangeSet) -> None:
         names.update(cs.node_paths_by_id())
 
 
-def _chunk_only(first: ChangeSet, others: Sequence[tuple[ChangeSet, ChangeSet | None]],
-                ndims: dict[str, int]) -> dict[str, list[ArrayChunks]] | None:
+class _ChunkOnly:
+    """The chunk writes of a merge's change-sets by node, gathered in one pass (see
+    :func:`_chunk_only`)."""
+
+    __slots__ = ("builders", "ndims", "per_node")
+
+    def __init__(self) -> None:
+        self.per_node: dict[str, list[ArrayChunks]] = {}
+        self.ndims: dict[str, int] = {}
+        #: per node, the unfolded builders of the change-sets after the first that wrote it,
+        #: while each of them is unfolded (:meth:`ArrayChunks.unfolded`); else absent
+        self.builders: dict[str, list[TableBuilder]] = {}
+
+
+def _chunk_only(first: ChangeSet,
+                others: Sequence[tuple[ChangeSet, ChangeSet | None]]) -> _ChunkOnly | None:
     """The chunk writes of ``first`` then ``others`` by node, in one pass, if none of
     ``others`` changes metadata and ``first`` deletes nothing (a distributed write's forks):
-    no rule of :class:`MetadataFold` can apply then, and every write counts. Else None."""
+    no rule of :class:`MetadataFold` can apply then, and every write counts. Else None.
+
+    The same pass takes each change-set's unfolded builder (a fork written in this process),
+    so that a merge of many forks reads each fork's objects once."""
     if first.deleted:
         return None
-    per_node: dict[str, list[ArrayChunks]] = {}
+    g = _ChunkOnly()
+    per_node, ndims, builders = g.per_node, g.ndims, g.builders
     for nid, ac in first.chunks.items():
         per_node[nid] = [ac]
         ndims[nid] = ac.ndim
+        builders[nid] = []
     for y, _anc in others:
         if y.nodes or y.deleted or y.loose:
-            ndims.clear()
             return None
         for nid, ac in y.chunks.items():
             acs = per_node.get(nid)
             if acs is None:
                 per_node[nid] = [ac]
                 ndims[nid] = ac.ndim
-            else:
-                acs.append(ac)
-    return per_node
+                builders[nid] = []  # of those after the first
+                continue
+            acs.append(ac)
+            bs = builders.get(nid)
+            if bs is not None:
+                b = ac.unfolded()
+                if b is None:
+                    del builders[nid]  # one folded table: the node's tables merge as tables
+                else:
+                    bs.append(b)
+    return g
 
 
 def _merge_tables(tables: Sequence[ChunkTable], policy: MergePolicy, path: str) -> ChunkTable:

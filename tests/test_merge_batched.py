@@ -216,3 +216,26 @@ def test_build_all_keeps_each_location_once_across_builders() -> None:
 def test_a_chunk_id_must_be_12_bytes() -> None:
     with pytest.raises(ValueError, match="12 bytes"):
         TableBuilder(1).add_native((0,), b"short", 1)
+
+
+def test_a_folded_change_set_among_unfolded_ones_merges_its_array_per_table() -> None:
+    """The one pass that gathers the forks' writes takes a node's unfolded builders only
+    while each change-set after the first left its writes unfolded: one folded table sends
+    that array through the per-table merge, the others stay batched, and every array gets
+    what folding each change-set first gives."""
+    def parts(fold: set[int]) -> list[tuple[ChangeSet, None]]:
+        out = []
+        for i, rows in enumerate(FORKS):
+            n = _unfolded(rows)
+            m = _unfolded([((9, i), f"m{i}")])  # a second array, never folded
+            out.append((ChangeSet(chunks={"n": _folded_copy(n) if i in fold else n,
+                                          "m": m}), None))
+        return out
+
+    got = ChangeSet().merge_many(parts({1}))  # type: ignore[arg-type]
+    want = ChangeSet().merge_many(parts({0, 1, 2}))  # type: ignore[arg-type]
+    for nid in ("n", "m"):
+        assert _payloads(got.chunks[nid].table) == _payloads(want.chunks[nid].table)
+    assert len(got.chunks["m"].table) == 3
+    assert ArrayChunks(2).table is ArrayChunks(2).table  # one shared empty table ...
+    assert len(ArrayChunks(2).table) == 0  # ... that no merge wrote into

@@ -33,34 +33,17 @@ class TableBuilder:
     builders (a merge of thousands of forks' few writes each) in one pass over them.
     """
 
-    __slots__ = (
-        "_blob",
-        "_blob_len",
-        "_etags",
-        "_inline_rows",
-        "_locations",
-        "_modified",
-        "_n",
-        "_native",
-        "_row",
-        "_rows",
-        "_urls",
-        "ndim",
-    )
+    __slots__ = ("_extras", "_n", "_native", "_row", "_rows", "ndim")
 
     def __init__(self, ndim: int) -> None:
         self.ndim = ndim
         self._row = _row_struct(ndim)
         self._rows = bytearray()
         self._n = 0
-        self._blob: list[bytes] = []
-        self._blob_len = 0
-        self._urls: list[str] = []
-        self._etags: list[str | None] = []
-        self._modified: list[int] = []
-        self._locations: dict[tuple[str, str | None, int], int] = {}
-        self._inline_rows: dict[int, bytes] = {}
         self._native = False
+        # inline payloads and virtual locations, made at the first such row: a fork's
+        # native writes never pay for them (and a merge of many forks reads one slot)
+        self._extras: _Extras | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -72,21 +55,29 @@ class TableBuilder:
         self._native = True
         self._add(coord, KIND_NATIVE, chunk_id, offset, length, -1, digest)
 
+    def _more(self) -> _Extras:
+        x = self._extras
+        if x is None:
+            x = self._extras = _Extras()
+        return x
+
     def add_inline(self, coord: tuple[int, ...], data: bytes) -> None:
-        self._inline_rows[self._n] = data
-        self._add(coord, KIND_INLINE, self._NOID, self._blob_len, len(data), -1)
-        self._blob.append(data)
-        self._blob_len += len(data)
+        x = self._more()
+        self._add(coord, KIND_INLINE, self._NOID, x.blob_len, len(data), -1)
+        x.inline_rows[self._n - 1] = data
+        x.blob.append(data)
+        x.blob_len += len(data)
 
     def add_virtual(self, coord: tuple[int, ...], url: str, offset: int, length: int,
                     etag: str | None, modified: int = 0) -> None:
+        x = self._more()
         key = (url, etag, modified)
-        ui = self._locations.get(key)
+        ui = x.locations.get(key)
         if ui is None:
-            ui = self._locations[key] = len(self._urls)
-            self._urls.append(url)
-            self._etags.append(etag)
-            self._modified.append(modified)
+            ui = x.locations[key] = len(x.urls)
+            x.urls.append(url)
+            x.etags.append(etag)
+            x.modified.append(modified)
         self._add(coord, KIND_VIRTUAL, self._NOID, offset, length, ui)
 
     def add_tombstone(self, coord: tuple[int, ...]) -> None:
@@ -104,10 +95,11 @@ class TableBuilder:
     def build_row(self, i: int) -> tuple[int, object]:
         """(kind, payload) of row ``i``, as :meth:`ChunkTable.row_payload`."""
         *_, kind, cid, o, ln, u, _d = self._row.unpack_from(self._rows, i * self._row.size)
-        if kind == KIND_INLINE:
-            return kind, self._inline_rows[i]
-        if kind == KIND_VIRTUAL:
-            return kind, (self._urls[u], self._etags[u], self._modified[u], o, ln)
+        x = self._extras
+        if kind == KIND_INLINE and x is not None:
+            return kind, x.inline_rows[i]
+        if kind == KIND_VIRTUAL and x is not None:
+            return kind, (x.urls[u], x.etags[u], x.modified[u], o, ln)
         return kind, (encode_id(cid), o, ln)
 
     @classmethod
@@ -120,32 +112,53 @@ class TableBuilder:
             raise ValueError("cannot build chunk tables of different dimensionality")
         rows = b"".join(map(attrgetter("_rows"), builders))
         native = any(map(attrgetter("_native"), builders))
-        if not any(b._blob or b._urls for b in builders):
+        if not any(map(attrgetter("_extras"), builders)):
             # native rows and tombstones only (a distributed write's forks)
             return _table(ndim, rows, native)
         # inline payloads and locations: one blob and one location list for all, each
         # builder's rows pointing into them at its place
+        extras = [b._extras or _NO_EXTRAS for b in builders]
         (urls, etags, modified), remaps = merge_locations(
-            [(b._urls, b._etags, b._modified) for b in builders])
-        t = _table(ndim, rows, native, blob=b"".join(p for b in builders for p in b._blob),
+            [(x.urls, x.etags, x.modified) for x in extras])
+        t = _table(ndim, rows, native, blob=b"".join(p for x in extras for p in x.blob),
                    urls=urls, etags=etags, modified=modified)
         row = blob_len = 0
-        for b, remap in zip(builders, remaps, strict=True):
+        for b, x, remap in zip(builders, extras, remaps, strict=True):
             lo, hi = row, row + b._n
-            if blob_len and b._blob:
+            if blob_len and x.blob:
                 offsets = t.offsets[lo:hi]
                 offsets[t.kinds[lo:hi] == KIND_INLINE] += np.uint64(blob_len)
             if len(remap):
                 t.url_idx[lo:hi] = remap_url_idx(t.url_idx[lo:hi], remap)
-            row, blob_len = hi, blob_len + b._blob_len
+            row, blob_len = hi, blob_len + x.blob_len
         return t
 
     def build(self) -> ChunkTable:
         if not self._n:
             return ChunkTable.empty(self.ndim)
-        return _table(self.ndim, self._rows, self._native, blob=b"".join(self._blob),
-                      urls=list(self._urls), etags=list(self._etags),
-                      modified=list(self._modified))
+        x = self._extras
+        if x is None:
+            return _table(self.ndim, self._rows, self._native)
+        return _table(self.ndim, self._rows, self._native, blob=b"".join(x.blob),
+                      urls=list(x.urls), etags=list(x.etags), modified=list(x.modified))
+
+
+class _Extras:
+    """What a builder keeps for inline and virtual rows besides the packed rows."""
+
+    __slots__ = ("blob", "blob_len", "etags", "inline_rows", "locations", "modified", "urls")
+
+    def __init__(self) -> None:
+        self.blob: list[bytes] = []
+        self.blob_len = 0
+        self.urls: list[str] = []
+        self.etags: list[str | None] = []
+        self.modified: list[int] = []
+        self.locations: dict[tuple[str, str | None, int], int] = {}
+        self.inline_rows: dict[int, bytes] = {}
+
+
+_NO_EXTRAS = _Extras()  # read only: stands for a builder without any
 
 
 @functools.cache

@@ -542,19 +542,13 @@ class Session(SessionCore):
 
     def _merge_ready(self, ready: tuple[ForkSession, ...], policy: MergePolicy) -> None:
         with self._lock:
-            parts, seen, forked_at = _forks.take_changes(
+            parts, seen, forked_at, written, gone = _forks.take_changes(
                 ready, storage=self._storage, base_id=self._base.id,
                 lineage_id=self._lineage_id, seen=self._merged_forks, what="this session")
             # writes in one session are ordered: what this session wrote to an array before
             # the forks were made is overridden by their writes (as any Zarr store would);
             # writes made since (ours, or of forks merged meanwhile) are concurrent with them
             gen = self._chunk_gen
-            written: set[str] = set()  # the nodes the forks wrote chunks of
-            gone: set[str] = set()  # and those they deleted
-            for cs, _ in parts:
-                written.update(cs.chunks)
-                if cs.deleted:
-                    gone.update(rec.node_id for rec in cs.deleted.values())
             earlier = {nid for nid in written if gen.get(nid, -1) <= forked_at}
             # and a node a fork deleted takes this session's earlier writes to it along
             deleted = {nid for nid in gone if gen.get(nid, -1) <= forked_at}

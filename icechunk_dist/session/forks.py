@@ -15,7 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ __all__ = [
     "merge_changes",
     "node_names",
     "ready_to_merge",
+    "Taken",
     "take_changes",
     "node_record",
     "own_changes",
@@ -176,12 +177,26 @@ def wait_for_writes_sync(forks: Sequence[ForkSession]) -> None:
         f._writes.flush_sync()
 
 
+class Taken(NamedTuple):
+    """What :func:`take_changes` gathered from forks, in its one pass over them."""
+
+    #: (change-set, inherited metadata) of each fork, in order
+    parts: list[tuple[ChangeSet, ChangeSet | None]]
+    #: the contributor ids of the merged result
+    seen: set[str]
+    #: the earliest parent write generation the forks were made at
+    generation: int
+    #: the node ids the forks wrote chunks of
+    written: set[str]
+    #: the node ids the forks deleted
+    gone: set[str]
+
+
 def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str,
-                 lineage_id: str, seen: set[str], what: str
-                 ) -> tuple[list[tuple[ChangeSet, ChangeSet | None]], set[str], int]:
-    """The change-sets of ``forks`` to merge into ``what`` (which already holds ``seen``):
-    (change-set, inherited metadata) pairs, the contributor ids after the merge, and the
-    earliest parent write generation the forks were made at.
+                 lineage_id: str, seen: set[str], what: str) -> Taken:
+    """The change-sets of ``forks`` to merge into ``what`` (which already holds ``seen``),
+    in one pass over the forks (a merge of a thousand forks pays for each fork's objects
+    once, see docs/design/018-one-pass-merge.md).
 
     Raises
     ------
@@ -189,21 +204,30 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
         If a fork is of another repository, base or parent session, or already merged.
     """
     seen = set(seen)
-    generation = min((f._generation for f in forks), default=0)
+    generation = forks[0]._generation if forks else 0
     parts: list[tuple[ChangeSet, ChangeSet | None]] = []
+    append = parts.append
+    written: set[str] = set()
+    gone: set[str] = set()
     for f in forks:
         if not (f._storage is storage and f._base_id == base_id
                 and f._lineage_id == lineage_id):
             _check_same_lineage(storage, base_id, lineage_id, f, what)
+        if f._generation < generation:
+            generation = f._generation
         with f._lock:
             mine = f._contributors
             if not seen.isdisjoint(mine):
                 raise SessionStateError(
                     f"fork {sorted(mine & seen)[0]} was already merged into {what}; a "
                     "fork's changes can be merged only once")
-            seen.update(mine)
-            parts.append((f._changes, f._inherited))
-    return parts, seen, generation
+            seen |= mine
+            cs = f._changes
+            append((cs, f._inherited))
+        written.update(cs.chunks)
+        if cs.deleted:
+            gone.update(rec.node_id for rec in cs.deleted.values())
+    return Taken(parts, seen, generation, written, gone)
 
 
 def names_of(forks: Sequence[ForkSession]) -> dict[str, str]:
@@ -400,7 +424,7 @@ class ForkSession(SessionCore):
             with self._lock:
                 if any(f is self for f in forks):
                     raise SessionStateError("cannot merge a fork into itself")
-                parts, seen, generation = take_changes(
+                parts, seen, generation, _, _ = take_changes(
                     forks, storage=self._storage, base_id=self._base_id,
                     lineage_id=self._lineage_id, seen=self._contributors,
                     what=f"fork {self._fork_id}")
@@ -542,16 +566,20 @@ def release(f: ForkSession) -> None:
 def release_all(forks: Sequence[ForkSession]) -> None:
     """Drop ``forks`` from the registry, under one acquisition of its lock (a merge of a
     thousand forks releases them all at once)."""
-    shared = [f for f in forks if f._shared]
-    if not shared:
-        return  # only forks of Session.fork() (and their copies) are ever registered
     with _REGISTRY_LOCK:
-        for f in shared:
+        for f in forks:
+            if not f._shared:
+                continue  # only forks of Session.fork() (and their copies) are registered
             group = _REGISTRY.get(f._fork_id)
-            if group is not None:
-                group.forks = [g for g in group.forks if g is not f]
-                if not group.forks:
-                    del _REGISTRY[f._fork_id]
+            if group is None:
+                continue
+            copies = group.forks
+            if len(copies) == 1 and copies[0] is f:
+                del _REGISTRY[f._fork_id]  # the one copy (a fork of Session.fork())
+                continue
+            group.forks = [g for g in copies if g is not f]
+            if not group.forks:
+                del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks
