@@ -63,7 +63,7 @@ def test_registry_never_evicts_a_fork_that_holds_writes(
         del others
         gc.collect()
         # gather_forks pulls the worker's copies from the registry: the one with writes is there
-        copies = _registry._REGISTRY[fork.fork_id].forks
+        copies = _registry._copies_of(_registry._REGISTRY[fork.fork_id])
         assert any(c is worker_copy for c in copies)
         assert worker_copy._changes.chunk_count() == 4
     finally:

@@ -532,26 +532,37 @@ class _Copies:
         return out
 
 
-_REGISTRY: OrderedDict[str, _Copies] = OrderedDict()
+# fork id -> this process's copies of that fork: the fork itself while it is the only one
+# (every fork of Session.fork() until a copy of it is unpickled here), else a _Copies. A
+# merge of a thousand forks then releases each without reading any other object
+_REGISTRY: OrderedDict[str, ForkSession | _Copies] = OrderedDict()
 _REGISTRY_LOCK = threading.Lock()
 _REGISTRY_MAX = 10_000
+
+
+def _copies_of(entry: ForkSession | _Copies) -> list[ForkSession]:
+    return entry.forks if isinstance(entry, _Copies) else [entry]
 
 
 def register(f: ForkSession) -> ForkSession:
     """List ``f`` among this process's copies of its fork (for gather_forks)."""
     with _REGISTRY_LOCK:
-        group = _REGISTRY.get(f._fork_id)
-        if group is None:
-            group = _REGISTRY[f._fork_id] = _Copies()
+        entry = _REGISTRY.get(f._fork_id)
+        if entry is None:
+            _REGISTRY[f._fork_id] = f
         else:
             _REGISTRY.move_to_end(f._fork_id)
-        if not any(g is f for g in group.forks):
-            group.forks.append(f)
+            if isinstance(entry, _Copies):
+                if not any(g is f for g in entry.forks):
+                    entry.forks.append(f)
+            elif entry is not f:
+                group = _REGISTRY[f._fork_id] = _Copies()
+                group.forks.extend((entry, f))
         if len(_REGISTRY) > _REGISTRY_MAX:
             # bound the registry by dropping the oldest groups whose copies hold no writes;
             # a copy with writes is never evicted (its writes would be lost silently)
-            for key in [k for k, g in _REGISTRY.items()
-                        if all(c._changes.is_empty() for c in g.forks)]:
+            for key in [k for k, e in _REGISTRY.items()
+                        if all(c._changes.is_empty() for c in _copies_of(e))]:
                 if len(_REGISTRY) <= _REGISTRY_MAX:
                     break
                 del _REGISTRY[key]
@@ -570,16 +581,13 @@ def release_all(forks: Sequence[ForkSession]) -> None:
         for f in forks:
             if not f._shared:
                 continue  # only forks of Session.fork() (and their copies) are registered
-            group = _REGISTRY.get(f._fork_id)
-            if group is None:
-                continue
-            copies = group.forks
-            if len(copies) == 1 and copies[0] is f:
+            entry = _REGISTRY.get(f._fork_id)
+            if entry is f:
                 del _REGISTRY[f._fork_id]  # the one copy (a fork of Session.fork())
-                continue
-            group.forks = [g for g in copies if g is not f]
-            if not group.forks:
-                del _REGISTRY[f._fork_id]
+            elif isinstance(entry, _Copies):
+                entry.forks = [g for g in entry.forks if g is not f]
+                if not entry.forks:
+                    del _REGISTRY[f._fork_id]
 
 
 # ---------------------------------------------------------------------- records of forks
@@ -647,8 +655,14 @@ def take_registered_copies(fork_id: str) -> ForkSession | None:
     """Remove this process's copies of fork ``fork_id`` from the registry and return their
     writes as one plain fork (None if this process holds none)."""
     with _REGISTRY_LOCK:
-        group = _REGISTRY.pop(fork_id, None)
-    return None if group is None else group._as_contribution()
+        entry = _REGISTRY.pop(fork_id, None)
+    if entry is None:
+        return None
+    if isinstance(entry, _Copies):
+        return entry._as_contribution()
+    one = _Copies()
+    one.forks.append(entry)
+    return one._as_contribution()
 
 
 def new_fork(*, storage: Storage, config: RepositoryConfig, base: SnapshotData,
