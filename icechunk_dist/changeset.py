@@ -177,7 +177,7 @@ class ArrayChunks:
     def __setstate__(self, state: tuple[int, ChunkTable]) -> None:
         ndim, table = state
         self.ndim = ndim
-        self._table = table
+        self._table = table if len(table) else _empty_table(ndim)
         self._parts = None
         self._builder = TableBuilder(ndim)
         self._pos = {}

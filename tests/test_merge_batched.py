@@ -239,3 +239,14 @@ def test_a_folded_change_set_among_unfolded_ones_merges_its_array_per_table() ->
     assert len(got.chunks["m"].table) == 3
     assert ArrayChunks(2).table is ArrayChunks(2).table  # one shared empty table ...
     assert len(ArrayChunks(2).table) == 0  # ... that no merge wrote into
+
+
+def test_an_unpickled_array_without_rows_stays_batchable() -> None:
+    """A fork's ArrayChunks that crossed a pickle before its first write (a worker's copy)
+    holds the shared empty table again, so its writes merge in the batched path."""
+    import pickle
+
+    ac = pickle.loads(pickle.dumps(ArrayChunks(2)))
+    assert ac.table is ArrayChunks(2).table
+    ac.set_native((0, 1), b"x" * 12, 10)
+    assert ac.unfolded() is not None

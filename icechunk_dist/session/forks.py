@@ -224,9 +224,9 @@ def take_changes(forks: Sequence[ForkSession], *, storage: Storage, base_id: str
             seen |= mine
             cs = f._changes
             append((cs, f._inherited))
-        written.update(cs.chunks)
-        if cs.deleted:
-            gone.update(rec.node_id for rec in cs.deleted.values())
+            written.update(cs.chunks)
+            if cs.deleted:
+                gone.update(rec.node_id for rec in cs.deleted.values())
     return Taken(parts, seen, generation, written, gone)
 
 
