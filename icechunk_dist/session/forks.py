@@ -507,9 +507,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # ---------------------------------------------------------------------- the registry
 class _Copies:
-    """The copies of one fork (one fork id) that live in this process.
+    """The copies of one fork (one fork id) that live in this process, once there are two.
 
-    ``gather_forks`` collects them from every worker (``_as_contribution``); they are not
+    ``gather_forks`` collects them from every worker (:func:`_contribution`); they are not
     resolved to one object, so every copy (a task's argument) keeps only its own writes.
     """
 
@@ -518,18 +518,19 @@ class _Copies:
     def __init__(self) -> None:
         self.forks: list[ForkSession] = []
 
-    def _as_contribution(self) -> ForkSession | None:
-        """Every write of these copies as one plain fork (identical writes count once)."""
-        parts = [f for f in self.forks if not f._changes.is_empty()]
-        if not parts:
-            return None
-        out = parts[0].child()
-        names = names_of(parts)
-        with out._lock:
-            out._changes = ChangeSet().merge_many(
-                [(f._changes, f._inherited) for f in parts], describe=names)
-            out._contributors = {out._own}
-        return out
+
+def _contribution(copies: Sequence[ForkSession]) -> ForkSession | None:
+    """Every write of ``copies`` as one plain fork (identical writes count once)."""
+    parts = [f for f in copies if not f._changes.is_empty()]
+    if not parts:
+        return None
+    out = parts[0].child()
+    names = names_of(parts)
+    with out._lock:
+        out._changes = ChangeSet().merge_many(
+            [(f._changes, f._inherited) for f in parts], describe=names)
+        out._contributors = {out._own}
+    return out
 
 
 # fork id -> this process's copies of that fork: the fork itself while it is the only one
@@ -656,13 +657,7 @@ def take_registered_copies(fork_id: str) -> ForkSession | None:
     writes as one plain fork (None if this process holds none)."""
     with _REGISTRY_LOCK:
         entry = _REGISTRY.pop(fork_id, None)
-    if entry is None:
-        return None
-    if isinstance(entry, _Copies):
-        return entry._as_contribution()
-    one = _Copies()
-    one.forks.append(entry)
-    return one._as_contribution()
+    return None if entry is None else _contribution(_copies_of(entry))
 
 
 def new_fork(*, storage: Storage, config: RepositoryConfig, base: SnapshotData,
